@@ -1,0 +1,33 @@
+# Every target bootstraps .venv itself and is quick when it already exists.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# libvirt-python needs libvirt's headers; take the extra only where they are installed.
+EXTRAS := dev$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
+
+.PHONY: test demo up bench lint clean
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m werft.demo
+
+up: $(STAMP)
+	$(BIN)/python -m werft.demo --stay-up
+
+bench: $(STAMP)
+	$(BIN)/pytest -q -s -m bench tests/benchmarks -p no:randomly
+
+clean:
+	rm -rf $(VENV) .werft

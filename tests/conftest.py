@@ -1,0 +1,1 @@
+"""Shared fixtures. Servers start on loopback on ports the OS picks."""

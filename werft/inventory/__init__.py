@@ -1,0 +1,1 @@
+"""The fleet inventory: schema, loading, validation."""
