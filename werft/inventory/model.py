@@ -100,6 +100,9 @@ class FleetDefaults(Spec):
     kubernetes_version: Annotated[str, Field(pattern=VERSION_PATTERN)] | None = None
     distribution: Distribution = Distribution.KUBEADM
     addon_sets: list[Name] = Field(default_factory=list)
+    # The API endpoint of clusters that do not set network.controlPlaneEndpoint (edge CSV
+    # rows): "{cluster}" and "{site}" are replaced, e.g. "https://{cluster}.edge.example:6443".
+    api_endpoint_template: str | None = None
 
 
 class Artifacts(Spec):

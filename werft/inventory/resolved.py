@@ -42,6 +42,7 @@ class ResolvedCluster:
     network: Network
     addon_sets: tuple[str, ...]
     os_image_url: str  # absolute URL of the installer image
+    api_endpoint: str  # the Kubernetes API URL the cluster will answer on
     machines: tuple[Machine, ...]
     labels: dict[str, str] = field(default_factory=dict)
     owners: tuple[str, ...] = ()
