@@ -1,0 +1,1 @@
+"""The fleet simulator: every site's BMCs and every cluster's Kubernetes API in one process."""
