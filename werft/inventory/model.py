@@ -12,7 +12,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "werft.dev/v1alpha1"
@@ -27,11 +35,31 @@ SECRET_REF_PATTERN = r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
+# Kubernetes spells acronyms in capitals (bootMACAddress, podCIDR, memoryMiB); plain
+# camelCase would give bootMacAddress. The Kubernetes spelling is the canonical one (used in
+# messages and when dumping); the plain camelCase spelling is still accepted on input.
+_ACRONYMS = {"mac": "MAC", "cidr": "CIDR", "mib": "MiB", "gib": "GiB"}
+
+
+def to_kube_camel(name: str) -> str:
+    """``boot_mac_address`` -> ``bootMACAddress``, ``pod_cidr`` -> ``podCIDR``."""
+    first, *rest = name.split("_")
+    return first + "".join(_ACRONYMS.get(part, part.capitalize()) for part in rest)
+
+
+def _validation_alias(name: str) -> str | AliasChoices:
+    kube, camel = to_kube_camel(name), to_camel(name)
+    return kube if kube == camel else AliasChoices(kube, camel)
+
+
 class Spec(BaseModel):
     """Base for every spec: camelCase in YAML, unknown fields rejected."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=AliasGenerator(alias=to_kube_camel, validation_alias=_validation_alias),
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
     )
 
 

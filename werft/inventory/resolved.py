@@ -23,7 +23,11 @@ from werft.inventory.model import (
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a document or row came from, for error messages."""
+    """Where a document or row came from, for error messages.
+
+    ``file`` is relative to the inventory root (``Inventory.origin``), e.g.
+    ``addons/gitops/addonset.yaml`` or ``edge-sites.csv`` (``line`` = the CSV row's line).
+    """
 
     file: str
     line: int | None = None
@@ -68,8 +72,9 @@ class Inventory:
     profiles: dict[str, Profile]
     addon_sets: dict[str, AddonSet]
     clusters: dict[str, ResolvedCluster]
-    # Add-on manifest templates by the path AddonSets name them with, relative to the
-    # inventory root ("addons/cni/calico.yaml.j2" -> text), read from disk or from Git.
+    # Add-on manifest templates by their path relative to the inventory root
+    # ("addons/cni/calico.yaml.j2" -> text), read from disk or from Git. An AddonSet names
+    # them relative to its own file: join dirname(sources[("AddonSet", name)].file).
     files: dict[str, str] = field(default_factory=dict)
     sources: dict[tuple[str, str], Source] = field(default_factory=dict)
 

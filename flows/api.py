@@ -1,0 +1,105 @@
+"""Starting a provisioning run through the Prefect REST API -- what `werft provision
+--via-api` does, and what any other system (a ticketing tool, a vendor portal) can do:
+
+    GET  {api}/deployments/name/provision-fleet/provision-fleet     -> {"id": ...}
+    POST {api}/deployments/{id}/create_flow_run  {"parameters": {"request": {...}}}
+    GET  {api}/flow_runs/{run id}                                   -> state, until final
+
+The run executes wherever the deployment is served (`werft serve`) or on a worker of
+its work pool; this client only creates it and follows it. Plain httpx, no Prefect client.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunState:
+    id: str
+    name: str
+    state_type: str
+    state_name: str
+    message: str
+
+
+def _check(response: httpx.Response, what: str) -> dict[str, Any]:
+    if response.status_code == 404:
+        raise ApiError(f"{what}: not found (is `werft serve` running against this server?)")
+    if response.is_error:
+        raise ApiError(f"{what}: HTTP {response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+def create_run(
+    api_url: str, parameters: dict[str, Any], deployment: str = "provision-fleet/provision-fleet"
+) -> RunState:
+    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
+        found = _check(client.get(f"deployments/name/{deployment}"), f"deployment {deployment}")
+        created = _check(
+            client.post(
+                f"deployments/{found['id']}/create_flow_run", json={"parameters": parameters}
+            ),
+            "create_flow_run",
+        )
+    return _state(created)
+
+
+def read_run(api_url: str, run_id: str) -> RunState:
+    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
+        return _state(_check(client.get(f"flow_runs/{run_id}"), f"flow run {run_id}"))
+
+
+def follow(api_url: str, run_id: str, timeout_s: float, poll_s: float = 1.0) -> RunState:
+    """Poll the run until it is in a final state, or ``timeout_s`` passes (ApiError)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = read_run(api_url, run_id)
+        if run.state_type in FINAL_STATES:
+            return run
+        if time.monotonic() > deadline:
+            raise ApiError(f"flow run {run_id} still {run.state_name} after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+
+
+def fleet_table(api_url: str, run_id: str) -> list[dict[str, Any]]:
+    """The rows of the run's ``werft-fleet`` table artifact ([] if it made none)."""
+    body = {
+        "artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["werft-fleet"]}},
+        "sort": "CREATED_DESC",
+        "limit": 1,
+    }
+    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
+        found = client.post("artifacts/filter", json=body)
+    artifacts = found.json() if found.is_success else []
+    if not artifacts:
+        return []
+    data = artifacts[0]["data"]
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def ui_url(api_url: str, run_id: str) -> str:
+    """The UI page of a flow run (the UI is served by the same server, without /api)."""
+    return f"{api_url.rstrip('/').removesuffix('/api')}/runs/flow-run/{run_id}"
+
+
+def _state(run: dict[str, Any]) -> RunState:
+    state = run.get("state") or {}
+    return RunState(
+        id=run["id"],
+        name=run.get("name", ""),
+        state_type=state.get("type", "PENDING"),
+        state_name=state.get("name", "Pending"),
+        message=state.get("message") or "",
+    )

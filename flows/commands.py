@@ -1,0 +1,173 @@
+"""What `werft provision` and `werft serve` do (werft/cli.py parses and calls these)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from flows.models import FleetResult, ProvisionRequest
+from werft.conditions import STAGE_ORDER
+
+FULL_TABLE_UP_TO = 40  # clusters; past that the table shows problems and a per-tier summary
+
+STATUS_STYLE = {"True": "green", "False": "red", "Unknown": "dim"}
+OUTCOME_STYLE = {"Verified": "green", "Failed": "red", "Deferred": "yellow", "NotStarted": "dim"}
+
+
+def provision(request: ProvisionRequest, *, report: Path | None = None, full: bool = False) -> int:
+    """Run provision-fleet in this process; print the table; exit code 0 iff all Verified."""
+    from prefect.settings import PREFECT_UI_URL
+
+    from flows.provision import provision_fleet
+
+    state = asyncio.run(provision_fleet(request, return_state=True))  # type: ignore[call-overload]
+    result = state.result(raise_on_failure=False)
+    console = Console()
+    if not isinstance(result, FleetResult):
+        console.print(f"[red]provisioning crashed: {state.message or result}[/]")
+        return 1
+    ui = PREFECT_UI_URL.value()
+    url = f"{ui}/runs/flow-run/{result.flow_run_id}" if ui and result.flow_run_id else None
+    if result.dry_run and result.succeeded:
+        print_plan(console, result)
+    else:
+        print_result(console, [c.row() for c in result.clusters], full=full)
+    counts = {"planned": len(result.clusters)} if result.dry_run else result.counts()
+    print_outcome(console, result.succeeded, result.reason, counts, url)
+    if report:
+        write_report(report, result, url)
+    return exit_code(result)
+
+
+def provision_via_api(
+    request: ProvisionRequest, *, api_url: str, timeout_s: float, full: bool = False
+) -> int:
+    """Create a flow run of the provision-fleet deployment over REST and follow it."""
+    from flows import api
+
+    console = Console()
+    parameters = {"request": request.model_dump(mode="json", exclude_defaults=True)}
+    try:
+        run = api.create_run(api_url, parameters)
+        console.print(f"created flow run {run.name}: {api.ui_url(api_url, run.id)}")
+        console.print("waiting for it to finish (served by `werft serve` or a worker) ...")
+        run = api.follow(api_url, run.id, timeout_s)
+    except api.ApiError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    rows = api.fleet_table(api_url, run.id)
+    print_result(console, rows, full=full)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[str(row["outcome"])] = counts.get(str(row["outcome"]), 0) + 1
+    ok = run.state_type == "COMPLETED"
+    print_outcome(console, ok, run.message, counts, api.ui_url(api_url, run.id))
+    all_verified = bool(rows) and all(row["outcome"] == "Verified" for row in rows)
+    return 0 if ok and (request.dry_run or all_verified) else 1
+
+
+def exit_code(result: FleetResult) -> int:
+    if not result.succeeded:
+        return 1
+    return 0 if result.dry_run or result.all_verified else 1
+
+
+def write_report(path: Path, result: FleetResult, url: str | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "flow_run_id": result.flow_run_id,
+        "url": url,
+        "succeeded": result.succeeded,
+        "reason": result.reason,
+        "counts": result.counts(),
+        "clusters": len(result.clusters),
+        "task_runs": result.task_runs,
+        "duration_s": result.duration_s,
+        "waves": [w.model_dump(mode="json") for w in result.waves],
+    }
+    path.write_text(json.dumps(summary, indent=2))
+
+
+HEADERS = {
+    "InfrastructureReady": "Infra",
+    "Bootstrapped": "Boot",
+    "AddonsReady": "Addons",
+    "Verified": "Verified",
+    "duration_s": "s",
+}
+
+
+def print_result(console: Console, rows: list[dict[str, Any]], *, full: bool) -> None:
+    """The fleet table: every row for a small selection, else per tier + the problem rows."""
+    if not rows:
+        return
+    shown = rows
+    if not full and len(rows) > FULL_TABLE_UP_TO:
+        print_tiers(console, rows)
+        shown = [r for r in rows if r["outcome"] != "Verified"][:FULL_TABLE_UP_TO]
+        if not shown:
+            return
+    table = Table(title="clusters" if shown is rows else "clusters that need attention")
+    for column in shown[0]:
+        table.add_column(HEADERS.get(column, column), overflow="fold")
+    for row in shown:
+        table.add_row(*(_cell(column, value) for column, value in row.items()))
+    console.print(table)
+
+
+def _cell(column: str, value: Any) -> str:
+    text = str(value)
+    if column in STAGE_ORDER:
+        return f"[{STATUS_STYLE[text]}]{'-' if text == 'Unknown' else text}[/]"
+    if column == "outcome":
+        return f"[{OUTCOME_STYLE.get(text, 'default')}]{text}[/]"
+    return text
+
+
+def print_tiers(console: Console, rows: list[dict[str, Any]]) -> None:
+    outcomes = list(OUTCOME_STYLE)
+    table = Table(title="fleet by tier")
+    table.add_column("tier")
+    for name in outcomes:
+        table.add_column(name, justify="right")
+    for tier in dict.fromkeys(str(r["tier"]) for r in rows):
+        mine = [r for r in rows if r["tier"] == tier]
+        table.add_row(tier, *(str(sum(1 for r in mine if r["outcome"] == o)) for o in outcomes))
+    console.print(table)
+
+
+def print_plan(console: Console, result: FleetResult) -> None:
+    """A dry run: the waves the rollout would run."""
+    in_shape = sum(1 for c in result.clusters if c.reason == "AlreadyReady")
+    console.print(
+        f"plan: {len(result.clusters) - in_shape} of {len(result.clusters)} "
+        f"cluster(s) need work, {result.task_runs} task run(s)"
+    )
+    table = Table(title="waves (dry run: nothing was changed)")
+    for column in ("wave", "clusters", "batches", "failure budget"):
+        table.add_column(column, justify="left" if column == "wave" else "right")
+    for w in result.waves:
+        table.add_row(w.name, str(w.clusters), str(w.batches), str(w.failure_budget))
+    console.print(table)
+
+
+def print_outcome(
+    console: Console, ok: bool, reason: str, counts: dict[str, int], url: str | None
+) -> None:
+    text = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no clusters"
+    console.print(f"[{'green' if ok else 'red'}]{'done' if ok else 'FAILED'}[/]: {text}")
+    if reason:
+        console.print(f"[red]{reason}[/]")
+    if url:
+        console.print(f"flow run: {url}", soft_wrap=True)
+
+
+def serve(limit: int | None = None, time_scale: float = 1.0) -> None:
+    from flows.deployments import serve_deployments
+
+    serve_deployments(limit=limit, time_scale=time_scale)

@@ -1,0 +1,92 @@
+"""`werft serve`: the deployments of deployments/prefect.yaml, served from this process.
+
+prefect.yaml is the one place the deployments are defined (names, parameters,
+schedules, concurrency); ``prefect deploy`` reads it for work pools, and this module
+reads it for ``prefect.serve``, so both ways run the same deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib
+import inspect
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import Flow, serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.deployments.runner import RunnerDeployment
+from prefect.types.entrypoint import EntrypointType
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
+
+
+def deployment_specs(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    return list(yaml.safe_load(path.read_text())["deployments"])
+
+
+def flow_of(entrypoint: str) -> Flow[Any, Any]:
+    """``flows/provision.py:provision_fleet`` -> the flow object (imported as a module)."""
+    file, _, name = entrypoint.partition(":")
+    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    return getattr(module, name)
+
+
+def _schedule_options(spec: dict[str, Any]) -> dict[str, Any]:
+    intervals, crons = [], []
+    for item in spec.get("schedules") or []:
+        if "interval" in item:
+            intervals.append(timedelta(seconds=float(item["interval"])))
+        elif "cron" in item:
+            crons.append(item["cron"])
+    return {"interval": intervals or None, "cron": crons or None}
+
+
+def _concurrency(spec: dict[str, Any]) -> ConcurrencyLimitConfig | None:
+    limit = spec.get("concurrency_limit")
+    if isinstance(limit, int):
+        return ConcurrencyLimitConfig(limit=limit)
+    return ConcurrencyLimitConfig(**limit) if limit else None
+
+
+def _parameters(flow: Flow[Any, Any], spec: dict[str, Any], time_scale: float) -> dict[str, Any]:
+    """The deployment's default parameters; against the simulator, with its time scale."""
+    parameters = copy.deepcopy(spec.get("parameters") or {})
+    if time_scale != 1.0:
+        if "time_scale" in inspect.signature(flow.fn).parameters:
+            parameters["time_scale"] = time_scale
+        elif flow.name == "provision-fleet":
+            parameters.setdefault("request", {})["time_scale"] = time_scale
+    return parameters
+
+
+async def runner_deployments(
+    path: Path = PREFECT_YAML, time_scale: float = 1.0
+) -> list[RunnerDeployment]:
+    deployments = []
+    for spec in deployment_specs(path):
+        flow = flow_of(spec["entrypoint"])
+        deployment = await flow.ato_deployment(
+            name=spec["name"],
+            description=spec.get("description"),
+            tags=spec.get("tags"),
+            parameters=_parameters(flow, spec, time_scale),
+            concurrency_limit=_concurrency(spec),
+            # "flows.provision.provision_fleet": importable from any working directory
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            **_schedule_options(spec),
+        )
+        deployments.append(deployment)
+    return deployments
+
+
+def serve_deployments(
+    path: Path = PREFECT_YAML, limit: int | None = None, time_scale: float = 1.0
+) -> None:
+    """Register the deployments (they appear in the UI) and run their flow runs until Ctrl-C."""
+    deployments = asyncio.run(runner_deployments(path, time_scale))
+    serve(*deployments, limit=limit)

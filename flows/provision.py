@@ -1,0 +1,154 @@
+"""The provisioning flows: the runbook a platform engineer would follow, run by Prefect.
+
+    load and validate the inventory (Git is the desired state)
+    observe the selected clusters (the fleet is the observed state)
+    plan: which stages each cluster still needs; cut it into waves and batches
+    roll out: core, near-edge, edge (canary first), within each wave's failure budget
+    report: fleet table, summary
+
+Resume after a crash (kill -9 of the flow process) needs nothing special: a new run
+re-observes and plans again, and only the stages still missing are run. Task results
+are deliberately not cached (``cache_policy=NO_CACHE``): a cached "Verified" from the
+last run would skip the very observation that makes re-runs correct (a machine may have
+been wiped since), and it would cost a persisted result per batch. Observation is cheap
+and a satisfied stage makes no mutating call, so correctness comes from the fleet itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Failed, State
+
+from flows.artifacts import publish_fleet, publish_plan, publish_problems
+from flows.models import FleetResult, ProvisionRequest
+from flows.rollout import Rollout
+from tasks.context import InventorySource, RunRef, open_run
+from tasks.observe import observe
+from tasks.secret_blocks import use_secret_blocks
+from werft.errors import InventoryError, Problem
+from werft.inventory.resolved import Inventory
+from werft.inventory.tree import InventoryNotFound
+from werft.plan import Selector, override_rollout, plan_fleet, task_runs, waves
+
+
+def _run_name() -> str:
+    params = flow_run.parameters or {}
+    if "cluster" in params:
+        return f"provision-cluster[{params['cluster']}]"
+    request = ProvisionRequest.model_validate(params.get("request") or {})
+    what = request.selector.describe()
+    return f"provision[{what}]" + (" dry-run" if request.dry_run else "")
+
+
+@flow(name="provision-fleet", flow_run_name=_run_name)
+async def provision_fleet(request: ProvisionRequest | None = None) -> FleetResult:
+    """Provision the selected clusters of the fleet from the inventory, in waves."""
+    return await provision(request or ProvisionRequest())
+
+
+@flow(name="provision-cluster", flow_run_name=_run_name)
+async def provision_cluster(
+    cluster: str,
+    inventory: str = "inventory",
+    repo: str | None = None,
+    git_ref: str | None = None,
+    dry_run: bool = False,
+    time_scale: float = 1.0,
+) -> FleetResult:
+    """Provision one named cluster (for API-triggered requests, e.g. a vendor's)."""
+    request = ProvisionRequest(
+        inventory=inventory,
+        repo=repo,
+        git_ref=git_ref,
+        selector=Selector(clusters=[cluster]),
+        dry_run=dry_run,
+        time_scale=time_scale,
+    )
+    return await provision(request)
+
+
+async def provision(request: ProvisionRequest) -> Any:
+    """The body both flows share. Returns a FleetResult, or a Failed state carrying one."""
+    start = time.monotonic()
+    logger = get_run_logger()
+    use_secret_blocks()
+    result = FleetResult(
+        flow_run_id=flow_run.id,
+        source=request.source.describe(),
+        selector=request.selector.describe(),
+        dry_run=request.dry_run,
+    )
+
+    inventory = await load(request.source, request.selector, result)
+    if inventory is None:
+        return await finish(result, start)
+    clusters = request.selector.select(inventory)
+    ref = RunRef(key=flow_run.id or "local", source=request.source, time_scale=request.time_scale)
+    async with open_run(ref, inventory):
+        observed = await observe(
+            ref,
+            [c.name for c in clusters],
+            request.selector.describe(),
+            request.observe_concurrency,
+        )
+        plan = plan_fleet(clusters, observed)
+        policy = override_rollout(inventory.fleet.spec.rollout, request.rollout)
+        wave_list = waves(plan, policy)
+        planned_runs = task_runs(plan, wave_list)
+        await publish_plan(plan, wave_list, planned_runs)
+        logger.info(
+            "plan: %d of %d cluster(s) need work: %d wave(s), %d task run(s)",
+            len(plan.work),
+            len(plan),
+            len(wave_list),
+            planned_runs,
+        )
+        rollout = Rollout(inventory, plan, ref, request)
+        if request.dry_run:
+            result.waves = rollout.not_started(wave_list)
+        else:
+            result.waves = await rollout.run(wave_list)
+        result.clusters = list(rollout.records.values())
+        result.task_runs = rollout.task_runs if not request.dry_run else planned_runs
+        if rollout.halted:
+            result.succeeded, result.reason = False, rollout.halted
+    return await finish(result, start)
+
+
+async def load(
+    source: InventorySource, selector: Selector, result: FleetResult
+) -> Inventory | None:
+    """The validated inventory, or None with the problems recorded (nothing is touched)."""
+    try:
+        inventory = await asyncio.to_thread(source.load)
+    except InventoryError as exc:
+        problems = exc.problems
+    except InventoryNotFound as exc:
+        problems = [Problem(source.describe(), None, "path", str(exc))]
+    else:
+        unknown = selector.unknown_names(inventory)
+        if not unknown:
+            return inventory
+        problems = [
+            Problem(source.describe(), None, "selector", f"{name} is not in the inventory")
+            for name in unknown
+        ]
+    await publish_problems(source.describe(), problems)
+    result.succeeded = False
+    result.problems = [str(p) for p in problems]
+    result.reason = f"inventory {source.describe()}: {len(problems)} problem(s); nothing touched"
+    return None
+
+
+async def finish(result: FleetResult, start: float) -> FleetResult | State[Any]:
+    result.duration_s = round(time.monotonic() - start, 3)
+    await publish_fleet(result)
+    get_run_logger().info("fleet: %s", ", ".join(f"{n} {k}" for k, n in result.counts().items()))
+    if not result.succeeded:
+        return Failed(message=result.reason, data=result)
+    return result

@@ -1,0 +1,138 @@
+"""NoCloud seed images: readable, byte-deterministic, published once under a content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_render_support import ARTIFACTS_URL, REPO, make_cluster
+from werft.render.cloudinit import render_meta_data, render_network_config, render_user_data
+from werft.render.pki import ensure_cluster_pki
+from werft.render.seed import build_seed_iso, publish_seed, read_seed
+from werft.secrets import SecretStore
+
+SECTOR = 2048
+PVD = 16 * SECTOR  # ISO 9660: the primary volume descriptor is sector 16
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SecretStore:
+    return SecretStore(tmp_path / "secrets")
+
+
+def test_seed_is_a_cidata_iso_holding_the_three_nocloud_files(store: SecretStore) -> None:
+    cluster = make_cluster(control_planes=1, workers=1)
+    pki = ensure_cluster_pki(cluster, store)
+    machine = cluster.machines[0]
+    iso = build_seed_iso(cluster, machine, pki)
+
+    pvd = iso[PVD : PVD + SECTOR]
+    assert pvd[0] == 1 and pvd[1:6] == b"CD001"
+    assert pvd[40:72].rstrip(b" ") == b"CIDATA"
+    joliet = iso[PVD + SECTOR : PVD + 2 * SECTOR]  # supplementary descriptor, Joliet level 3
+    assert joliet[0] == 2 and joliet[1:6] == b"CD001" and joliet[88:91] == b"%/E"
+
+    files = read_seed(iso)
+    user_data = render_user_data(cluster, machine, pki)
+    assert files == {
+        "user-data": user_data,
+        "meta-data": render_meta_data(machine, user_data),
+        "network-config": render_network_config(machine),
+    }
+
+
+def test_seed_dates_are_pinned(store: SecretStore) -> None:
+    cluster = make_cluster()
+    iso = build_seed_iso(cluster, cluster.machines[0], ensure_cluster_pki(cluster, store))
+    pvd = iso[PVD : PVD + SECTOR]
+    # volume creation (BP 814) and modification (BP 831) dates: 2024-01-01 00:00:00 UTC
+    assert pvd[813:830] == b"2024010100000000\x00"
+    assert pvd[830:847] == b"2024010100000000\x00"
+
+
+def test_seed_is_byte_deterministic(store: SecretStore) -> None:
+    cluster = make_cluster(distribution="k3s", workers=1)
+    pki = ensure_cluster_pki(cluster, store)
+    for machine in cluster.machines:
+        first = build_seed_iso(cluster, machine, pki, artifacts_url=ARTIFACTS_URL)
+        again = build_seed_iso(cluster, machine, pki, artifacts_url=ARTIFACTS_URL)
+        assert first == again
+
+
+_BUILD_ELSEWHERE = """
+import os, sys, time
+os.environ["TZ"] = "WRF-13:45"  # POSIX TZ: UTC+13:45, needs no tz database
+time.tzset()
+_real = time.time
+time.time = lambda: 2_000_000_000.0 + _real() % 1  # the year 2033, sub-second noise
+from pathlib import Path
+from tests.test_render_support import make_cluster
+from werft.render.pki import ensure_cluster_pki
+from werft.render.seed import build_seed_iso
+from werft.secrets import SecretStore
+cluster = make_cluster()
+pki = ensure_cluster_pki(cluster, SecretStore(Path(sys.argv[1])))
+sys.stdout.buffer.write(build_seed_iso(cluster, cluster.machines[0], pki))
+"""
+
+
+def test_seed_does_not_depend_on_the_clock_or_the_time_zone(store: SecretStore) -> None:
+    cluster = make_cluster()
+    here = build_seed_iso(cluster, cluster.machines[0], ensure_cluster_pki(cluster, store))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", _BUILD_ELSEWHERE, str(store.root)],
+        capture_output=True,
+        check=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    ).stdout
+    assert elsewhere == here
+
+
+def test_publish_writes_the_seed_once_under_its_content_hash(
+    store: SecretStore, tmp_path: Path
+) -> None:
+    cluster = make_cluster()
+    pki = ensure_cluster_pki(cluster, store)
+    machine = cluster.machines[0]
+    artifacts = tmp_path / "artifacts"
+
+    url = publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL + "/")
+
+    iso = build_seed_iso(cluster, machine, pki, artifacts_url=ARTIFACTS_URL + "/")
+    digest = hashlib.sha256(iso).hexdigest()[:12]
+    relpath = f"seeds/{cluster.name}/{machine.name}-{digest}.iso"
+    assert url == f"{ARTIFACTS_URL}/{relpath}"
+    path = artifacts / relpath
+    assert path.read_bytes() == iso
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds tokens and CA keys
+    before = (path.stat().st_ino, path.stat().st_mtime_ns)
+
+    assert publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL + "/") == url
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp files
+
+
+def test_a_changed_input_publishes_a_new_seed_at_a_new_url(
+    store: SecretStore, tmp_path: Path
+) -> None:
+    old = make_cluster(version="1.30.4")
+    new = make_cluster(version="1.31.1")
+    pki = ensure_cluster_pki(old, store)
+    artifacts = tmp_path / "artifacts"
+
+    old_url = publish_seed(old, old.machines[0], pki, artifacts, ARTIFACTS_URL)
+    new_url = publish_seed(new, new.machines[0], pki, artifacts, ARTIFACTS_URL)
+
+    assert old_url != new_url
+    published = sorted(p.name for p in (artifacts / "seeds" / old.name).iterdir())
+    assert published == sorted({old_url.rsplit("/", 1)[1], new_url.rsplit("/", 1)[1]})
+    new_iso = (artifacts / "seeds" / new.name / new_url.rsplit("/", 1)[1]).read_bytes()
+    assert "kubernetesVersion: 1.31.1" in read_seed(new_iso)["user-data"]

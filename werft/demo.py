@@ -1,0 +1,314 @@
+"""`make demo` and `make up`: the sample fleet, provisioned end to end on this machine.
+
+    python -m werft.demo             start a Prefect server and the simulator, provision the
+                                     sample inventory (3 core, 12 near-edge, 300 edge sites),
+                                     print the fleet table and where to look, stop everything
+    python -m werft.demo --stay-up   start the server, the simulator and `werft serve`, and
+                                     stay up until Ctrl-C (browse runs, start new ones)
+
+Everything runs as child processes (this module imports no Prefect): the Prefect server
+keeps its database under ``.werft/prefect`` so run history survives between demos; the
+BMC credentials the sample inventory references are generated into the local secret store
+when missing (the simulator reads the same store). What was already running is reused:
+a Prefect server answering on the port, a simulator answering on 8686.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from werft.errors import SecretNotFound
+from werft.secrets import SecretStore, resolve, werft_home
+
+INVENTORY = Path("inventory")
+SIM_PORT = 8686  # the sample inventory's BMC addresses and API endpoints point here
+DEFAULT_PORT = 4200
+# The simulator's clock: 150 turns the ~7 minutes a bare-metal cluster takes (POST, OS
+# install, API, nodes, add-ons) into ~3 s, so the 320 clusters take a few minutes in
+# all, most of it the edge wave (50 clusters at a time, as the Fleet's policy says).
+TIME_SCALE = 150.0
+
+
+def say(text: str) -> None:
+    print(f"\033[1m[demo]\033[0m {text}", flush=True)
+
+
+# --- child processes -------------------------------------------------------------------------
+
+
+@dataclass
+class Children:
+    """Processes this demo started; stopped in reverse order, whatever happens."""
+
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], env: dict[str, str], log: Path | None) -> None:
+        out = open(log, "ab") if log else None  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
+        )
+        self.procs.append((name, proc))
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                say(f"stopping {name}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        self.procs.clear()
+
+
+@contextlib.contextmanager
+def children() -> Iterator[Children]:
+    group = Children()
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float, group: Children) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        group.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the pieces --------------------------------------------------------------------------------
+
+
+def werft(*args: str) -> list[str]:
+    return [sys.executable, "-m", "werft.cli", *args]
+
+
+def start_prefect(group: Children, home: Path, port: int) -> str:
+    """A local Prefect server (database under .werft/prefect); returns its API URL."""
+    api = f"http://127.0.0.1:{port}/api"
+    if answers(f"{api}/health"):
+        say(f"reusing the Prefect server already answering on {api}")
+        return api
+    if not port_free(port):
+        port = free_port()
+        api = f"http://127.0.0.1:{port}/api"
+        say(f"port {DEFAULT_PORT} is taken; using {port}")
+    prefect_home = home / "prefect"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+            f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
+        ),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": api,
+    }
+    log = prefect_home / "server.log"
+    say(f"starting the Prefect server on {api} (log: {log})")
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    args = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    group.start("Prefect server", args, env, log)
+    wait_until(lambda: answers(f"{api}/health"), "the Prefect server", 120, group)
+    return api
+
+
+def ensure_bmc_secrets(inventory: Path) -> int:
+    """Generate the BMC credentials the inventory references, where none exist yet."""
+    from werft.inventory.load import load_inventory
+
+    store = SecretStore()
+    refs = {
+        m.bmc.credentials_ref
+        for c in load_inventory(inventory).clusters.values()
+        for m in c.machines
+        if m.bmc is not None
+    }
+    made = 0
+    for ref in sorted(refs):
+        try:
+            resolve(ref, store)
+        except SecretNotFound:
+            store.put(ref, f"admin:{secrets.token_urlsafe(18)}")
+            made += 1
+    return made
+
+
+def start_sim(group: Children, inventory: Path, home: Path, time_scale: float) -> str:
+    url = f"http://127.0.0.1:{SIM_PORT}"
+    if answers(f"{url}/healthz"):
+        say(f"reusing the simulator already answering on {url}")
+        return url
+    log = home / "sim.log"
+    say(f"starting the simulator on {url}, time scale {time_scale:g} (log: {log})")
+    args = werft(
+        "sim",
+        "serve",
+        "--inventory",
+        str(inventory),
+        "--port",
+        str(SIM_PORT),
+        "--time-scale",
+        str(time_scale),
+        "--artifacts-dir",
+        str(home / "artifacts"),
+    )
+    group.start("simulator", args, dict(os.environ), log)
+    wait_until(lambda: answers(f"{url}/healthz"), "the simulator", 60, group)
+    return url
+
+
+# --- the two modes ------------------------------------------------------------------------------
+
+
+def demo(inventory: Path, port: int, time_scale: float) -> int:
+    home = werft_home()
+    started = time.monotonic()
+    with children() as group:
+        api = start_prefect(group, home, port)
+        made = ensure_bmc_secrets(inventory)
+        if made:
+            say(f"generated {made} BMC credential(s) into {SecretStore().root}")
+        start_sim(group, inventory, home, time_scale)
+        report = home / "demo-report.json"
+        report.unlink(missing_ok=True)
+        say(f"provisioning {inventory}/ through Prefect (werft provision)")
+        env = {**os.environ, "PREFECT_API_URL": api}
+        code = subprocess.call(
+            werft(
+                "provision",
+                str(inventory),
+                "--time-scale",
+                str(time_scale),
+                "--report",
+                str(report),
+            ),
+            env=env,
+        )
+        summary = json.loads(report.read_text()) if report.exists() else {}
+    total = time.monotonic() - started
+    counts = ", ".join(f"{n} {k}" for k, n in summary.get("counts", {}).items())
+    say(f"done in {total:.0f} s: {counts or 'no result'}")
+    if summary.get("url"):
+        say(f"the run in the Prefect UI: {summary['url']}")
+        say("  (open it with `make up`, which keeps the server up; history is in .werft/prefect)")
+    say("artifacts of the run: werft-plan, werft-<wave> progress, werft-fleet, werft-summary")
+    return code
+
+
+def stay_up(inventory: Path, port: int, time_scale: float) -> int:
+    home = werft_home()
+    with children() as group:
+        api = start_prefect(group, home, port)
+        ensure_bmc_secrets(inventory)
+        sim = start_sim(group, inventory, home, time_scale)
+        env = {**os.environ, "PREFECT_API_URL": api}
+        say(
+            "serving the deployments (werft serve): provision-fleet, provision-cluster, "
+            "drift-check every 15 min"
+        )
+        group.start(
+            "werft serve", werft("serve", "--time-scale", str(time_scale)), env, home / "serve.log"
+        )
+        ui = api.removesuffix("/api")
+        print(
+            f"""
+  Prefect UI       {ui}
+                   Deployments -> provision-fleet -> Run (the form is the ProvisionRequest)
+  CLI              PREFECT_API_URL={api} .venv/bin/werft provision --via-api
+  REST             see README "Provisioning with Prefect"
+  Simulator        {sim}   (kubectl: .venv/bin/werft sim kubeconfig <cluster> > kc.yaml)
+  Logs             {home}/serve.log, {home}/sim.log, {home}/prefect/server.log
+
+  Ctrl-C stops everything.
+""",
+            flush=True,
+        )
+        try:
+            while True:
+                group.check()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            say("Ctrl-C: shutting down")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m werft.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--stay-up", action="store_true", help="what `make up` runs")
+    parser.add_argument("--inventory", type=Path, default=INVENTORY)
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("WERFT_PREFECT_PORT", DEFAULT_PORT))
+    )
+    parser.add_argument(
+        "--time-scale", type=float, default=float(os.environ.get("WERFT_TIME_SCALE", TIME_SCALE))
+    )
+    args = parser.parse_args(argv)
+    run = stay_up if args.stay_up else demo
+    try:
+        return run(args.inventory, args.port, args.time_scale)
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
+    except RuntimeError as exc:
+        say(f"failed: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

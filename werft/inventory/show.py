@@ -1,0 +1,127 @@
+"""The fleet as tables: what `werft inventory show` and `werft validate` print.
+
+Tables are pandas DataFrames (easy to test, to export, to summarise) rendered with rich.
+A fleet of 100,000 edge sites is summarised per tier and region; the per-cluster and
+per-machine tables show the first rows (core first) unless asked for more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from werft.inventory.model import Tier
+from werft.inventory.resolved import Inventory
+
+TIER_ORDER = {Tier.CORE: 0, Tier.NEAR_EDGE: 1, Tier.EDGE: 2}
+
+
+def counts(inventory: Inventory) -> dict[str, Any]:
+    """Sites per tier, clusters, machines: the one-line summary and JSON use this."""
+    per_tier = {tier.value: 0 for tier in Tier}
+    for site in inventory.sites.values():
+        per_tier[site.spec.tier.value] += 1
+    machines = sum(len(c.machines) for c in inventory.clusters.values())
+    return {"sites": per_tier, "clusters": len(inventory.clusters), "machines": machines}
+
+
+def summary_line(inventory: Inventory, seconds: float) -> str:
+    c = counts(inventory)
+    tiers = ", ".join(f"{n} {tier}" for tier, n in c["sites"].items())
+    return (
+        f"{inventory.origin}: valid -- sites: {tiers}; {c['clusters']} clusters, "
+        f"{c['machines']} machines ({seconds:.2f} s)"
+    )
+
+
+def sites_by_region(inventory: Inventory) -> pd.DataFrame:
+    """Sites, clusters and machines per tier and region."""
+    sites = pd.DataFrame(
+        [(s.spec.tier.value, s.spec.region) for s in inventory.sites.values()],
+        columns=["tier", "region"],
+    )
+    clusters = pd.DataFrame(
+        [(c.tier.value, c.region, len(c.machines)) for c in inventory.clusters.values()],
+        columns=["tier", "region", "machines"],
+    )
+    table = (
+        sites.groupby(["tier", "region"]).size().rename("sites").to_frame()
+        .join(clusters.groupby(["tier", "region"]).agg(
+            clusters=("machines", "size"), machines=("machines", "sum")), how="outer")
+        .fillna(0).astype(int).reset_index()
+    )
+    order = {t.value: i for t, i in TIER_ORDER.items()}
+    return table.sort_values(["tier", "region"], key=lambda s: s.map(order) if s.name == "tier"
+                             else s).reset_index(drop=True)
+
+
+def clusters_frame(inventory: Inventory, limit: int | None = None) -> tuple[pd.DataFrame, int]:
+    """The first ``limit`` clusters (core, then near-edge, then edge) and how many exist."""
+    ordered = sorted(inventory.clusters.values(), key=lambda c: (TIER_ORDER[c.tier], c.name))
+    shown = ordered if limit is None else ordered[:limit]
+    frame = pd.DataFrame(
+        [
+            {
+                "cluster": c.name,
+                "tier": c.tier.value,
+                "site": c.site,
+                "profile": c.profile or "",
+                "dist": c.distribution.value,
+                "k8s": c.kubernetes_version,
+                "cp": c.control_plane_replicas,
+                "workers": c.worker_replicas,
+                "add-on sets": ",".join(c.addon_sets),
+                "api endpoint": c.api_endpoint,
+            }
+            for c in shown
+        ],
+    )
+    return frame, len(ordered)
+
+
+def machines_frame(inventory: Inventory, limit: int | None = None) -> tuple[pd.DataFrame, int]:
+    ordered = sorted(inventory.clusters.values(), key=lambda c: (TIER_ORDER[c.tier], c.name))
+    total = sum(len(c.machines) for c in ordered)
+    rows = []
+    for cluster in ordered:
+        for machine in cluster.machines:
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append({
+                "machine": machine.name,
+                "role": machine.role.value,
+                "boot MAC": machine.boot_mac_address or "",
+                "provider": machine.provider,
+                "BMC / hypervisor": machine.bmc.address if machine.bmc else machine.vm.host,  # type: ignore[union-attr]
+            })
+        if limit is not None and len(rows) >= limit:
+            break
+    return pd.DataFrame(rows), total
+
+
+def render(inventory: Inventory, console: Console, *, limit: int | None = 25) -> None:
+    """Print the three tables; ``limit`` caps the cluster and machine tables (None: all)."""
+    console.print(_table("Sites by tier and region", sites_by_region(inventory)))
+    frame, total = clusters_frame(inventory, limit)
+    console.print(_table("Clusters", frame, total))
+    frame, total = machines_frame(inventory, limit)
+    console.print(_table("Machines", frame, total))
+
+
+def _table(title: str, frame: pd.DataFrame, total: int | None = None) -> Table:
+    caption = None
+    if total is not None and total > len(frame):
+        caption = f"{len(frame)} of {total} shown (--limit N or --all for more)"
+    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    last = len(frame.columns) - 1
+    for index, column in enumerate(frame.columns):
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        # Every column but the last (a long URL) stays on one line; the last one folds.
+        table.add_column(str(column), justify="right" if numeric else "left",
+                         no_wrap=index < last, overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    return table

@@ -1,0 +1,648 @@
+"""Cluster access that reads like kubectl: get, list, apply (server-side), wait.
+
+One ``KubeClient`` per cluster, built from that cluster's kubeconfig text with the
+official ``kubernetes`` client -- never from the process-global configuration, so a
+process can talk to thousands of clusters at once. The ``kubernetes`` client is
+synchronous; every call runs on a bounded thread pool so one slow cluster never
+blocks the event loop, and the pool bounds how many sockets werft opens at once.
+
+Every failure is mapped once, here, onto werft's error classes:
+5xx, 429, 409, connection errors and timeouts are ``TransientError``; 401, 403, 422 and
+other 4xx are ``PermanentError``. Messages name the cluster and the object, never the
+token.
+
+``managed_drift`` compares a desired manifest with the live object over the fields werft
+manages; the add-on stage uses it to apply only what differs, and the drift check reuses
+it to report drift without touching anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+import urllib3
+import yaml
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.config import new_client_from_config_dict
+from kubernetes.config.config_exception import ConfigException
+
+from werft.errors import PermanentError, TransientError
+
+FIELD_MANAGER = "werft"
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+DEFAULT_THREADS = 16
+
+T = TypeVar("T")
+Obj = dict[str, Any]
+
+
+class WaitTimeout(TransientError):
+    """A wait ran out of time. Transient: the next run (or retry) picks up where it stopped."""
+
+
+# --- the thread pool -----------------------------------------------------------------------
+
+_default_executor: ThreadPoolExecutor | None = None
+
+
+def default_executor() -> ThreadPoolExecutor:
+    """The process-wide pool used by clients that were not given one."""
+    global _default_executor
+    if _default_executor is None:
+        _default_executor = ThreadPoolExecutor(DEFAULT_THREADS, thread_name_prefix="werft-kube")
+    return _default_executor
+
+
+# --- resources: kind -> URL ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """What discovery says about one kind: its plural and whether it lives in a namespace."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def path(self, name: str | None = None, namespace: str | None = None) -> str:
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            prefix += f"/namespaces/{quote(namespace, safe='')}"
+        path = f"{prefix}/{self.plural}"
+        return f"{path}/{quote(name, safe='')}" if name else path
+
+
+# The built-in kinds never change shape, so they need no discovery request (observing
+# 10,000 clusters should not cost 10,000 x 6 discovery calls). Anything else -- CRDs,
+# aggregated APIs -- is discovered once per client, as kubectl does.
+_BUILTIN: dict[tuple[str, str], tuple[str, bool]] = {
+    ("v1", "Namespace"): ("namespaces", False),
+    ("v1", "Node"): ("nodes", False),
+    ("v1", "PersistentVolume"): ("persistentvolumes", False),
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Secret"): ("secrets", True),
+    ("v1", "Service"): ("services", True),
+    ("v1", "ServiceAccount"): ("serviceaccounts", True),
+    ("v1", "Pod"): ("pods", True),
+    ("v1", "Endpoints"): ("endpoints", True),
+    ("v1", "PersistentVolumeClaim"): ("persistentvolumeclaims", True),
+    ("v1", "LimitRange"): ("limitranges", True),
+    ("v1", "ResourceQuota"): ("resourcequotas", True),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("apps/v1", "DaemonSet"): ("daemonsets", True),
+    ("apps/v1", "StatefulSet"): ("statefulsets", True),
+    ("apps/v1", "ReplicaSet"): ("replicasets", True),
+    ("batch/v1", "Job"): ("jobs", True),
+    ("batch/v1", "CronJob"): ("cronjobs", True),
+    ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
+    ("coordination.k8s.io/v1", "Lease"): ("leases", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
+    ("networking.k8s.io/v1", "Ingress"): ("ingresses", True),
+    ("networking.k8s.io/v1", "IngressClass"): ("ingressclasses", False),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): ("clusterroles", False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("clusterrolebindings", False),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): (
+        "customresourcedefinitions",
+        False,
+    ),
+    ("apiregistration.k8s.io/v1", "APIService"): ("apiservices", False),
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"): (
+        "validatingwebhookconfigurations",
+        False,
+    ),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): (
+        "mutatingwebhookconfigurations",
+        False,
+    ),
+    ("scheduling.k8s.io/v1", "PriorityClass"): ("priorityclasses", False),
+    ("storage.k8s.io/v1", "StorageClass"): ("storageclasses", False),
+    ("storage.k8s.io/v1", "CSIDriver"): ("csidrivers", False),
+}
+
+
+def describe(obj: Mapping[str, Any]) -> str:
+    """``Deployment kube-system/metrics-server``, the way a person names an object."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "?")
+    namespace = meta.get("namespace")
+    return (
+        f"{obj.get('kind', '?')} {namespace}/{name}" if namespace else f"{obj.get('kind')} {name}"
+    )
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+class KubeClient:
+    """One cluster's API, spoken the way kubectl speaks it.
+
+    >>> kube = KubeClient.from_kubeconfig(text)
+    >>> await kube.apply(manifest)
+    >>> await kube.wait("apps/v1", "Deployment", "metrics-server", "kube-system")
+    """
+
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        cluster: str,
+        timeout: float = 10.0,
+        executor: Executor | None = None,
+    ) -> None:
+        self._api = api
+        self.cluster = cluster
+        self.server = api.configuration.host
+        self._timeout = (min(timeout, 5.0), timeout)  # (connect, read)
+        self._executor = executor
+        self._resources: dict[tuple[str, str], Resource] = {}
+        self._discovered: set[str] = set()
+
+    @classmethod
+    def from_kubeconfig(
+        cls,
+        text: str,
+        *,
+        cluster: str | None = None,
+        timeout: float = 10.0,
+        executor: Executor | None = None,
+    ) -> KubeClient:
+        """A client for the kubeconfig's current context. ``cluster`` names it in messages."""
+        try:
+            config = yaml.safe_load(text)
+            configuration = Configuration()
+            # Retries belong to the Prefect layer and to the stages' wait loops; here only a
+            # refused connect is retried once (a stale pooled connection), never a request.
+            configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0)
+            api = new_client_from_config_dict(
+                config, persist_config=False, client_configuration=configuration
+            )
+        except (yaml.YAMLError, ConfigException, TypeError, KeyError, AttributeError) as exc:
+            # The kubeconfig holds a token: say what is wrong with it, never what is in it.
+            raise PermanentError(
+                f"cluster {cluster or '?'}: invalid kubeconfig ({type(exc).__name__})"
+            ) from None
+        if cluster is None:
+            contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
+            current = contexts.get(config.get("current-context"), {})
+            cluster = current.get("cluster", "?")
+        return cls(api, cluster=cluster, timeout=timeout, executor=executor)
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        self._api.close()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:  # never the token
+        return f"KubeClient(cluster={self.cluster!r}, server={self.server!r})"
+
+    # -- kubectl verbs --
+
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> Obj | None:
+        """The live object, or None when it does not exist."""
+        return await self._run(self._get, api_version, kind, name, namespace)
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[Obj]:
+        return await self._run(self._list, api_version, kind, namespace, label_selector)
+
+    async def apply(self, obj: Mapping[str, Any]) -> Obj:
+        """Server-side apply, field manager ``werft``, taking over conflicting fields."""
+        return await self._run(self._apply, dict(obj))
+
+    async def readyz(self) -> bool:
+        """True when the API answers /readyz with 200; False while it is not up yet."""
+        return await self._run(self._probe, "/readyz")
+
+    async def livez(self) -> bool:
+        return await self._run(self._probe, "/livez")
+
+    async def version(self) -> str:
+        """The API server's gitVersion, e.g. ``v1.31.1``."""
+        body = await self._run(self._call, "GET", "/version", what="/version")
+        assert body is not None
+        return str(body.get("gitVersion", ""))
+
+    async def wait(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        condition: str = "Available",
+        timeout: float = 300.0,
+        poll: float = 2.0,
+    ) -> Obj:
+        """Like ``kubectl wait --for=condition=...``; returns the object once it holds.
+
+        ``condition="Available"`` means "rolled out and healthy" (see ``health``), so it
+        also works for kinds that carry no conditions, such as DaemonSets.
+        """
+        what = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+        deadline = time.monotonic() + timeout
+        last = "not observed yet"
+        while True:
+            try:
+                obj = await self.get(api_version, kind, name, namespace)
+            except TransientError as exc:
+                obj, last = None, str(exc)
+            else:
+                if obj is None:
+                    last = "not found"
+                else:
+                    ok, last = condition_met(obj, condition)
+                    if ok:
+                        return obj
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(
+                    f"cluster {self.cluster}: {what} not {condition} after {timeout:g}s: {last}"
+                )
+            await asyncio.sleep(min(poll, remaining))
+
+    # -- the synchronous core (runs on the pool) --
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(fn, *args, **kwargs)
+        return await loop.run_in_executor(self._executor or default_executor(), call)
+
+    def _get(self, api_version: str, kind: str, name: str, namespace: str | None) -> Obj | None:
+        resource = self._resource(api_version, kind)
+        path = resource.path(name, namespace or ("default" if resource.namespaced else None))
+        what = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+        return self._call("GET", path, what=what, missing_ok=True)
+
+    def _list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
+    ) -> list[Obj]:
+        resource = self._resource(api_version, kind)
+        query = {"labelSelector": label_selector} if label_selector else None
+        body = self._call("GET", resource.path(None, namespace), query=query, what=f"{kind} list")
+        assert body is not None
+        return list(body.get("items") or [])
+
+    def _apply(self, obj: Obj) -> Obj:
+        api_version, kind = obj.get("apiVersion"), obj.get("kind")
+        name = (obj.get("metadata") or {}).get("name")
+        if not (api_version and kind and name):
+            raise PermanentError(
+                f"cluster {self.cluster}: cannot apply {describe(obj)}: "
+                "apiVersion, kind and metadata.name are required"
+            )
+        resource = self._resource(api_version, kind)
+        namespace = None
+        if resource.namespaced:
+            namespace = obj["metadata"].get("namespace") or "default"
+        body = self._call(
+            "PATCH",
+            resource.path(name, namespace),
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=obj,
+            content_type=APPLY_CONTENT_TYPE,
+            what=describe(obj),
+        )
+        assert body is not None
+        return body
+
+    def _probe(self, path: str) -> bool:
+        try:
+            response = self._send("GET", path, what=path)
+        except TransientError:
+            return False
+        if response.status in (401, 403):
+            raise PermanentError(
+                f"cluster {self.cluster}: GET {path}: {response.status} (credentials refused)"
+            )
+        return response.status == 200
+
+    def _resource(self, api_version: str, kind: str) -> Resource:
+        key = (api_version, kind)
+        cached = self._resources.get(key)
+        if cached is not None:
+            return cached
+        if key in _BUILTIN:
+            plural, namespaced = _BUILTIN[key]
+            resource = Resource(api_version, kind, plural, namespaced)
+        else:
+            resource = self._discover(api_version, kind)
+        self._resources[key] = resource
+        return resource
+
+    def _discover(self, api_version: str, kind: str) -> Resource:
+        """Ask the API for a group-version's resources, once per group-version per client."""
+        if api_version not in self._discovered:
+            path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+            body = self._call("GET", path, what=f"discovery {api_version}", missing_ok=True)
+            self._discovered.add(api_version)
+            for item in (body or {}).get("resources", []):
+                if "/" in item.get("name", ""):  # subresources: deployments/status
+                    continue
+                self._resources.setdefault(
+                    (api_version, item["kind"]),
+                    Resource(api_version, item["kind"], item["name"], bool(item["namespaced"])),
+                )
+        found = self._resources.get((api_version, kind))
+        if found is None:
+            # Usually a CRD whose definition is not established yet: worth another try.
+            raise TransientError(
+                f"cluster {self.cluster}: the server does not serve {kind} in {api_version}"
+            )
+        return found
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query: Mapping[str, str] | None = None,
+        body: Obj | None = None,
+        content_type: str | None = None,
+        missing_ok: bool = False,
+    ) -> Obj | None:
+        response = self._send(
+            method, path, what=what, query=query, body=body, content_type=content_type
+        )
+        if response.status == 404 and missing_ok:
+            return None
+        if not 200 <= response.status < 300:
+            raise self._http_error(method, what, response.status, response.data)
+        try:
+            return json.loads(response.data or b"{}")
+        except ValueError:
+            raise TransientError(
+                f"cluster {self.cluster}: {method} {what}: the API answered with invalid JSON"
+            ) from None
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query: Mapping[str, str] | None = None,
+        body: Obj | None = None,
+        content_type: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        # param_serialize adds the bearer token from this client's own configuration.
+        request = self._api.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        try:
+            response = self._api.call_api(*request, _request_timeout=self._timeout)
+            response.read()
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientError(
+                f"cluster {self.cluster}: {method} {what}: {_network_reason(exc)}"
+            ) from None
+        except OSError as exc:
+            raise TransientError(
+                f"cluster {self.cluster}: {method} {what}: {type(exc).__name__}"
+            ) from None
+        return response
+
+    def _http_error(self, method: str, what: str, status: int, data: bytes | None) -> Exception:
+        detail = _status_message(data)
+        text = f"cluster {self.cluster}: {method} {what}: {status}" + (
+            f" {detail}" if detail else ""
+        )
+        if status >= 500 or status in (408, 409, 429):
+            return TransientError(text)
+        if status in (401, 403):
+            return PermanentError(f"{text} (credentials refused)")
+        return PermanentError(text)
+
+
+def _status_message(data: bytes | None) -> str:
+    """The ``message`` of a Kubernetes Status body, shortened; servers never echo tokens."""
+    if not data:
+        return ""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return ""
+    message = payload.get("message", "") if isinstance(payload, dict) else ""
+    return str(message)[:300]
+
+
+def _network_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, urllib3.exceptions.TimeoutError | TimeoutError):
+        return "timed out"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionError):
+        return "connection refused"
+    return type(reason).__name__
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    status = obj.get("status") or {}
+    return {c.get("type", ""): c for c in status.get("conditions") or []}
+
+
+def health(obj: Mapping[str, Any]) -> tuple[bool, str]:
+    """Is the object rolled out and healthy? ``(ok, what a person should read)``.
+
+    The same rules as Flux's and kstatus' health checks: the controller has observed the
+    latest generation, and the counts (or the Available/Established condition) say ready.
+    Kinds without a notion of health are healthy once they exist.
+    """
+    kind = obj.get("kind")
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    if (
+        kind in ("Deployment", "DaemonSet", "StatefulSet")
+        and generation is not None
+        and (observed is None or observed < generation)
+    ):
+        return False, "rollout not observed yet"
+    if kind == "Deployment":
+        want = spec.get("replicas", 1)
+        available = status.get("availableReplicas", 0) or 0
+        updated = status.get("updatedReplicas", 0) or 0
+        cond = _conditions(obj).get("Available")
+        if cond is not None and cond.get("status") != "True":
+            return False, f"{available}/{want} available ({cond.get('reason', 'not Available')})"
+        if available < want or updated < want:
+            return False, f"{available}/{want} available"
+        return True, f"{available}/{want} available"
+    if kind == "DaemonSet":
+        want = status.get("desiredNumberScheduled")
+        if want is None:
+            return False, "not scheduled yet"
+        ready = status.get("numberAvailable", status.get("numberReady", 0)) or 0
+        updated = status.get("updatedNumberScheduled", want) or 0
+        return (ready >= want and updated >= want), f"{ready}/{want} ready"
+    if kind == "StatefulSet":
+        want = spec.get("replicas", 1)
+        ready = status.get("readyReplicas", 0) or 0
+        return ready >= want, f"{ready}/{want} ready"
+    for kind_, type_ in (
+        ("APIService", "Available"),
+        ("CustomResourceDefinition", "Established"),
+        ("Node", "Ready"),
+    ):
+        if kind == kind_:
+            cond = _conditions(obj).get(type_)
+            if cond is None or cond.get("status") != "True":
+                reason = (cond or {}).get("reason") or (cond or {}).get("message") or "unknown"
+                return False, f"not {type_} ({reason})"
+            return True, type_
+    return True, "present"
+
+
+def condition_met(obj: Mapping[str, Any], condition: str) -> tuple[bool, str]:
+    """kubectl's ``--for=condition=X``; "Available" and "Ready" fall back to ``health``."""
+    if condition in ("Available", "Ready") and obj.get("kind") != "Pod":
+        return health(obj)
+    cond = _conditions(obj).get(condition)
+    if cond is None:
+        return False, f"no {condition} condition yet"
+    return cond.get("status") == "True", f"{condition}={cond.get('status')}"
+
+
+# --- drift ---------------------------------------------------------------------------------
+
+# Fields that name an object rather than describe it; the server fills in the rest of
+# metadata (uid, resourceVersion, managedFields, ...), so only labels and annotations count.
+_IDENTITY = frozenset({"apiVersion", "kind", "status"})
+_MANAGED_METADATA = ("labels", "annotations")
+# List items Kubernetes merges by key (containers by name, ports by containerPort, ...).
+_MERGE_KEYS = ("name", "containerPort", "port", "mountPath", "devicePath", "ip", "type")
+
+
+def managed_drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> list[str]:
+    """Field paths where ``live`` differs from ``desired`` over the fields werft manages.
+
+    Only fields present in the desired manifest count: what the server adds (uid,
+    managedFields, status, defaulted fields) is not drift. ``[]`` means "apply would be a
+    no-op"; ``["."]`` means the object is absent. Paths read like jq:
+    ``.spec.template.spec.containers[name=app].image``.
+    """
+    if live is None:
+        return ["."]
+    desired = _normalise_secret(desired)
+    drift: list[str] = []
+    meta = desired.get("metadata") or {}
+    live_meta = live.get("metadata") or {}
+    for key in _MANAGED_METADATA:
+        if meta.get(key):
+            drift.extend(_diff(meta[key], live_meta.get(key), f".metadata.{key}"))
+    for key, value in desired.items():
+        if key in _IDENTITY or key == "metadata":
+            continue
+        drift.extend(_diff(value, live.get(key), _join("", key)))
+    return drift
+
+
+def _normalise_secret(desired: Mapping[str, Any]) -> Mapping[str, Any]:
+    # stringData is write-only: the server stores it base64-encoded under data.
+    if desired.get("kind") != "Secret" or not desired.get("stringData"):
+        return desired
+    merged = dict(desired)
+    data = dict(merged.pop("stringData"))
+    encoded = {k: base64.b64encode(str(v).encode()).decode() for k, v in data.items()}
+    merged["data"] = {**(desired.get("data") or {}), **encoded}
+    return merged
+
+
+def _join(path: str, key: str) -> str:
+    simple = key.replace("-", "").replace("_", "").isalnum()
+    return f"{path}.{key}" if simple else f'{path}["{key}"]'
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == {} or value == [] or value == ""
+
+
+def _diff(want: Any, have: Any, path: str) -> Iterator[str]:
+    if _empty(want) and _empty(have):
+        return  # the server drops empty maps and lists; that is not drift
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            yield path
+            return
+        for key, value in want.items():
+            yield from _diff(value, have.get(key), _join(path, key))
+        return
+    if isinstance(want, list):
+        yield from _diff_list(want, have, path)
+        return
+    if not _same_scalar(want, have):
+        yield path
+
+
+def _diff_list(want: list[Any], have: Any, path: str) -> Iterator[str]:
+    if not isinstance(have, list):
+        yield path
+        return
+    key = _merge_key(want)
+    if key is not None:
+        # A keyed list: items others added are theirs, ours are matched by key.
+        by_key = {item.get(key): item for item in have if isinstance(item, Mapping)}
+        for item in want:
+            yield from _diff(item, by_key.get(item[key]), f"{path}[{key}={item[key]}]")
+        return
+    if len(want) != len(have):  # an atomic list: werft owns it whole
+        yield path
+        return
+    for index, (w, h) in enumerate(zip(want, have, strict=True)):
+        yield from _diff(w, h, f"{path}[{index}]")
+
+
+def _merge_key(items: list[Any]) -> str | None:
+    if not items or not all(isinstance(item, Mapping) for item in items):
+        return None
+    for key in _MERGE_KEYS:
+        values = [item.get(key) for item in items]
+        if all(v is not None for v in values) and len(set(map(str, values))) == len(values):
+            return key
+    return None
+
+
+def _same_scalar(want: Any, have: Any) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have
+    if want == have:
+        return True
+    # An int-or-string written one way in the manifest may come back the other way.
+    numbers = (int, float)
+    if isinstance(want, numbers) != isinstance(have, numbers):
+        return str(want) == str(have)
+    return False

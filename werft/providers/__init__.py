@@ -1,0 +1,36 @@
+"""Infrastructure providers: one Protocol, three drivers, chosen by the inventory.
+
+- ``redfish``   bare metal through its BMC (virtual media, boot override, power);
+- ``simulated`` VMs on the simulator's hypervisor API (``vm.host: sim+http://...``);
+- ``libvirt``   VMs on a libvirt hypervisor (``vm.host``: a libvirt URI; optional extra).
+
+Stage code asks a ``ProviderPool`` for the provider of each machine and calls
+``observe`` / ``ensure`` / ``wait_powered_on``; every failure arrives as a
+``TransientError`` or ``PermanentError`` (classified in ``werft.providers.errors``).
+"""
+
+from werft.providers._http import HttpOptions
+from werft.providers.base import MachineState, Provider, ProviderKind, is_seed_of
+from werft.providers.errors import Target, classify
+from werft.providers.libvirt import LibvirtProvider
+from werft.providers.pool import ProviderPool, provider_for, provider_key
+from werft.providers.redfish import BmcAddress, RedfishProvider, parse_bmc_address
+from werft.providers.simulated import SimulatedProvider
+
+__all__ = [
+    "BmcAddress",
+    "HttpOptions",
+    "LibvirtProvider",
+    "MachineState",
+    "Provider",
+    "ProviderKind",
+    "ProviderPool",
+    "RedfishProvider",
+    "SimulatedProvider",
+    "Target",
+    "classify",
+    "is_seed_of",
+    "parse_bmc_address",
+    "provider_for",
+    "provider_key",
+]

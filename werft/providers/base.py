@@ -1,0 +1,136 @@
+"""What every infrastructure provider promises: observe a machine, make it boot an image.
+
+A provider is level-triggered like every werft stage: ``ensure`` observes first and acts
+only on the difference, and returns how many mutating calls it made, so a re-run on a
+machine that is already booting the right image makes none (the tests count them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from werft.errors import TransientError
+from werft.inventory.model import Machine
+
+ProviderKind = Literal["redfish", "simulated", "libvirt"]
+
+# werft publishes seeds as <baseUrl>/seeds/<cluster>/<machine>-<sha256[:12]>.iso
+# (CONTRACTS.md). Only the tail is compared: moving the artifact host must not make
+# every running machine look like a stranger and get re-imaged.
+_SEED_TAIL = re.compile(r"/seeds/(?P<cluster>[^/]+)/(?P<file>[^/]+)$")
+
+
+class MachineState(BaseModel):
+    """A machine as its BMC or hypervisor reports it right now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    provider: ProviderKind
+    exists: bool
+    powered_on: bool
+    # Image URLs currently inserted, installer device first (for libvirt: local paths
+    # of file-backed CD-ROMs are reported as they are).
+    media: list[str] = Field(default_factory=list)
+    # "<target>/<enabled>" as Redfish says it, e.g. "Cd/Once"; None when no override.
+    boot_override: str | None = None
+    # The machine runs with a werft seed for itself whose content hash is not the one
+    # werft would publish now. werft never re-images a running machine on its own:
+    # re-imaging is an explicit operation, so this is reported, not acted on.
+    seed_outdated: bool = False
+    # Same, for the installer image (the profile's osImage changed since install).
+    image_outdated: bool = False
+    # Raw, non-secret details for tables and debugging: "power_state" as the endpoint
+    # reports it (every provider), "system" (Redfish: the system's path), "boot"
+    # (libvirt: the boot order).
+    details: dict[str, str] = Field(default_factory=dict)
+
+    def boots(self, image_url: str, seed_url: str) -> bool:
+        """Powered on with exactly this image and seed inserted."""
+        return self.powered_on and image_url in self.media and seed_url in self.media
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One kind of infrastructure endpoint (a BMC origin, a hypervisor).
+
+    One instance serves many machines of a batch concurrently and keeps one connection
+    pool; get instances from a :class:`werft.providers.ProviderPool`.
+    """
+
+    kind: ProviderKind
+
+    async def observe(
+        self, machine: Machine, *, image_url: str | None = None, seed_url: str | None = None
+    ) -> MachineState:
+        """Read-only: what the machine looks like now. Given the desired image and seed,
+        ``seed_outdated``/``image_outdated`` say whether a running machine differs."""
+        ...
+
+    async def ensure(self, machine: Machine, image_url: str, seed_url: str) -> int:
+        """Make the machine boot ``image_url`` with the NoCloud seed ``seed_url``.
+
+        Returns the number of mutating calls made: 0 when the machine already runs with
+        both inserted (or runs with an older werft seed of its own: see
+        ``MachineState.seed_outdated``).
+        """
+        ...
+
+    async def power_off(self, machine: Machine) -> int:
+        """Hard power off; returns the mutating calls made (0 when already off)."""
+        ...
+
+    async def wait_powered_on(
+        self, machine: Machine, *, timeout: float, poll_interval: float = 1.0
+    ) -> MachineState:
+        """Poll until the machine reports power on; TransientError after ``timeout`` s."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def is_seed_of(url: str, desired_seed_url: str, machine: str) -> bool:
+    """Whether ``url`` is a werft seed for ``machine`` in the same cluster as the desired
+    seed, whatever its content hash."""
+    found, desired = _SEED_TAIL.search(url), _SEED_TAIL.search(desired_seed_url)
+    if found is None or desired is None or found["cluster"] != desired["cluster"]:
+        return False
+    return re.fullmatch(re.escape(machine) + r"-[0-9a-f]{12}\.iso", found["file"]) is not None
+
+
+def assess(state: MachineState, image_url: str, seed_url: str) -> tuple[MachineState, bool]:
+    """(``state`` with the outdated flags set, whether ensure must leave the machine alone).
+
+    A powered-on machine carrying a werft seed of its own was installed by werft: ensure
+    leaves it alone and only reports what differs from the desired media.
+    """
+    if not state.powered_on or not any(is_seed_of(u, seed_url, state.name) for u in state.media):
+        return state, False
+    flags = {
+        "seed_outdated": seed_url not in state.media,
+        "image_outdated": image_url not in state.media,
+    }
+    return state.model_copy(update=flags), True
+
+
+async def poll_until_powered_on(
+    provider: Provider, machine: Machine, *, timeout: float, poll_interval: float
+) -> MachineState:
+    """The shared wait loop: observe until powered on, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await provider.observe(machine)
+        if state.powered_on:
+            return state
+        left = deadline - time.monotonic()
+        if left <= 0:
+            power = state.details.get("power_state", "off")
+            raise TransientError(
+                f"machine {machine.name} did not power on within {timeout:g}s (power state {power})"
+            )
+        await asyncio.sleep(min(poll_interval, left))

@@ -1,0 +1,431 @@
+"""Bare metal through Redfish: virtual media, a boot override and power, over httpx.
+
+The driver starts at the service root and follows ``@odata.id`` links: Systems -> the
+machine's system; its VirtualMedia (newer BMCs hang it off the System) or, failing
+that, its manager's (``Links.ManagedBy``, then the Managers collection). Where BMCs part
+from the standard, ``redfish_quirks`` says so.
+
+ensure(), in order, each step only when needed:
+  1. observe power, media and boot override;
+  2. a powered-on machine with a werft seed of its own is left alone (reported);
+  3. eject stale media, insert the installer image and the seed (write-protected);
+  4. boot override Cd (Once; Continuous where the BMC ignores Once);
+  5. power on, or force a restart when it was running and the media just changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from werft.errors import PermanentError, SecretNotFound, TransientError
+from werft.inventory.model import BMC, Machine
+from werft.providers import redfish_quirks as quirks
+from werft.providers._http import Calls, HttpOptions, new_client, tls_verify
+from werft.providers._redfish_resources import (
+    Collection,
+    Manager,
+    R,
+    ServiceRoot,
+    System,
+    VirtualMedia,
+    parse,
+)
+from werft.providers.base import (
+    MachineState,
+    ProviderKind,
+    assess,
+    poll_until_powered_on,
+)
+from werft.providers.errors import Target
+from werft.secrets import SecretStore, basic_auth
+
+log = logging.getLogger(__name__)
+
+_SCHEMES = {
+    "redfish": "https",
+    "redfish+http": "http",
+    "redfish+https": "https",
+    # Metal3 spells the virtual-media boot method into the scheme; same protocol.
+    "redfish-virtualmedia": "https",
+    "redfish-virtualmedia+http": "http",
+    "redfish-virtualmedia+https": "https",
+}
+_ROOT = "/redfish/v1"
+
+
+@dataclass(frozen=True)
+class BmcAddress:
+    """A Metal3-style BMC address, taken apart."""
+
+    scheme: str  # http | https
+    netloc: str  # host[:port], never credentials
+    root: str  # service root path: "<prefix>/redfish/v1"
+    system_id: str
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.netloc}"
+
+    @property
+    def prefix(self) -> str:
+        return self.root[: -len(_ROOT)]
+
+
+def parse_bmc_address(address: str) -> BmcAddress:
+    """``redfish+http://host:port/prefix/redfish/v1/Systems/<id>`` -> its parts.
+
+    ``redfish://`` means https. Credentials in the address are refused (they belong in
+    the secret named by credentialsRef) and never echoed back.
+    """
+    fix = "expected redfish[+http|+https]://host[:port][/prefix]/redfish/v1/Systems/<id>"
+    parts = urlsplit(address)
+    if parts.username is not None or parts.password is not None:
+        raise PermanentError(
+            "a BMC address must not contain credentials; put them in the secret named by "
+            "credentialsRef"
+        )
+    scheme = _SCHEMES.get(parts.scheme)
+    if scheme is None or not parts.hostname:
+        raise PermanentError(f"unsupported BMC address {address!r}: {fix}")
+    head, sep, tail = parts.path.partition(_ROOT + "/")
+    segments = tail.strip("/").split("/")
+    if not sep or len(segments) != 2 or segments[0] != "Systems" or not segments[1]:
+        raise PermanentError(f"BMC address {address!r} does not name a system: {fix}")
+    return BmcAddress(scheme, parts.netloc, head + _ROOT, segments[1])
+
+
+@dataclass(frozen=True)
+class _Location:
+    """Where a machine's resources are, found once by following links and then reused."""
+
+    system: str
+    media: tuple[str, ...]
+
+
+class _Session:
+    """One machine, one operation: reads resources by following links."""
+
+    def __init__(self, calls: Calls, address: BmcAddress) -> None:
+        self.calls = calls
+        self.address = address
+
+    def path(self, odata_id: str) -> str:
+        return quirks.rebase(odata_id, self.address.prefix)
+
+    async def read(self, model: type[R], odata_id: str, what: str) -> R:
+        path = self.path(odata_id)
+        body, _ = await self.calls.get_json(path, f"read {what}")
+        return parse(model, body, path, f"{self.calls.target}: read {what}")
+
+    async def discover(self) -> _Location:
+        root = await self.read(ServiceRoot, self.address.root, "the service root")
+        if root.systems is None:
+            raise PermanentError(f"{self.calls.target}: the service root links no Systems")
+        system = await self._find_system(root.systems.odata_id)
+        media_collection = await self._media_collection(root, system)
+        members = await self.read(Collection, media_collection, "the VirtualMedia collection")
+        return _Location(
+            system=self.path(system.odata_id),
+            media=tuple(self.path(m.odata_id) for m in members.members),
+        )
+
+    async def _find_system(self, systems_id: str) -> System:
+        wanted = self.address.system_id
+        systems = await self.read(Collection, systems_id, "the Systems collection")
+        for member in systems.members:
+            if member.odata_id.rstrip("/").rsplit("/", 1)[-1] == wanted:
+                return await self.read(System, member.odata_id, f"system {wanted}")
+        # Not listed: a paginated collection, or an alias the BMC resolves by redirect
+        # (sushy-tools answers a system's name with a redirect to its UUID). Ask directly.
+        direct = f"{self.path(systems_id)}/{wanted}"
+        response = await self.calls.request(
+            "GET", direct, f"read system {wanted}", allow=frozenset({404})
+        )
+        if response.status_code == 404:
+            listed = ", ".join(m.odata_id.rsplit("/", 1)[-1] for m in systems.members)
+            raise PermanentError(
+                f"{self.calls.target}: unknown system {wanted!r} "
+                f"(the BMC lists: {listed or 'none'})"
+            )
+        return parse(System, response.json(), direct, f"{self.calls.target}: read system")
+
+    async def _media_collection(self, root: ServiceRoot, system: System) -> str:
+        if system.virtual_media is not None:
+            return system.virtual_media.odata_id
+        managers = [link.odata_id for link in system.links.managed_by]
+        if not managers and root.managers is not None:
+            collection = await self.read(Collection, root.managers.odata_id, "the Managers")
+            managers = [link.odata_id for link in collection.members]
+        system_path = self.path(system.odata_id)
+        fallback: str | None = None
+        for odata_id in managers:
+            manager = await self.read(Manager, odata_id, "the manager")
+            if manager.virtual_media is None:
+                continue
+            served = {self.path(link.odata_id) for link in manager.links.manager_for_servers}
+            if system_path in served or not served:
+                return manager.virtual_media.odata_id
+            fallback = fallback or manager.virtual_media.odata_id
+        if fallback is not None:
+            return fallback
+        raise PermanentError(
+            f"{self.calls.target}: the BMC offers no VirtualMedia for system "
+            f"{self.address.system_id} (neither on the System nor on its Managers)"
+        )
+
+    async def system(self, location: _Location) -> tuple[System, str | None] | None:
+        """The system and its ETag; None when it is not (any more) where it was."""
+        response = await self.calls.request(
+            "GET", location.system, "read the system", allow=frozenset({404})
+        )
+        if response.status_code == 404:
+            return None
+        where = f"{self.calls.target}: read the system"
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise PermanentError(f"{where}: {location.system} did not return a JSON object")
+        return parse(System, body, location.system, where), response.headers.get("ETag")
+
+    async def media(self, location: _Location) -> list[VirtualMedia]:
+        return [await self.read(VirtualMedia, path, "virtual media") for path in location.media]
+
+
+@dataclass(frozen=True)
+class _View:
+    """What one read of a machine found."""
+
+    session: _Session
+    location: _Location
+    system: System
+    etag: str | None
+    devices: list[VirtualMedia]
+
+    def state(self, machine: Machine) -> MachineState:
+        return MachineState(
+            name=machine.name,
+            provider="redfish",
+            exists=True,
+            powered_on=self.system.powered_on,
+            media=[d.current for d in self.devices if d.current],
+            boot_override=self.system.boot.override(),
+            details={
+                "power_state": self.system.power_state or "unknown",
+                "system": self.location.system,
+            },
+        )
+
+
+class RedfishProvider:
+    """Redfish BMCs behind one origin (scheme://host:port) with one TLS setting.
+
+    Credentials are per machine: resolved from its credentialsRef at each operation and
+    sent per request, so machines with different credentials share the connection pool.
+    """
+
+    kind: ProviderKind = "redfish"
+
+    def __init__(
+        self,
+        origin: str,
+        *,
+        secrets: SecretStore,
+        verify_tls: bool = True,
+        ca_bundle: str | None = None,
+        options: HttpOptions | None = None,
+    ) -> None:
+        self.origin = origin
+        self._secrets = secrets
+        self._options = options or HttpOptions()
+        verify = tls_verify(disable=not verify_tls, ca_bundle=ca_bundle)
+        self._client = new_client(origin, self._options, verify=verify)
+        self._locations: dict[str, _Location] = {}
+
+    def __repr__(self) -> str:
+        return f"RedfishProvider({self.origin!r})"
+
+    # --- Provider -----------------------------------------------------------------------
+
+    async def observe(
+        self, machine: Machine, *, image_url: str | None = None, seed_url: str | None = None
+    ) -> MachineState:
+        view = await self._look(machine)
+        state = view.state(machine)
+        if image_url is not None and seed_url is not None:
+            state, _ = assess(state, image_url, seed_url)
+        return state
+
+    async def ensure(self, machine: Machine, image_url: str, seed_url: str) -> int:
+        view = await self._look(machine)
+        session, system = view.session, view.system
+        chosen = quirks.choose_devices(view.devices)
+        if isinstance(chosen, str):
+            raise PermanentError(f"{session.calls.target}: {chosen}")
+        installer, seed = chosen
+
+        _, hands_off = assess(view.state(machine), image_url, seed_url)
+        if hands_off:
+            return 0
+        if system.power_state == "PoweringOff":
+            raise TransientError(f"{session.calls.target}: the machine is powering off")
+
+        media_changed = await self._put_media(
+            session, view.devices, {installer.odata_id: image_url, seed.odata_id: seed_url}
+        )
+        if media_changed or system.boot.override() not in ("Cd/Once", "Cd/Continuous"):
+            await self._boot_from_cd(session, view.location, system, view.etag)
+        if not system.powered_on:
+            await self._reset(session, system, view.location, ("On", "ForceOn"))
+        elif media_changed:
+            # It was running something else: restart it into the installer.
+            restart = ("ForceRestart", "PowerCycle", "GracefulRestart")
+            await self._reset(session, system, view.location, restart)
+        return session.calls.mutations
+
+    async def power_off(self, machine: Machine) -> int:
+        view = await self._look(machine, with_media=False)
+        if view.system.power_state == "Off":
+            return 0
+        await self._reset(
+            view.session, view.system, view.location, ("ForceOff", "GracefulShutdown")
+        )
+        return view.session.calls.mutations
+
+    async def wait_powered_on(
+        self, machine: Machine, *, timeout: float, poll_interval: float = 1.0
+    ) -> MachineState:
+        return await poll_until_powered_on(
+            self, machine, timeout=timeout, poll_interval=poll_interval
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # --- internals ----------------------------------------------------------------------
+
+    async def _look(self, machine: Machine, *, with_media: bool = True) -> _View:
+        """Read the machine's system (and media), discovering links on first use."""
+        bmc = _bmc_of(machine)
+        address = parse_bmc_address(bmc.address)
+        if address.origin != self.origin:
+            raise ValueError(f"{self!r} asked about {machine.name} at {address.origin}")
+        target = Target(machine.name, address.netloc, "BMC", bmc.credentials_ref)
+        try:
+            auth = basic_auth(bmc.credentials_ref, self._secrets)
+        except SecretNotFound as exc:
+            raise SecretNotFound(f"{target}: {exc}") from None
+        calls = Calls(self._client, target, auth=auth, action_timeout=self._options.action_timeout)
+        session = _Session(calls, address)
+
+        location = self._locations.get(bmc.address)
+        found = await session.system(location) if location is not None else None
+        if location is None or found is None:
+            # First use, or the BMC moved the system (firmware update, re-enumeration):
+            # links do not change under a running BMC, so they are cached; state never is.
+            location = await session.discover()
+            self._locations[bmc.address] = location
+            found = await session.system(location)
+            if found is None:
+                raise PermanentError(f"{target}: the system vanished while werft looked at it")
+        system, etag = found
+        devices = await session.media(location) if with_media else []
+        return _View(session, location, system, etag, devices)
+
+    async def _put_media(
+        self, session: _Session, devices: list[VirtualMedia], wanted: dict[str, str]
+    ) -> bool:
+        """Eject what is stale, insert what is missing; whether anything changed."""
+        changed = False
+        for device in devices:
+            want = wanted.get(device.odata_id)
+            relevant = want is not None or device.accepts("CD", "DVD")
+            if not relevant:
+                continue  # leave floppies and USB sticks werft does not use alone
+            if device.attached and device.current != want:
+                await self._media_action(session, device, "EjectMedia", {})
+                changed = True
+            if want is not None and device.current != want:
+                body = {"Image": want, "Inserted": True, "WriteProtected": True}
+                await self._media_action(session, device, "InsertMedia", body)
+                changed = True
+        return changed
+
+    async def _media_action(
+        self, session: _Session, device: VirtualMedia, action: str, body: dict[str, Any]
+    ) -> None:
+        target = device.action_target(f"VirtualMedia.{action}") or (
+            f"{device.odata_id}/Actions/VirtualMedia.{action}"
+        )
+        verb = "eject media from" if action == "EjectMedia" else "insert media into"
+        await session.calls.request(
+            "POST", session.path(target), f"{verb} {device.id or device.odata_id}", json=body
+        )
+
+    async def _boot_from_cd(
+        self, session: _Session, location: _Location, system: System, etag: str | None
+    ) -> None:
+        if system.boot.allowed_targets is not None and "Cd" not in system.boot.allowed_targets:
+            raise PermanentError(
+                f"{session.calls.target}: the BMC offers no Cd boot override "
+                f"(allowed: {', '.join(system.boot.allowed_targets)})"
+            )
+        enabled = quirks.override_enabled_to_request(system.boot)
+        for attempt in (enabled, "Continuous"):
+            headers = {"If-Match": etag} if etag else None
+            await session.calls.request(
+                "PATCH",
+                location.system,
+                f"set the boot override to Cd/{attempt}",
+                json={
+                    "Boot": {"BootSourceOverrideTarget": "Cd", "BootSourceOverrideEnabled": attempt}
+                },
+                headers=headers,
+            )
+            found = await session.system(location)
+            if found is None:
+                raise PermanentError(f"{session.calls.target}: the system vanished")
+            after, etag = found
+            took = quirks.override_took(after.boot, "Cd")
+            if took is not None:
+                if took != attempt:
+                    log.info(
+                        "%s: asked for Cd/%s, BMC holds Cd/%s", session.calls.target, attempt, took
+                    )
+                return
+            if attempt == "Continuous":
+                break
+            log.info(
+                "%s: BMC ignored a Once boot override; trying Continuous", session.calls.target
+            )
+        raise PermanentError(
+            f"{session.calls.target}: the BMC did not take a boot override to Cd "
+            f"(it reports {after.boot.override() or 'none'})"
+        )
+
+    async def _reset(
+        self, session: _Session, system: System, location: _Location, preferred: tuple[str, ...]
+    ) -> None:
+        allowed = system.allowable("ComputerSystem.Reset", "ResetType")
+        reset_type = next((t for t in preferred if allowed is None or t in allowed), None)
+        if reset_type is None:
+            raise PermanentError(
+                f"{session.calls.target}: the BMC offers none of the reset types "
+                f"{', '.join(preferred)} (allowed: {', '.join(allowed or [])})"
+            )
+        target = system.action_target("ComputerSystem.Reset") or (
+            f"{location.system}/Actions/ComputerSystem.Reset"
+        )
+        await session.calls.request(
+            "POST", session.path(target), f"reset ({reset_type})", json={"ResetType": reset_type}
+        )
+
+
+def _bmc_of(machine: Machine) -> BMC:
+    if machine.bmc is None:
+        raise PermanentError(f"machine {machine.name} has no BMC; it is not bare metal")
+    return machine.bmc

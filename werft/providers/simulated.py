@@ -1,0 +1,152 @@
+"""VMs on the simulator's hypervisor API (``vm.host: sim+http://host:port``).
+
+The API (CONTRACTS.md) is libvirt reduced to what werft needs: a domain is defined by a
+PUT of its spec (cpus, memory, disk, MAC, media [installer image, seed]) and started by
+a POST; a started domain with media then goes through the same lifecycle as a bare-metal
+machine in the simulator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from werft.errors import PermanentError
+from werft.inventory.model import Machine, VMSpec
+from werft.providers._http import Calls, HttpOptions, new_client
+from werft.providers.base import MachineState, ProviderKind, assess, poll_until_powered_on
+from werft.providers.errors import Target
+
+_SCHEMES = {"sim+http": "http", "sim+https": "https"}
+API = "/hypervisor/v1"
+
+
+def sim_origin(host: str) -> str:
+    """``sim+http://127.0.0.1:8686`` -> ``http://127.0.0.1:8686``."""
+    parts = urlsplit(host)
+    scheme = _SCHEMES.get(parts.scheme)
+    if scheme is None or not parts.hostname or parts.path.strip("/"):
+        raise PermanentError(
+            f"unsupported simulated hypervisor {host!r}: expected sim+http://host:port"
+        )
+    return f"{scheme}://{parts.netloc}"
+
+
+def domain_spec(machine: Machine, vm: VMSpec, image_url: str, seed_url: str) -> dict[str, Any]:
+    return {
+        "cpus": vm.cpus,
+        "memoryMiB": vm.memory_mib,
+        "diskGiB": vm.disk_gib,
+        "mac": machine.boot_mac_address,
+        "media": [image_url, seed_url],
+    }
+
+
+class SimulatedProvider:
+    """Every VM of one simulated hypervisor endpoint, over one connection pool."""
+
+    kind: ProviderKind = "simulated"
+
+    def __init__(self, origin: str, *, options: HttpOptions | None = None) -> None:
+        self.origin = origin
+        self._options = options or HttpOptions()
+        self._client = new_client(origin, self._options)
+
+    def __repr__(self) -> str:
+        return f"SimulatedProvider({self.origin!r})"
+
+    async def observe(
+        self, machine: Machine, *, image_url: str | None = None, seed_url: str | None = None
+    ) -> MachineState:
+        calls, path = self._calls(machine)
+        domain = await self._get(calls, path)
+        state = self._state(machine, domain)
+        if image_url is not None and seed_url is not None:
+            state, _ = assess(state, image_url, seed_url)
+        return state
+
+    async def ensure(self, machine: Machine, image_url: str, seed_url: str) -> int:
+        calls, path = self._calls(machine)
+        vm = _vm_of(machine)
+        domain = await self._get(calls, path)
+        _, hands_off = assess(self._state(machine, domain), image_url, seed_url)
+        if hands_off:
+            return 0
+
+        desired = domain_spec(machine, vm, image_url, seed_url)
+        running = domain is not None and domain.get("state") == "running"
+        differs = domain is None or any(domain.get(k) != v for k, v in desired.items())
+        if running and differs:
+            # Running something else (not a werft install of this machine): the API
+            # refuses to change a running domain's media, so stop it first, as the
+            # Redfish driver restarts a bare-metal machine into the installer.
+            await calls.request("POST", f"{path}/stop", "stop the domain")
+            running = False
+        if differs:
+            await calls.request("PUT", path, "define the domain", json=desired)
+        if not running:
+            await calls.request("POST", f"{path}/start", "start the domain")
+        return calls.mutations
+
+    async def power_off(self, machine: Machine) -> int:
+        calls, path = self._calls(machine)
+        domain = await self._get(calls, path)
+        if domain is None or domain.get("state") != "running":
+            return 0
+        await calls.request("POST", f"{path}/stop", "stop the domain")
+        return calls.mutations
+
+    async def wait_powered_on(
+        self, machine: Machine, *, timeout: float, poll_interval: float = 1.0
+    ) -> MachineState:
+        return await poll_until_powered_on(
+            self, machine, timeout=timeout, poll_interval=poll_interval
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _calls(self, machine: Machine) -> tuple[Calls, str]:
+        vm = _vm_of(machine)
+        if sim_origin(vm.host) != self.origin:
+            raise ValueError(f"{self!r} asked about {machine.name} on {vm.host}")
+        target = Target(machine.name, urlsplit(self.origin).netloc, "hypervisor")
+        calls = Calls(self._client, target, action_timeout=self._options.action_timeout)
+        return calls, f"{API}/domains/{quote(machine.name, safe='')}"
+
+    async def _get(self, calls: Calls, path: str) -> dict[str, Any] | None:
+        response = await calls.request("GET", path, "read the domain", allow=frozenset({404}))
+        if response.status_code == 404:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise PermanentError(f"{calls.target}: read the domain: not a JSON object")
+        return body
+
+    @staticmethod
+    def _state(machine: Machine, domain: dict[str, Any] | None) -> MachineState:
+        if domain is None:
+            return MachineState(
+                name=machine.name, provider="simulated", exists=False, powered_on=False
+            )
+        state = str(domain.get("state", "unknown"))
+        media = domain.get("media") or []
+        return MachineState(
+            name=machine.name,
+            provider="simulated",
+            exists=True,
+            powered_on=state == "running",
+            media=[str(m) for m in media if m],
+            details={"power_state": state},
+        )
+
+
+def _vm_of(machine: Machine) -> VMSpec:
+    if machine.vm is None:
+        raise PermanentError(f"machine {machine.name} has no vm spec; it is not a VM")
+    return machine.vm

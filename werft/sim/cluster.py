@@ -1,0 +1,191 @@
+"""One simulated Kubernetes cluster: its API server's state and its nodes' kubelets.
+
+The lifecycle (werft/sim/lifecycle.py) drives it: ``bring_up`` when the first control
+plane's API server would answer, ``join_node`` when a kubelet registers, and
+``set_node_ready`` when a machine goes away or comes back. The HTTP side
+(werft/sim/kubeapi.py) serves ``store``. A cluster that was never brought up holds no
+store at all, so 10,000 clusters waiting for their machines cost a few hundred bytes each.
+"""
+
+from __future__ import annotations
+
+from werft.sim.clock import Clock
+from werft.sim.discovery import BUILTIN_BY_GV
+from werft.sim.objects import NodeState, ObjectStore
+
+_NODES = BUILTIN_BY_GV["v1"]["nodes"]
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+
+
+def _v(version: str) -> str:
+    return version if version.startswith("v") else f"v{version}"
+
+
+class SimCluster:
+    """A cluster's API server and kubelets. ``registry[name]`` of ``kube_api_app``."""
+
+    __slots__ = ("_api_up", "_distribution", "_store", "_token", "_version", "clock", "name")
+
+    def __init__(self, name: str, clock: Clock) -> None:
+        self.name = name
+        self.clock = clock
+        self._api_up = False
+        self._token: str | None = None
+        self._version: str | None = None
+        self._distribution: str | None = None
+        self._store: ObjectStore | None = None
+
+    def __repr__(self) -> str:  # never the token
+        return f"SimCluster({self.name!r}, api_up={self._api_up}, version={self._version!r})"
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def api_up(self) -> bool:
+        return self._api_up
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    @property
+    def kubernetes_version(self) -> str | None:
+        """As given to ``bring_up``, e.g. ``1.31.1`` (``/version`` says ``v1.31.1``)."""
+        return self._version
+
+    @property
+    def distribution(self) -> str | None:
+        return self._distribution
+
+    @property
+    def store(self) -> ObjectStore:
+        """The objects; created on first use (normally by ``bring_up``)."""
+        if self._store is None:
+            self._store = ObjectStore(self.clock)
+        return self._store
+
+    @property
+    def has_store(self) -> bool:
+        return self._store is not None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def bring_up(self, *, token: str, kubernetes_version: str, distribution: str) -> None:
+        """The API server answers from now on. Idempotent; keeps existing objects."""
+        self._token = token
+        self._version = kubernetes_version.removeprefix("v")
+        self._distribution = distribution
+        self.store.ensure_namespaces()
+        self._api_up = True
+
+    def take_down(self) -> None:
+        """The API stops answering (503) but keeps its objects, like a stopped etcd member."""
+        self._api_up = False
+
+    def reset(self) -> None:
+        """The cluster is wiped (machines reinstalled): no objects, API down, no token."""
+        self._api_up = False
+        self._token = None
+        self._version = None
+        self._distribution = None
+        self._store = None
+
+    # --- kubelets ------------------------------------------------------------------------
+
+    def join_node(self, name: str, *, role: str, kubelet_version: str, ready_at: float) -> None:
+        """A kubelet registers its Node; it turns Ready at ``ready_at`` (a clock instant).
+
+        Joining again (the machine rebooted) keeps the Node object and sets a new
+        ``ready_at``, as a kubelet re-registering would.
+        """
+        store = self.store
+        with store.lock:
+            now = self.clock.now()
+            state = store.node_states.get(name)
+            if state is None:
+                store.node_states[name] = NodeState(joined_at=now, ready_at=ready_at)
+            else:
+                state.ready_at = ready_at
+            existing = store.objects(_NODES.key).get(("", name))
+            if existing is None:
+                store.put_internal(_NODES, self._node(name, role, kubelet_version))
+            else:
+                self._set_kubelet(existing, kubelet_version)
+
+    def set_node_ready(self, name: str, ready: bool) -> None:
+        """The kubelet stops (False) or resumes (True, from now on) posting Ready."""
+        store = self.store
+        with store.lock:
+            state = store.node_states.get(name)
+            if state is None:
+                return
+            if not ready:
+                state.ready_at = None
+            elif state.ready_at is None or state.ready_at > self.clock.now():
+                state.ready_at = self.clock.now()
+
+    def set_kubelet_version(self, node: str, version: str) -> None:
+        """Drift: the node now reports another kubelet version."""
+        store = self.store
+        with store.lock:
+            existing = store.objects(_NODES.key).get(("", node))
+            if existing is None:
+                raise KeyError(f"node {node!r} is not registered in cluster {self.name!r}")
+            self._set_kubelet(existing, version)
+
+    def node_ready(self, name: str) -> bool:
+        state = self.store.node_states.get(name) if self._store else None
+        return bool(state and state.ready_at is not None and self.clock.now() >= state.ready_at)
+
+    def _set_kubelet(self, node: dict, version: str) -> None:
+        status = node.get("status") or {}
+        info = status.get("nodeInfo") or {}
+        if info.get("kubeletVersion") == _v(version):
+            return
+        info = {**info, "kubeletVersion": _v(version), "kubeProxyVersion": _v(version)}
+        self.store.put_internal(_NODES, {**node, "status": {**status, "nodeInfo": info}})
+
+    def _node(self, name: str, role: str, kubelet_version: str) -> dict:
+        k3s = self._distribution == "k3s"
+        labels = {
+            "beta.kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+        }
+        spec: dict = {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]}
+        if role == "control-plane":
+            labels[CONTROL_PLANE_LABEL] = "true" if k3s else ""
+            if k3s:
+                labels["node-role.kubernetes.io/master"] = "true"
+            else:  # kubeadm taints its control planes; k3s does not
+                spec["taints"] = [{"key": CONTROL_PLANE_LABEL, "effect": "NoSchedule"}]
+        runtime = "containerd://1.7.22-k3s1" if k3s else "containerd://1.7.22"
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels,
+                         "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+            "spec": spec,
+            "status": {
+                "addresses": [{"type": "Hostname", "address": name}],
+                "capacity": {"cpu": "4", "memory": "8148332Ki", "pods": "110",
+                             "ephemeral-storage": "101203600Ki"},
+                "allocatable": {"cpu": "4", "memory": "8045932Ki", "pods": "110",
+                                "ephemeral-storage": "93269345827"},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "nodeInfo": {
+                    "architecture": "amd64",
+                    "bootID": "",
+                    "containerRuntimeVersion": runtime,
+                    "kernelVersion": "6.8.0-45-generic",
+                    "kubeProxyVersion": _v(kubelet_version),
+                    "kubeletVersion": _v(kubelet_version),
+                    "machineID": "",
+                    "operatingSystem": "linux",
+                    "osImage": "Ubuntu 24.04.1 LTS",
+                    "systemUUID": "",
+                },
+            },
+        }

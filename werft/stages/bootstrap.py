@@ -1,0 +1,92 @@
+"""Stage 2, Bootstrapped: the API answers and every machine is a Ready Node at the
+desired version. The nodes bootstrap themselves from their seeds; werft holds the admin
+kubeconfig from the start (it made the CA), so this stage only watches: read-only.
+
+observe  /readyz, then the Node list
+act      nothing: kubeadm/k3s on the machines do the work
+wait     for /readyz, then for every Node Ready (deadline)
+confirm  every machine a Node, Ready, kubelet v<kubernetesVersion>
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from werft.conditions import Condition, ConditionType
+from werft.errors import TransientError, WerftError
+from werft.inventory.resolved import ResolvedCluster
+from werft.kube import KubeClient
+from werft.render.kubeconfig import kubeconfig_for
+from werft.stages.checks import NodeCheck, check_nodes
+from werft.stages.context import StageContext
+from werft.stages.result import Done, Progress, StageFailed, default_classify, run_stage
+
+STAGE = ConditionType.BOOTSTRAPPED
+
+BOOTSTRAPPED = "Bootstrapped"
+API_UNAVAILABLE = "APIUnavailable"  # transient: the API did not answer /readyz in time
+NODES_NOT_READY = "NodesNotReady"  # transient: missing or NotReady nodes at the deadline
+VERSION_MISMATCH = "VersionMismatch"  # permanent: waiting does not change a kubelet
+BOOTSTRAP_FAILED = "BootstrapFailed"  # permanent, e.g. the API refuses werft's token
+
+
+async def ensure_bootstrapped(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
+    async def body(progress: Progress) -> Done:
+        kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
+        async with ctx.kube(cluster, kubeconfig) as kube:
+            await wait_for_api(kube, cluster, ctx, progress)
+            nodes = await _wait_for_nodes(kube, cluster, ctx, progress)
+        return Done(
+            BOOTSTRAPPED,
+            f"API ready; {nodes.expected} node(s) Ready at v{cluster.kubernetes_version}",
+        )
+
+    return await run_stage(STAGE, cluster, ctx, body, classify)
+
+
+async def wait_for_api(
+    kube: KubeClient, cluster: ResolvedCluster, ctx: StageContext, progress: Progress
+) -> None:
+    while not await kube.readyz():
+        if progress.deadline.expired:
+            raise StageFailed(
+                API_UNAVAILABLE,
+                f"cluster {cluster.name}: API {cluster.api_endpoint} not ready after "
+                f"{progress.deadline.seconds:g}s",
+                transient=True,
+            )
+        await asyncio.sleep(min(ctx.timeouts.poll_interval, progress.deadline.remaining()))
+
+
+async def _wait_for_nodes(
+    kube: KubeClient, cluster: ResolvedCluster, ctx: StageContext, progress: Progress
+) -> NodeCheck:
+    while True:
+        try:
+            nodes = check_nodes(cluster, await kube.list("v1", "Node"))
+        except TransientError as exc:  # the API blinked; it is up, so keep waiting
+            nodes, detail = None, str(exc)
+        else:
+            if nodes.ok:
+                return nodes
+            if nodes.settled:  # all Ready, yet a kubelet runs another version
+                raise StageFailed(
+                    VERSION_MISMATCH,
+                    f"cluster {cluster.name}: want v{cluster.kubernetes_version}; "
+                    f"{nodes.summary()}",
+                )
+            detail = nodes.summary()
+        if progress.deadline.expired:
+            raise StageFailed(
+                NODES_NOT_READY,
+                f"cluster {cluster.name}: nodes not Ready after "
+                f"{progress.deadline.seconds:g}s: {detail}",
+                transient=True,
+            )
+        await asyncio.sleep(min(ctx.timeouts.poll_interval, progress.deadline.remaining()))
+
+
+def classify(exc: WerftError) -> str:
+    return default_classify(
+        exc, transient_reason=API_UNAVAILABLE, permanent_reason=BOOTSTRAP_FAILED
+    )

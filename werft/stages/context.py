@@ -1,0 +1,164 @@
+"""What every stage needs besides the cluster: inventory, secrets, deadlines, clients.
+
+A ``StageContext`` is built once per batch (or per process) and shared by all clusters
+of the batch; it holds no per-cluster state, so stages for many clusters run
+concurrently on one context.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from werft.conditions import ConditionType
+from werft.errors import PermanentError
+from werft.inventory.model import Machine
+from werft.inventory.resolved import Inventory, ResolvedCluster
+from werft.kube import KubeClient
+from werft.providers.base import Provider
+from werft.providers.pool import ProviderPool
+from werft.render.pki import secret_name
+from werft.secrets import SecretStore, werft_home
+
+
+@dataclass(frozen=True)
+class StageTimeouts:
+    """Seconds. Deadlines are per cluster and per stage: a slow cluster fails alone.
+
+    The defaults fit real hardware (a bare-metal install takes minutes); tests against
+    the simulator divide them by its time scale with ``scaled``.
+    """
+
+    infrastructure: float = 900.0  # all machines powered on with the right media
+    bootstrap: float = 1800.0  # install + API up + every node Ready
+    addons: float = 900.0  # apply + every workload Available
+    verify: float = 120.0
+    poll_interval: float = 5.0
+    http: float = 10.0  # one request to a cluster API
+
+    def deadline(self, stage: ConditionType) -> float:
+        return {
+            ConditionType.INFRASTRUCTURE_READY: self.infrastructure,
+            ConditionType.BOOTSTRAPPED: self.bootstrap,
+            ConditionType.ADDONS_READY: self.addons,
+            ConditionType.VERIFIED: self.verify,
+        }[stage]
+
+    def scaled(self, time_scale: float, *, min_poll: float = 0.02) -> StageTimeouts:
+        """The same deadlines in simulated time (``time_scale`` 600: 10 minutes -> 1 s).
+
+        The HTTP timeout is not scaled: the simulator answers at loopback speed.
+        """
+        return replace(
+            self,
+            infrastructure=self.infrastructure / time_scale,
+            bootstrap=self.bootstrap / time_scale,
+            addons=self.addons / time_scale,
+            verify=self.verify / time_scale,
+            poll_interval=max(self.poll_interval / time_scale, min_poll),
+        )
+
+
+@dataclass
+class Deadline:
+    """A point in (monotonic) time a stage must be done by."""
+
+    seconds: float
+    start: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float:
+        return max(0.0, self.start + self.seconds - time.monotonic())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+@dataclass
+class StageContext:
+    inventory: Inventory
+    secrets: SecretStore
+    artifacts_dir: Path  # fleet.spec.artifacts.publishDir, resolved
+    timeouts: StageTimeouts = field(default_factory=StageTimeouts)
+    # Machines -> their provider; defaults to a pool sharing one connection pool per
+    # BMC origin / hypervisor across all machines of the batch.
+    providers: ProviderPool | None = None
+    # Threads for the synchronous kubernetes client: bounds concurrent cluster API calls.
+    kube_threads: int = 16
+    _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.providers is None:
+            self.providers = ProviderPool(self.secrets)
+
+    @classmethod
+    def for_inventory(
+        cls,
+        inventory: Inventory,
+        *,
+        werft_home: Path | None = None,
+        timeouts: StageTimeouts | None = None,
+        artifacts_dir: Path | None = None,
+        kube_threads: int = 16,
+    ) -> StageContext:
+        """The usual context: secrets under ``<werft_home>/secrets``, seeds published into
+        the fleet's ``artifacts.publishDir`` (relative paths are relative to the current
+        directory, like ``.werft`` itself)."""
+        home = werft_home or _default_home()
+        if artifacts_dir is None:
+            artifacts_dir = Path(inventory.fleet.spec.artifacts.publish_dir)
+        return cls(
+            inventory=inventory,
+            secrets=SecretStore(home / "secrets"),
+            artifacts_dir=artifacts_dir.resolve(),
+            timeouts=timeouts or StageTimeouts(),
+            kube_threads=kube_threads,
+        )
+
+    # -- what stages ask for --
+
+    @property
+    def artifacts_url(self) -> str:
+        return self.inventory.fleet.spec.artifacts.base_url
+
+    def provider(self, machine: Machine) -> Provider:
+        assert self.providers is not None
+        return self.providers.get(machine)
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.kube_threads, thread_name_prefix="werft-kube")
+        return self._executor
+
+    def stored_kubeconfig(self, cluster: ResolvedCluster) -> str | None:
+        """The admin kubeconfig werft holds, without generating anything."""
+        return self.secrets.get(secret_name(cluster.name, "kubeconfig"))
+
+    def kube(self, cluster: ResolvedCluster, kubeconfig: str | None = None) -> KubeClient:
+        """A client for ``cluster`` built from its own kubeconfig (never a global one)."""
+        text = kubeconfig or self.stored_kubeconfig(cluster)
+        if text is None:
+            raise PermanentError(
+                f"cluster {cluster.name}: werft holds no kubeconfig for it "
+                "(run the infrastructure stage first)"
+            )
+        return KubeClient.from_kubeconfig(
+            text, cluster=cluster.name, timeout=self.timeouts.http, executor=self.executor
+        )
+
+    async def aclose(self) -> None:
+        if self.providers is not None:
+            await self.providers.aclose()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def _default_home() -> Path:
+    return werft_home()
