@@ -45,19 +45,26 @@ TASK_FAILED = "TaskFailed"
 ROLLOUT_HALTED = "RolloutHalted"
 
 
+# Loggers that speak per task run or per connection; quiet during bulk (edge) waves.
+BULK_LOGGERS = {"prefect.task_runs": logging.WARNING, "urllib3.connectionpool": logging.ERROR}
+
+
 @contextmanager
-def quiet_task_logs(quiet: bool) -> Iterator[None]:
+def quiet_bulk_logs(quiet: bool) -> Iterator[None]:
     """Edge waves run hundreds of task runs: their INFO lines ("Finished in state
-    Completed()") cost a quarter of a task's client time and tell nobody anything. Keep
-    warnings and errors; the flow logs one line per batch instead."""
-    logger = logging.getLogger("prefect.task_runs")
-    level = logger.level
+    Completed()") cost a quarter of a task's client time and tell nobody anything (the
+    kubernetes client's "connection pool is full" warnings neither). Keep task warnings and
+    errors; the flow logs one line per batch instead."""
+    loggers = {logging.getLogger(name): level for name, level in BULK_LOGGERS.items()}
+    before = {logger: logger.level for logger in loggers}
     if quiet:
-        logger.setLevel(logging.WARNING)
+        for logger, level in loggers.items():
+            logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in before.items():
+            logger.setLevel(level)
 
 
 @dataclass
@@ -115,7 +122,7 @@ class Rollout:
                     return
                 await self.run_batch(wave, batch, tally, progress)
 
-        with quiet_task_logs(wave.tier == Tier.EDGE):
+        with quiet_bulk_logs(wave.tier == Tier.EDGE):
             if wave.canary:
                 await self.run_batch(wave, wave.canary, tally, progress)
             await asyncio.gather(*(gated(b) for b in wave.rest))

@@ -82,8 +82,12 @@ def fleet(
     ensure_bmc_secrets(root)
     inventory = load_inventory(root)
     artifacts = workdir / inventory.fleet.spec.artifacts.publish_dir
+    artifacts.mkdir(parents=True, exist_ok=True)
     with running_sim(
-        inventory, sock=sock, time_scale=time_scale, artifacts_dir=artifacts,
+        inventory,
+        sock=sock,
+        time_scale=time_scale,
+        artifacts_dir=artifacts,
         default_credentials=None,
     ) as sim:
         yield Fleet(root, sim, inventory)

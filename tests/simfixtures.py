@@ -21,6 +21,7 @@ The pytest fixture ``sim_factory`` does the same and stops every sim at teardown
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import http.server
@@ -45,7 +46,14 @@ from werft.sim.clock import Clock
 from werft.sim.faults import FaultSet, load_file
 from werft.sim.lifecycle import ClusterFactory
 from werft.sim.machines import SimMachineSpec
-from werft.sim.server import SimOptions, app_from_inventory, bind, uvicorn_config
+from werft.sim.server import (
+    SimOptions,
+    app_from_inventory,
+    bind,
+    serve_all,
+    tls_server,
+    uvicorn_config,
+)
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_CREDENTIALS = ("admin", "sim-password")
@@ -69,7 +77,10 @@ def reserve_port() -> socket.socket:
 
 
 def wait_for(
-    predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02,
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
     what: str = "condition",
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
@@ -92,6 +103,7 @@ class SimHandle:
     port: int
     app: SimApp
     admin: httpx.Client = field(repr=False)
+    tls_url: str | None = None  # https://127.0.0.1:PORT when started with tls=True
 
     def _json(self, response: httpx.Response) -> Any:
         response.raise_for_status()
@@ -133,8 +145,11 @@ class SimHandle:
     def cluster(self, name: str) -> dict[str, Any]:
         return self._json(self.admin.get(f"/_sim/clusters/{name}"))
 
-    def kubeconfig(self, cluster: str) -> str:
-        response = self.admin.get(f"/_sim/clusters/{cluster}/kubeconfig")
+    def kubeconfig(self, cluster: str, *, scheme: str | None = None) -> str:
+        """The admin kubeconfig (HTTPS when the sim has a TLS listener; ``scheme="http"``
+        for the plain listener)."""
+        params = {"scheme": scheme} if scheme else None
+        response = self.admin.get(f"/_sim/clusters/{cluster}/kubeconfig", params=params)
         response.raise_for_status()
         return response.text
 
@@ -144,34 +159,68 @@ class SimHandle:
         body = {"token": token, "kubernetesVersion": kubernetes_version, "nodes": nodes}
         return self._json(self.admin.post(f"/_sim/clusters/{cluster}/bootstrap", json=body))
 
-    def wait_for(self, predicate: Callable[[], Any], *, timeout: float = 10.0,
-                 what: str = "condition") -> Any:
+    def wait_for(
+        self, predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition"
+    ) -> Any:
         return wait_for(predicate, timeout=timeout, what=what)
 
     def wait_phase(self, machine: str, phase: str, *, timeout: float = 10.0) -> dict[str, Any]:
         return wait_for(
             lambda: (m := self.machine(machine))["phase"] == phase and m,
-            timeout=timeout, what=f"machine {machine} to be {phase}",
+            timeout=timeout,
+            what=f"machine {machine} to be {phase}",
         )
 
 
 @contextlib.contextmanager
 def serve_app(
-    app: SimApp, *, sock: socket.socket | None = None, startup_timeout: float = 10.0
+    app: SimApp,
+    *,
+    sock: socket.socket | None = None,
+    startup_timeout: float = 10.0,
+    tls: bool = False,
 ) -> Iterator[SimHandle]:
-    """Serve ``app`` with uvicorn in a background thread until the block ends."""
+    """Serve ``app`` with uvicorn in a background thread until the block ends; with
+    ``tls`` also on HTTPS (``handle.tls_url``; the admin kubeconfig then points there)."""
     sock = sock or reserve_port()
     port = int(sock.getsockname()[1])
     config = uvicorn_config(app, LOOPBACK, port)
     config.timeout_graceful_shutdown = 1
     server = uvicorn.Server(config)
+    with contextlib.ExitStack() as stack:
+        secondary, tls_sockets = None, None
+        if tls:
+            tls_sock = stack.enter_context(contextlib.closing(reserve_port()))
+            tls_sockets = [tls_sock]
+            secondary = stack.enter_context(
+                tls_server(
+                    app, LOOPBACK, int(tls_sock.getsockname()[1]), timeout_graceful_shutdown=1
+                )
+            )
+        with _serving(app, server, sock, secondary, tls_sockets, startup_timeout) as handle:
+            yield handle
+
+
+@contextlib.contextmanager
+def _serving(
+    app: SimApp,
+    server: uvicorn.Server,
+    sock: socket.socket,
+    secondary: uvicorn.Server | None,
+    tls_sockets: list[socket.socket] | None,
+    startup_timeout: float,
+) -> Iterator[SimHandle]:
+    port = int(sock.getsockname()[1])
     thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"werft-sim-{port}", daemon=True
+        target=lambda: asyncio.run(serve_all(server, [sock], secondary, tls_sockets)),
+        name=f"werft-sim-{port}",
+        daemon=True,
     )
     thread.start()
     url = f"http://{LOOPBACK}:{port}"
     admin = httpx.Client(base_url=url, timeout=10.0, trust_env=False)
     try:
+
         def healthy() -> bool:
             if not thread.is_alive():
                 raise RuntimeError("the simulator thread died while starting")
@@ -181,7 +230,15 @@ def serve_app(
                 return False
 
         wait_for(healthy, timeout=startup_timeout, interval=0.01, what="the simulator to start")
-        yield SimHandle(url=url, port=port, app=app, admin=admin)
+        tls_url = f"https://{LOOPBACK}:{app.tls.port}" if app.tls is not None else None
+        if secondary is not None:
+            wait_for(
+                lambda: secondary.started,
+                timeout=startup_timeout,
+                interval=0.01,
+                what="the TLS listener to start",
+            )
+        yield SimHandle(url=url, port=port, app=app, admin=admin, tls_url=tls_url)
     finally:
         admin.close()
         server.should_exit = True
@@ -202,6 +259,7 @@ def running_sim(
     sock: socket.socket | None = None,
     cluster_factory: ClusterFactory | None = None,
     kube_app_factory: KubeAppFactory | None = None,
+    tls: bool = False,
 ) -> Iterator[SimHandle]:
     """Start a simulator for an inventory (folder or loaded) or for plain machine specs.
 
@@ -214,7 +272,8 @@ def running_sim(
 
             inventory = load_inventory(Path(inventory))
         options = SimOptions(
-            time_scale=time_scale, artifacts_dir=artifacts_dir,
+            time_scale=time_scale,
+            artifacts_dir=artifacts_dir,
             default_credentials=default_credentials,
             faults_file=faults if isinstance(faults, Path) else None,
         )
@@ -236,7 +295,7 @@ def running_sim(
         )
     if faults is not None and not isinstance(faults, Path):
         app.faults.load(faults)
-    with serve_app(app, sock=sock) as handle:
+    with serve_app(app, sock=sock, tls=tls) as handle:
         yield handle
 
 
@@ -277,7 +336,9 @@ def small_fleet(
                 SimMachineSpec(
                     name=f"{cluster}-{short}{counters[short]}",
                     kind="vm" if vms else "bmc",
-                    cluster=cluster, site=site, role=role,
+                    cluster=cluster,
+                    site=site,
+                    role=role,
                     credentials=None if vms else credentials,
                 )
             )
@@ -288,19 +349,35 @@ def small_fleet(
 
 
 def user_data(
-    *, cluster: str, role: str, node_name: str, kubernetes_version: str = "1.31.1",
-    distribution: str = "kubeadm", token: str | None = None, b64: bool = True,
+    *,
+    cluster: str,
+    role: str,
+    node_name: str,
+    kubernetes_version: str = "1.31.1",
+    distribution: str = "kubeadm",
+    token: str | None = None,
+    b64: bool = True,
 ) -> str:
-    node = yaml.safe_dump({
-        "cluster": cluster, "role": role, "nodeName": node_name,
-        "kubernetesVersion": kubernetes_version, "distribution": distribution,
-    })
+    node = yaml.safe_dump(
+        {
+            "cluster": cluster,
+            "role": role,
+            "nodeName": node_name,
+            "kubernetesVersion": kubernetes_version,
+            "distribution": distribution,
+        }
+    )
     files: list[dict[str, Any]] = []
 
     def add(path: str, content: str) -> None:
         if b64:
-            files.append({"path": path, "encoding": "b64",
-                          "content": base64.b64encode(content.encode()).decode()})
+            files.append(
+                {
+                    "path": path,
+                    "encoding": "b64",
+                    "content": base64.b64encode(content.encode()).decode(),
+                }
+            )
         else:
             files.append({"path": path, "content": content})
 
@@ -322,8 +399,9 @@ def seed_iso(user_data_text: str, *, label: str = "cidata") -> bytes:
     }
     for name, data in files.items():
         iso_name = name.upper().replace("-", "_")[:8] + ".;1"
-        iso.add_fp(io.BytesIO(data), len(data), f"/{iso_name}", rr_name=name,
-                   joliet_path=f"/{name}")
+        iso.add_fp(
+            io.BytesIO(data), len(data), f"/{iso_name}", rr_name=name, joliet_path=f"/{name}"
+        )
     out = io.BytesIO()
     iso.write_fp(out)
     iso.close()
@@ -375,9 +453,10 @@ def provision_bmc(
         response = client.post(insert, json={"Image": url, "Inserted": True})
         assert response.status_code in (200, 202, 204), response.text
     enabled = "Once" if once else "Continuous"
-    response = client.patch(paths["system"], json={
-        "Boot": {"BootSourceOverrideEnabled": enabled, "BootSourceOverrideTarget": "Cd"}
-    })
+    response = client.patch(
+        paths["system"],
+        json={"Boot": {"BootSourceOverrideEnabled": enabled, "BootSourceOverrideTarget": "Cd"}},
+    )
     assert response.status_code in (200, 204), response.text
     response = client.post(paths["reset"], json={"ResetType": "On"})
     assert response.status_code in (200, 202, 204), response.text
@@ -415,82 +494,13 @@ def file_server(files: dict[str, bytes]) -> Iterator[str]:
         server.server_close()
 
 
-# --- stand-ins for the Kubernetes side (until werft/sim/cluster.py and kubeapi.py land) ---
-
-
-class StandInCluster:
-    """The SimCluster contract, minimal: API up/down, token, nodes with a ready instant."""
-
-    def __init__(self, name: str, clock: Clock) -> None:
-        self.name = name
-        self.clock = clock
-        self._token: str | None = None
-        self.version: str | None = None
-        self.nodes: dict[str, dict[str, Any]] = {}
-
-    @property
-    def api_up(self) -> bool:
-        return self._token is not None
-
-    @property
-    def token(self) -> str | None:
-        return self._token
-
-    def bring_up(self, *, token: str, kubernetes_version: str, distribution: str) -> None:
-        self._token, self.version = token, kubernetes_version
-
-    def join_node(self, name: str, *, role: str, kubelet_version: str, ready_at: float) -> None:
-        self.nodes[name] = {"role": role, "kubelet": kubelet_version, "ready_at": ready_at,
-                            "down": False}
-
-    def set_node_ready(self, name: str, ready: bool) -> None:
-        node = self.nodes[name]
-        node["down"] = not ready
-        if ready:
-            node["ready_at"] = min(node["ready_at"], self.clock.now())
-
-    def node_ready(self, name: str) -> bool:
-        node = self.nodes[name]
-        return not node["down"] and self.clock.now() >= node["ready_at"]
-
-
-def standin_kube_app(registry: dict[str, Any], clock: Clock) -> Any:
-    """Serves /<cluster>/version and /<cluster>/api/v1/nodes with bearer-token auth."""
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
-        route = scope["path"][len(scope.get("root_path", "")):]
-        name, _, rest = route.lstrip("/").partition("/")
-        cluster = registry.get(name)
-        if cluster is None or not cluster.api_up:
-            response = JSONResponse({"kind": "Status", "code": 503}, 503)
-        elif request.headers.get("authorization") != f"Bearer {cluster.token}":
-            response = JSONResponse({"kind": "Status", "code": 401}, 401)
-        elif rest == "version":
-            response = JSONResponse({"gitVersion": f"v{cluster.version}"})
-        elif rest == "api/v1/nodes":
-            items = [
-                {"metadata": {"name": n},
-                 "status": {"nodeInfo": {"kubeletVersion": node["kubelet"]},
-                            "conditions": [{"type": "Ready", "status":
-                                            "True" if cluster.node_ready(n) else "False"}]}}
-                for n, node in cluster.nodes.items()
-            ]
-            response = JSONResponse({"kind": "NodeList", "items": items})
-        else:
-            response = JSONResponse({"kind": "Status", "code": 404}, 404)
-        await response(scope, receive, send)
-
-    return app
-
-
 def kube_factories() -> dict[str, Any]:
-    """The real SimCluster / kube_api_app when they exist, else the stand-ins."""
-    try:
-        from werft.sim.cluster import SimCluster
-        from werft.sim.kubeapi import kube_api_app
-    except ImportError:
-        return {"cluster_factory": StandInCluster, "kube_app_factory": standin_kube_app}
+    """Keyword arguments for ``running_sim``/``build_app`` naming the Kubernetes side.
+
+    Kept for callers written while werft/sim/cluster.py was being built; the real
+    SimCluster and kube_api_app are the defaults now, so this returns them explicitly.
+    """
+    from werft.sim.cluster import SimCluster
+    from werft.sim.kubeapi import kube_api_app
+
     return {"cluster_factory": SimCluster, "kube_app_factory": kube_api_app}

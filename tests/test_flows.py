@@ -5,11 +5,13 @@ high time scale."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,8 +41,6 @@ from werft.conditions import STAGE_ORDER, ConditionType
 from werft.plan import Selector
 from werft.secrets import SecretStore
 from werft.stages import StageContext, observe_clusters
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -113,12 +113,12 @@ def test_task_runs_are_one_per_stage_per_batch_with_readable_names(provisioned) 
     assert f"verify[{core}]" in names
     assert "bootstrap[edge-wave-3/canary]" in names
     assert "addons[edge-wave-3/batch-02]" in names
-    # 5 single-cluster batches and 3 edge batches, 4 stages each, and the observation
-    assert len(names) == (5 + 3) * 4 + 1 == result.task_runs + 1
+    # 3 core and 1 near-edge single-cluster batches, 3 edge batches: 4 stages each, + observe
+    assert len(names) == (3 + 1 + 3) * 4 + 1 == result.task_runs + 1
 
 
 def test_run_leaves_plan_progress_fleet_and_summary_artifacts(provisioned) -> None:
-    f, state, result = provisioned
+    f, state, _ = provisioned
     found = artifacts(str(state.state_details.flow_run_id))
     assert {"werft-plan", "werft-fleet", "werft-summary", "werft-edge-wave-3"} <= set(found)
     fleet_rows = json.loads(found["werft-fleet"].data)
@@ -155,7 +155,7 @@ def test_drift_check_reports_a_fleet_in_shape_and_then_a_powered_off_machine(pro
     report = asyncio.run(drift_check(request))
     assert list(report.out_of_shape) == [edge]
     assert report.out_of_shape[edge][0] == "InfrastructureReady"
-    assert f.sim.mutations() == 1  # the drift injection itself; the check changed nothing
+    assert f.sim.mutations() == 0  # the check changed nothing
     # provision-cluster (the API-triggered flow) heals just that one
     result = asyncio.run(provision_cluster(edge, inventory=str(f.root), time_scale=TIME_SCALE))
     assert outcomes(result) == {edge: "Verified"}
@@ -168,15 +168,39 @@ def test_drift_check_reports_a_fleet_in_shape_and_then_a_powered_off_machine(pro
 def test_transient_faults_are_retried_and_succeed(workdir: Path) -> None:
     with fleet(workdir, near=2, edge=0) as f:
         first, second = f.names("near-edge")
-        # Every request to one of its BMCs answers 503 for the next 1.5 s: the first
-        # attempt fails transiently, a retry after the backoff succeeds.
-        f.sim.add_fault(kind="error", status=503, machine=f.machines(first)[0], duration=1.5)
-        state, result = provision(f.request(retry_backoff_s=0.5))
+        # One of its BMCs answers 503 until the first request hit it: the first attempt of
+        # the infrastructure task fails transiently, the retry after the backoff succeeds.
+        rule = f.sim.add_fault(kind="error", status=503, machine=f.machines(first)[0])
+        with lift_after_first_hit(f, rule["id"]):
+            state, result = provision(f.request(retry_backoff_s=0.5))
     assert state.is_completed(), state.message
     assert outcomes(result) == {first: "Verified", second: "Verified"}
     attempts = {c.cluster: c.attempts for c in result.clusters}
-    assert attempts[first][ConditionType.INFRASTRUCTURE_READY] >= 2
+    assert attempts[first][ConditionType.INFRASTRUCTURE_READY] == 2
     assert attempts[second][ConditionType.INFRASTRUCTURE_READY] == 1
+    assert all(n == 1 for n in list(attempts[first].values())[1:])
+
+
+@contextlib.contextmanager
+def lift_after_first_hit(f: Fleet, rule_id: str) -> Iterator[None]:
+    """Delete a fault rule as soon as it has hit once (a blip), from a watcher thread."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            rules = {r["id"]: r for r in f.sim.faults()["rules"]}
+            if rules[rule_id]["hits"]:
+                f.sim.remove_fault(rule_id)
+                return
+            stop.wait(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join(5)
 
 
 def test_permanent_fault_fails_that_cluster_only_without_retries(workdir: Path) -> None:
@@ -268,12 +292,23 @@ def test_kill_9_mid_rollout_then_rerun_finishes_without_repeating_or_duplicating
         set_rollout(f.root, {"edge": {"batchSize": 1, "maxConcurrency": 2, "canarySize": 0}})
         env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "WARNING"}
         args = [sys.executable, "-m", "werft.cli", "provision", str(f.root), "--time-scale", "200"]
-        proc = subprocess.Popen(args, env=env, cwd=workdir, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         edges = f.names("edge")
         try:
-            wait_for(lambda: 2 <= _api_up(f, edges) < len(edges), timeout=60,
-                     what="some but not all edge clusters up")
+            # With two clusters in flight, a third cluster's add-ons applied means at least
+            # one cluster has finished all four stages; not all are done yet.
+            wait_for(
+                lambda: 3 <= _addons_applied(f) < len(edges),
+                timeout=60,
+                what="some but not all edge clusters provisioned",
+            )
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -296,8 +331,9 @@ def test_kill_9_mid_rollout_then_rerun_finishes_without_repeating_or_duplicating
             assert len(seeds) == len(f.machines(cluster)), seeds
 
 
-def _api_up(f: Fleet, clusters: list[str]) -> int:
-    return sum(1 for c in clusters if f.sim.cluster(c).get("apiUp"))
+def _addons_applied(f: Fleet) -> int:
+    """Clusters whose API has seen a mutating call: their add-ons are being applied."""
+    return sum(1 for n in f.sim.stats()["mutations"]["clusters"].values() if n)
 
 
 # --- deployments, the REST API, werft serve -------------------------------------------------------
@@ -321,7 +357,8 @@ def test_deployments_from_prefect_yaml_register_with_the_drift_check_schedule(
     # the UI renders a form from the pydantic model
     properties = fleet_dep.parameter_openapi_schema["properties"]
     assert "request" in properties
-    assert fleet_dep.concurrency_limit == 1
+    assert fleet_dep.global_concurrency_limit.limit == 1  # one fleet rollout at a time
+    assert str(drift.concurrency_options.collision_strategy).endswith("CANCEL_NEW")
 
     # and a run can be created over plain REST, as the README shows
     run = api.create_run(prefect_api, {"request": {"dry_run": True}})
@@ -332,18 +369,33 @@ def test_deployments_from_prefect_yaml_register_with_the_drift_check_schedule(
 
 def test_via_api_with_werft_serve_runs_the_deployment(workdir: Path, prefect_api: str) -> None:
     with fleet(workdir, near=1, edge=1) as f:
-        env = {**os.environ, "PREFECT_API_URL": prefect_api}
+        env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         serve = subprocess.Popen(
             [sys.executable, "-m", "werft.cli", "serve", "--time-scale", str(TIME_SCALE)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
             wait_for(lambda: _deployment_exists(prefect_api), timeout=60, what="werft serve")
             out = subprocess.run(
-                [sys.executable, "-m", "werft.cli", "provision", str(f.root), "--via-api",
-                 "--timeout", "90"],
-                env=env, cwd=workdir, capture_output=True, text=True, timeout=120,
+                [
+                    sys.executable,
+                    "-m",
+                    "werft.cli",
+                    "provision",
+                    str(f.root),
+                    "--via-api",
+                    "--timeout",
+                    "90",
+                ],
+                env=env,
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
         finally:
             os.killpg(serve.pid, signal.SIGTERM)

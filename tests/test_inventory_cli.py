@@ -99,20 +99,22 @@ def test_validate_a_git_revision(tmp_path: Path) -> None:
 
 
 def test_show_prints_tables_and_summarises_big_fleets(fleet: SmallFleet) -> None:
-    result = runner.invoke(app, ["inventory", "show", str(fleet.root), "--limit", "2"],
-                           env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["inventory", "show", str(fleet.root), "--limit", "2"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     assert "Sites by tier and region" in result.stdout
     assert "2 of 5 shown" in result.stdout  # clusters
     assert "2 of 7 shown" in result.stdout  # machines
     assert "fra1-a" in result.stdout and "edge-003" not in result.stdout
-    everything = runner.invoke(app, ["inventory", "show", str(fleet.root), "--all"],
-                               env={"COLUMNS": "200"})
+    everything = runner.invoke(
+        app, ["inventory", "show", str(fleet.root), "--all"], env={"COLUMNS": "200"}
+    )
     assert "edge-003-n0" in everything.stdout and "shown" not in everything.stdout
 
 
 def test_show_of_an_invalid_inventory_exits_1(fleet: SmallFleet) -> None:
-    fleet.edit("fleet.yaml", "1.31.4\"]", "1.31.4\"]\n  bogus: 1")
+    fleet.edit("fleet.yaml", '1.31.4"]', '1.31.4"]\n  bogus: 1')
     result = runner.invoke(app, ["inventory", "show", str(fleet.root)])
     assert result.exit_code == 1
     assert "spec.bogus: unknown field 'bogus'" in result.stdout
@@ -120,9 +122,24 @@ def test_show_of_an_invalid_inventory_exits_1(fleet: SmallFleet) -> None:
 
 def test_generate_writes_a_valid_fleet(tmp_path: Path) -> None:
     out = tmp_path / "fleet"
-    result = runner.invoke(app, ["inventory", "generate", str(out), "--edge-sites", "20",
-                                 "--seed", "7", "--core-sites", "2", "--near-edge-sites", "3",
-                                 "--endpoint", "http://127.0.0.1:9999"])
+    result = runner.invoke(
+        app,
+        [
+            "inventory",
+            "generate",
+            str(out),
+            "--edge-sites",
+            "20",
+            "--seed",
+            "7",
+            "--core-sites",
+            "2",
+            "--near-edge-sites",
+            "3",
+            "--endpoint",
+            "http://127.0.0.1:9999",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "edge-sites.csv").read_text().count("\n") == 21
     validated = runner.invoke(app, ["validate", str(out)])
@@ -132,15 +149,15 @@ def test_generate_writes_a_valid_fleet(tmp_path: Path) -> None:
 
 
 def test_generate_rejects_a_bad_endpoint(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["inventory", "generate", str(tmp_path / "f"), "--endpoint",
-                                 "ftp://x"])
+    result = runner.invoke(
+        app, ["inventory", "generate", str(tmp_path / "f"), "--endpoint", "ftp://x"]
+    )
     assert result.exit_code == 2
 
 
 def test_secret_set_from_option_and_stdin_never_prints_the_value(tmp_path: Path) -> None:
     env = {"WERFT_HOME": str(tmp_path / "home")}
-    result = runner.invoke(app, ["secret", "set", "bmc-fra1", "--value", "admin:hunter2"],
-                           env=env)
+    result = runner.invoke(app, ["secret", "set", "bmc-fra1", "--value", "admin:hunter2"], env=env)
     assert result.exit_code == 0, result.output
     assert "hunter2" not in result.output
     stored = tmp_path / "home" / "secrets" / "bmc-fra1"

@@ -1,4 +1,4 @@
-"""The fleet generator: deterministic bytes, valid output, and the committed sample is its output."""
+"""The fleet generator: deterministic bytes, valid output; the committed sample is its output."""
 
 from __future__ import annotations
 
@@ -33,12 +33,20 @@ def test_committed_sample_is_the_generator_output(tmp_path: Path) -> None:
 
 
 def test_generated_fleet_validates_with_the_asked_for_shape(tmp_path: Path) -> None:
-    write_fleet(tmp_path / "f", edge_sites=120, seed=3, core_sites=10, near_edge_sites=30,
-                endpoint="http://127.0.0.1:4321")
+    write_fleet(
+        tmp_path / "f",
+        edge_sites=120,
+        seed=3,
+        core_sites=10,
+        near_edge_sites=30,
+        endpoint="http://127.0.0.1:4321",
+    )
     inventory = load_inventory(tmp_path / "f")
     tiers = [s.spec.tier for s in inventory.sites.values()]
     assert (tiers.count(Tier.CORE), tiers.count(Tier.NEAR_EDGE), tiers.count(Tier.EDGE)) == (
-        10, 30, 120,
+        10,
+        30,
+        120,
     )
     macs = [m.boot_mac_address for c in inventory.clusters.values() for m in c.machines]
     assert len(macs) == len(set(macs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tests.test_inventory_support import SmallFleet
 from werft.errors import InventoryError
 from werft.inventory import InventoryNotFound, load_inventory
 from werft.inventory.model import Distribution, Role, Tier
+from werft.inventory.resolved import ResolvedCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "inventory"
@@ -29,7 +31,9 @@ def test_sample_inventory_is_valid_and_has_the_promised_shape() -> None:
     inventory = load_inventory(SAMPLE)
     tiers = [site.spec.tier for site in inventory.sites.values()]
     assert (tiers.count(Tier.CORE), tiers.count(Tier.NEAR_EDGE), tiers.count(Tier.EDGE)) == (
-        3, 12, 300,
+        3,
+        12,
+        300,
     )
     core = [c for c in inventory.clusters.values() if c.tier == Tier.CORE]
     per_site = {c.site: 0 for c in core}
@@ -95,8 +99,11 @@ def test_vm_machines_merge_machine_cluster_and_profile_vm_specs(fleet: SmallFlee
 
 
 def test_network_fields_merge_one_by_one(fleet: SmallFleet) -> None:
-    fleet.edit("profiles.yaml", "  osImage: images/ubuntu.iso\n",
-               "  osImage: images/ubuntu.iso\n  network:\n    serviceCIDR: 10.200.0.0/16\n")
+    fleet.edit(
+        "profiles.yaml",
+        "  osImage: images/ubuntu.iso\n",
+        "  osImage: images/ubuntu.iso\n  network:\n    serviceCIDR: 10.200.0.0/16\n",
+    )
     fleet.edit("sites/fra1.yaml", "    serviceCIDR: 10.96.0.0/16\n", "")
     a = load_inventory(fleet.root).clusters["fra1-a"]
     assert a.network.service_cidr == "10.200.0.0/16"  # from the profile
@@ -142,7 +149,9 @@ def test_manifests_are_read_relative_to_the_addon_set_file(fleet: SmallFleet) ->
 def test_select_by_tier_and_label(fleet: SmallFleet) -> None:
     inventory = load_inventory(fleet.root)
     assert [c.name for c in inventory.select(tiers=[Tier.EDGE])] == [
-        "edge-001", "edge-002", "edge-003",
+        "edge-001",
+        "edge-002",
+        "edge-003",
     ]
     assert [c.name for c in inventory.select(labels={"env": "prod"})] == ["fra1-a"]
 
@@ -204,7 +213,7 @@ def test_git_ref_reads_blobs_without_touching_the_working_tree(
 def test_git_ref_problems_name_the_revision_and_path(
     history: tuple[git.Repo, SmallFleet, str, str],
 ) -> None:
-    repo, small, _, bad = history
+    _, small, _, bad = history
     with pytest.raises(InventoryError) as caught:
         load_inventory(small.root, git_ref=bad)  # repo found from the (absolute) path
     (problem,) = caught.value.problems
@@ -230,3 +239,11 @@ def test_unknown_git_ref_is_a_usage_error(
         load_inventory("inventory", git_ref="no-such-branch", repo=Path(repo.working_tree_dir))
     with pytest.raises(InventoryNotFound, match="does not exist at HEAD"):
         load_inventory("elsewhere", git_ref="HEAD", repo=Path(repo.working_tree_dir))
+
+
+def test_edge_clusters_are_complete_resolved_clusters(fleet: SmallFleet) -> None:
+    """Edge rows are built without ResolvedCluster.__init__: every field must still be set."""
+    cluster = load_inventory(fleet.root).clusters["edge-001"]
+    values = {f.name: getattr(cluster, f.name) for f in dataclasses.fields(cluster)}
+    assert ResolvedCluster(**values) == cluster
+    assert values["name"] == "edge-001" and values["source"].line == 2

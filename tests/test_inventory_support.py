@@ -225,8 +225,9 @@ class SmallFleet:
         return problems[0]
 
 
-def assert_problem(problem: Problem, *, file: str, line: int | None, field: str,
-                   message: str, fix: str = "") -> None:
+def assert_problem(
+    problem: Problem, *, file: str, line: int | None, field: str, message: str, fix: str = ""
+) -> None:
     """The problem is at exactly this place and says (at least) this."""
     assert (problem.file, problem.line, problem.field) == (file, line, field), str(problem)
     assert message in problem.message, str(problem)

@@ -147,6 +147,30 @@ async def test_defined_but_stopped_domain_is_only_started(
     assert await provider.ensure(machine, IMAGE, seed) == 1  # create() only
 
 
+async def test_release_puts_the_disk_first_and_keeps_the_cdroms(
+    provider: LibvirtProvider, names: list[str]
+) -> None:
+    machine = machine_named(names, "release")
+    seed = seed_url(BASE, "c1", machine.name)
+    await provider.ensure(machine, IMAGE, seed)
+
+    assert await provider.release(machine) == 1  # defineXML
+
+    conn = libvirt.open(URI)
+    try:
+        domain = conn.lookupByName(machine.name)
+        xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # what the next boot uses
+        assert domain.isActive()
+    finally:
+        conn.close()
+    facts = DomainFacts.parse(xml)
+    assert facts.boot == "hd,cdrom"
+    assert facts.media == [IMAGE, seed]  # the seed stays: it marks the machine as werft's
+    assert 'xmlns:werft="https://werft.dev/libvirt/1"' in xml
+    assert await provider.release(machine) == 0
+    assert await provider.ensure(machine, IMAGE, seed) == 0
+
+
 async def test_running_domain_with_foreign_media_is_redefined_and_restarted(
     provider: LibvirtProvider, names: list[str]
 ) -> None:

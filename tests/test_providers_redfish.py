@@ -30,7 +30,13 @@ from tests.test_providers_helpers import (
 )
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine
-from werft.providers import HttpOptions, ProviderPool, RedfishProvider, parse_bmc_address
+from werft.providers import (
+    HttpOptions,
+    Provider,
+    ProviderPool,
+    RedfishProvider,
+    parse_bmc_address,
+)
 from werft.secrets import SecretStore
 
 try:
@@ -45,8 +51,11 @@ SYSTEMS = {
     "node-installed": "11111111-0000-0000-0000-000000000003",
     "node-creds": "11111111-0000-0000-0000-000000000004",
     "node-alias": "11111111-0000-0000-0000-000000000005",
+    "node-release": "11111111-0000-0000-0000-000000000006",
 }
-RUNNING = ("node-stale", "node-installed")  # machines in a previous life: powered on
+# Machines in a previous life: powered on.
+RUNNING = ("node-stale", "node-installed", "node-release")
+SIM_ONLY = ("node-faulty", "node-crashed")
 BATCH = [f"batch-{i:02d}" for i in range(12)]  # simulator only
 TWO_CDS = {
     "Cd": {"Name": "Virtual CD 1", "MediaTypes": ["CD", "DVD"]},
@@ -126,6 +135,16 @@ class Backend:
             )
             assert response.status_code == 204, response.text
 
+    async def set_boot_override(self, machine: str, target: str, enabled: str) -> None:
+        """Set the boot override behind werft's back."""
+        system = parse_bmc_address(self.address(machine))
+        boot = {"BootSourceOverrideTarget": target, "BootSourceOverrideEnabled": enabled}
+        async with httpx.AsyncClient(base_url=self.origin, auth=(USER, PASSWORD)) as client:
+            response = await client.patch(
+                f"{system.root}/Systems/{system.system_id}", json={"Boot": boot}, timeout=10
+            )
+            assert response.status_code == 204, response.text
+
 
 def sushy_backend(sushy: SushyEmulator, artifacts: str) -> Backend:
     def media_paths(name: str) -> list[str]:
@@ -162,7 +181,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             role="control-plane",
             credentials=(USER, PASSWORD),
         )
-        for name in [*SYSTEMS, "node-faulty", *BATCH]
+        for name in [*SYSTEMS, *SIM_ONLY, *BATCH]
     ]
     artifacts_dir = tmp_path_factory.mktemp("sim-artifacts")
     with simfixtures.running_sim(
@@ -295,10 +314,10 @@ async def test_ensure_from_off_inserts_media_sets_override_and_powers_on(
         assert backend.mutations("node-fresh") == 4  # the emulator counted the same
     # sushy-tools' fake driver applies power changes 1-11 s late, as hardware is slow.
     on = await provider.wait_powered_on(machine, timeout=20, poll_interval=0.1)
-    assert on.boots(image, seed)
     assert on.media == [image, seed]
     backend.wait_installed("node-fresh")  # the simulator installs from werft's media
     booted = await provider.observe(machine)
+    assert booted.boots(image, seed)
     assert booted.boot_override == backend.override_after_boot
 
     assert await provider.ensure(machine, image, seed) == 0
@@ -341,6 +360,39 @@ async def test_running_machine_with_an_older_seed_of_its_own_is_not_reimaged(
     state = await provider.observe(machine, image_url=image, seed_url=new_seed)
     assert state.seed_outdated and not state.image_outdated
     assert state.media == [image, old_seed]
+
+
+async def test_release_clears_a_lingering_cd_override_and_keeps_the_media(
+    backend: Backend, pool: ProviderPool
+) -> None:
+    # A machine werft installed through a BMC that ignores Once: it runs with werft's
+    # media and a Cd/Continuous override that would reinstall it at every reboot.
+    name = "node-release"
+    image, seed = backend.image(), backend.make_seed(name, "0123456789ab")
+    backend.power_on(name)
+    await backend.insert_raw(name, 0, image)
+    await backend.insert_raw(name, 1, seed)
+    await backend.set_boot_override(name, "Cd", "Continuous")
+    machine = backend.machine(name)
+    provider = pool.get(machine)
+    assert (await provider.observe(machine)).boot_override == "Cd/Continuous"
+    before = backend.mutations(name) if backend.mutations is not None else 0
+
+    made = await provider.release(machine)
+
+    state = await provider.observe(machine)
+    if backend.kind == "sushy":
+        # sushy-tools refuses to disable an override (400: it wants a target), so werft
+        # points the override at the disk instead.
+        assert (made, state.boot_override) == (2, "Hdd/Continuous")
+    else:
+        assert (made, state.boot_override) == (1, None)
+    # The media stay: the inserted seed is how werft knows it provisioned this machine.
+    assert state.powered_on and state.media == [image, seed]
+    assert await provider.release(machine) == 0
+    assert await provider.ensure(machine, image, seed) == 0
+    if backend.mutations is not None:
+        assert backend.mutations(name) == before + made
 
 
 async def test_refused_credentials_are_permanent_and_never_show_the_password(
@@ -415,6 +467,42 @@ async def test_one_pooled_provider_serves_a_batch_concurrently(
     assert [backend.mutations(name) for name in BATCH] == [4] * len(BATCH)
     states = await asyncio.gather(*(pool.get(m).observe(m) for m in machines))
     assert all(s.powered_on and s.media[1] == seed for s, seed in zip(states, seeds, strict=True))
+
+
+# --- the simulator only --------------------------------------------------------------------
+
+
+async def test_machine_set_up_but_never_restarted_is_restarted_and_installs(
+    sim: Any, pool: ProviderPool
+) -> None:
+    # werft inserted the media and set a Once override on a running machine, then stopped
+    # before the ForceRestart. Reproduced by hand, over Redfish.
+    backend = sim_backend(sim)
+    name = "node-crashed"
+    image, seed = backend.image(), backend.make_seed(name, "0123456789ab")
+    backend.power_on(name)
+    sim.wait_phase(name, "idle")  # booted its empty disk (no override yet)
+    await backend.insert_raw(name, 0, image)
+    await backend.insert_raw(name, 1, seed)
+    await backend.set_boot_override(name, "Cd", "Once")
+    machine = backend.machine(name)
+    provider = pool.get(machine)
+    state = await provider.observe(machine)
+    assert state.powered_on and state.media == [image, seed] and state.boot_pending
+    assert not state.boots(image, seed)  # so the infrastructure stage calls ensure()
+    before = backend.mutations(name)
+
+    assert await provider.ensure(machine, image, seed) == 1  # ForceRestart, nothing else
+
+    installed = sim.wait_for(
+        lambda: sim.machine(name)["installed"], timeout=10, what=f"{name} installed"
+    )
+    assert installed["nodeName"] == name
+    booted = await provider.observe(machine)
+    assert booted.boots(image, seed) and booted.boot_override is None  # Once consumed
+    assert await provider.ensure(machine, image, seed) == 0
+    assert await provider.release(machine) == 0  # a consumed Once leaves nothing to clear
+    assert backend.mutations(name) == before + 1
 
 
 # --- sushy-tools only ----------------------------------------------------------------------
@@ -582,6 +670,33 @@ async def test_bmc_that_drops_a_once_override_gets_continuous(
         await bmc.stop()
 
 
+async def test_machine_still_in_post_is_not_restarted_again(
+    secrets: SecretStore, artifacts: str
+) -> None:
+    # A BMC that reports BootProgress says whether the pending Once is still to be consumed
+    # by a boot already under way (werft restarted it a moment ago) or forgotten.
+    bmc = await LoopbackHttp().start()
+    try:
+        system = boot_fake(bmc, power="On", allowed_enabled=None)
+        image, seed = f"{artifacts}/images/ubuntu.iso", seed_url(artifacts, "c1", "bmc-p")
+        for device, url in (("CD1", image), ("CD2", seed)):
+            bmc.routes[("GET", f"{SYSTEM}/VirtualMedia/{device}")].body.update(
+                Image=url, Inserted=True
+            )
+        system["Boot"].update(BootSourceOverrideTarget="Cd", BootSourceOverrideEnabled="Once")
+        system["BootProgress"] = {"LastState": "MemoryInitializationStarted"}
+        machine = bmc_machine("bmc-p", f"redfish+http://127.0.0.1:{bmc.port}{SYSTEM}")
+        async with ProviderPool(secrets, options=FAST) as pool:
+            assert await pool.get(machine).ensure(machine, image, seed) == 0
+            system["BootProgress"]["LastState"] = "OSRunning"  # booted, Once still there
+            assert await pool.get(machine).ensure(machine, image, seed) == 1
+        resets = [json.loads(s.body) for s in bmc.seen if s.path.endswith(".Reset")]
+        assert resets == [{"ResetType": "ForceRestart"}]
+        assert patches(bmc) == []
+    finally:
+        await bmc.stop()
+
+
 # --- failures ------------------------------------------------------------------------------
 
 
@@ -630,6 +745,20 @@ async def test_bmc_slower_than_the_timeout_is_transient(secrets: SecretStore) ->
             with pytest.raises(TransientError, match="timed out"):
                 await pool.get(machine).observe(machine)
         assert time.monotonic() - started < 2.5
+    finally:
+        await bmc.stop()
+
+
+async def test_a_bmc_answering_html_is_permanent(secrets: SecretStore) -> None:
+    bmc = await LoopbackHttp().start()
+    try:
+        bmc.routes[("GET", "/redfish/v1")] = Reply(200, "<html>Login</html>")
+        machine = bmc_machine("html", f"redfish+http://127.0.0.1:{bmc.port}/redfish/v1/Systems/1")
+        async with ProviderPool(secrets, options=FAST) as pool:
+            provider = pool.get(machine)
+            assert isinstance(provider, Provider)
+            with pytest.raises(PermanentError, match="did not return a JSON object"):
+                await provider.observe(machine)
     finally:
         await bmc.stop()
 

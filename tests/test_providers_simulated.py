@@ -14,14 +14,22 @@ from tests.test_providers_helpers import free_port, vm_machine
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine
 from werft.providers import HttpOptions, ProviderPool, SimulatedProvider, provider_for
-from werft.providers.simulated import sim_origin
+from werft.providers.simulated import domain_spec, sim_origin
 from werft.secrets import SecretStore
 
 simfixtures = pytest.importorskip(
     "tests.simfixtures", reason="the werft simulator (tests/simfixtures.py) is not available"
 )
 
-VMS = ("vm-fresh", "vm-stopped", "vm-foreign", "vm-installed", "vm-noseed", "vm-faulty")
+VMS = (
+    "vm-fresh",
+    "vm-stopped",
+    "vm-crashed",
+    "vm-foreign",
+    "vm-installed",
+    "vm-noseed",
+    "vm-faulty",
+)
 FAST = HttpOptions(timeout=httpx.Timeout(5.0), action_timeout=httpx.Timeout(15.0))
 
 
@@ -112,6 +120,33 @@ async def test_defined_but_stopped_domain_is_only_started(
     assert not (await provider.observe(machine)).powered_on
 
     assert await provider.ensure(machine, img, sd) == 1  # start only: the spec is unchanged
+
+
+async def test_domain_defined_but_never_started_is_started_and_installs(
+    sim: Any, provider: SimulatedProvider
+) -> None:
+    # werft defined the domain, then stopped before starting it. Reproduced by hand.
+    machine = vm_machine("vm-crashed", host(sim))
+    assert machine.vm is not None
+    img, sd = image(sim), seed(sim, "vm-crashed")
+    async with httpx.AsyncClient(base_url=sim.url) as client:
+        spec = domain_spec(machine, machine.vm, img, sd)
+        response = await client.put("/hypervisor/v1/domains/vm-crashed", json=spec, timeout=10)
+        assert response.status_code == 201, response.text
+    before = hypervisor_mutations(sim, "vm-crashed")
+
+    assert await provider.ensure(machine, img, sd) == 1  # start, nothing else
+
+    installed = sim.wait_for(
+        lambda: sim.machine("vm-crashed")["installed"], timeout=10, what="vm-crashed installed"
+    )
+    assert installed["nodeName"] == "vm-crashed"
+    # A domain boots its disk once installed: release has nothing to do, ever.
+    assert await provider.release(machine) == 0
+    assert await provider.release(machine) == 0
+    assert hypervisor_mutations(sim, "vm-crashed") == before + 1
+    state = await provider.observe(machine)
+    assert state.powered_on and state.media == [img, sd]
 
 
 async def test_running_domain_with_foreign_media_is_stopped_redefined_and_started(

@@ -13,7 +13,6 @@ from tests.simfixtures import (
     DEFAULT_CREDENTIALS,
     SimHandle,
     follow,
-    kube_factories,
     provision_bmc,
     publish_seed,
     running_sim,
@@ -36,11 +35,17 @@ def artifacts(tmp_path: Path) -> Path:
 def sim(artifacts: Path) -> Iterator[SimHandle]:
     machines, sites = small_fleet(3, control_planes=1, workers=1)
     vms, _ = small_fleet(1, vms=True)
-    vms = [m.__class__(**{**_fields(m), "cluster": "c2", "site": "s2",
-                          "name": m.name.replace("c0", "vm")}) for m in vms]
+    vms = [
+        m.__class__(
+            **{**_fields(m), "cluster": "c2", "site": "s2", "name": m.name.replace("c0", "vm")}
+        )
+        for m in vms
+    ]
     with running_sim(
-        machines=machines + vms, clusters=sites, artifacts_dir=artifacts, time_scale=2000,
-        **kube_factories(),
+        machines=machines + vms,
+        clusters=sites,
+        artifacts_dir=artifacts,
+        time_scale=2000,
     ) as handle:
         yield handle
 
@@ -49,23 +54,45 @@ def _fields(spec: Any) -> dict[str, Any]:
     return {name: getattr(spec, name) for name in spec.__slots__}
 
 
-def _seed_url(sim: SimHandle, artifacts: Path, cluster: str, machine: str, role: str,
-              *, token: str | None = None, version: str = "1.31.1", b64: bool = True) -> str:
-    data = seed_iso(user_data(cluster=cluster, role=role, node_name=machine, token=token,
-                              kubernetes_version=version, b64=b64))
+def _seed_url(
+    sim: SimHandle,
+    artifacts: Path,
+    cluster: str,
+    machine: str,
+    role: str,
+    *,
+    token: str | None = None,
+    version: str = "1.31.1",
+    b64: bool = True,
+) -> str:
+    data = seed_iso(
+        user_data(
+            cluster=cluster,
+            role=role,
+            node_name=machine,
+            token=token,
+            kubernetes_version=version,
+            b64=b64,
+        )
+    )
     return sim.url + publish_seed(artifacts, cluster, machine, data)
 
 
 def _nodes(sim: SimHandle, cluster: str, token: str = TOKEN) -> dict[str, dict[str, Any]]:
-    response = httpx.get(f"{sim.url}/clusters/{cluster}/api/v1/nodes",
-                         headers={"Authorization": f"Bearer {token}"}, trust_env=False)
+    response = httpx.get(
+        f"{sim.url}/clusters/{cluster}/api/v1/nodes",
+        headers={"Authorization": f"Bearer {token}"},
+        trust_env=False,
+    )
     if response.status_code != 200:
         return {}
     out = {}
     for item in response.json()["items"]:
         ready = next(c["status"] for c in item["status"]["conditions"] if c["type"] == "Ready")
         out[item["metadata"]["name"]] = {
-            "ready": ready == "True", "kubelet": item["status"]["nodeInfo"]["kubeletVersion"]}
+            "ready": ready == "True",
+            "kubelet": item["status"]["nodeInfo"]["kubeletVersion"],
+        }
     return out
 
 
@@ -80,8 +107,14 @@ def bmc(sim: SimHandle) -> Iterator[httpx.Client]:
         yield client
 
 
-def _provision_c0(sim: SimHandle, bmc: httpx.Client, artifacts: Path, *, once: bool = True,
-                  version: str = "1.31.1") -> None:
+def _provision_c0(
+    sim: SimHandle,
+    bmc: httpx.Client,
+    artifacts: Path,
+    *,
+    once: bool = True,
+    version: str = "1.31.1",
+) -> None:
     cp = _seed_url(sim, artifacts, "c0", "c0-cp1", "control-plane", token=TOKEN, version=version)
     worker = _seed_url(sim, artifacts, "c0", "c0-w1", "worker", version=version, b64=False)
     provision_bmc(bmc, "/bmc/c0-cp1/redfish/v1/", sim.url + IMAGE, cp, once=once)
@@ -93,8 +126,9 @@ def test_bare_metal_machines_install_and_form_a_ready_cluster(
 ) -> None:
     _provision_c0(sim, bmc, artifacts, version="1.30.4")
     assert sim.machine("c0-cp1")["phase"] in ("post", "installing", "running")
-    wait_for(lambda: _all_ready(sim, "c0", {"c0-cp1", "c0-w1"}), timeout=10,
-             what="both nodes Ready")
+    wait_for(
+        lambda: _all_ready(sim, "c0", {"c0-cp1", "c0-w1"}), timeout=10, what="both nodes Ready"
+    )
     nodes = _nodes(sim, "c0")
     assert {n["kubelet"] for n in nodes.values()} == {"v1.30.4"}
     state = sim.machine("c0-cp1")
@@ -105,7 +139,9 @@ def test_bare_metal_machines_install_and_form_a_ready_cluster(
     # The Once override was consumed by the boot, as on real hardware.
     boot = follow(bmc, "/bmc/c0-cp1/redfish/v1/Systems/1")["Boot"]
     assert (boot["BootSourceOverrideEnabled"], boot["BootSourceOverrideTarget"]) == (
-        "Disabled", "None")
+        "Disabled",
+        "None",
+    )
     cluster = sim.cluster("c0")
     assert cluster["apiUp"] is True
     assert TOKEN not in str(cluster)
@@ -118,10 +154,15 @@ def test_nothing_happens_before_the_scaled_delays(
     artifacts: Path,
 ) -> None:
     machines, sites = small_fleet(1)
-    with running_sim(machines=machines, clusters=sites, artifacts_dir=artifacts,
-                     time_scale=1.0, **kube_factories()) as sim, httpx.Client(
-        base_url=sim.url, auth=DEFAULT_CREDENTIALS, trust_env=False
-    ) as bmc:
+    with (
+        running_sim(
+            machines=machines,
+            clusters=sites,
+            artifacts_dir=artifacts,
+            time_scale=1.0,
+        ) as sim,
+        httpx.Client(base_url=sim.url, auth=DEFAULT_CREDENTIALS, trust_env=False) as bmc,
+    ):
         cp = _seed_url(sim, artifacts, "c0", "c0-cp1", "control-plane", token=TOKEN)
         provision_bmc(bmc, "/bmc/c0-cp1/redfish/v1/", sim.url + IMAGE, cp)
         assert sim.machine("c0-cp1")["phase"] == "post"  # 30 s of POST at time scale 1
@@ -137,7 +178,9 @@ def test_continuous_override_survives_the_boot(
     wait_for(lambda: _all_ready(sim, "c0", {"c0-cp1", "c0-w1"}), timeout=10)
     boot = follow(bmc, "/bmc/c0-w1/redfish/v1/Systems/1")["Boot"]
     assert (boot["BootSourceOverrideEnabled"], boot["BootSourceOverrideTarget"]) == (
-        "Continuous", "Cd")
+        "Continuous",
+        "Cd",
+    )
 
 
 def test_power_off_makes_the_node_not_ready_and_power_on_brings_it_back(
@@ -152,8 +195,9 @@ def test_power_off_makes_the_node_not_ready_and_power_on_brings_it_back(
     assert sim.machine("c0-w1")["phase"] == "off"
     # Boots from disk now (the Once override is spent): the installed OS comes back.
     assert bmc.post(reset, json={"ResetType": "On"}).status_code == 204
-    wait_for(lambda: _all_ready(sim, "c0", {"c0-cp1", "c0-w1"}), timeout=10,
-             what="the worker to rejoin")
+    wait_for(
+        lambda: _all_ready(sim, "c0", {"c0-cp1", "c0-w1"}), timeout=10, what="the worker to rejoin"
+    )
     assert sim.machine("c0-w1")["phase"] == "running"
 
 
@@ -163,8 +207,10 @@ def test_force_restart_re_evaluates_the_boot(
     _provision_c0(sim, bmc, artifacts)
     wait_for(lambda: _all_ready(sim, "c0", {"c0-cp1", "c0-w1"}), timeout=10)
     system = "/bmc/c0-w1/redfish/v1/Systems/1"
-    bmc.patch(system, json={"Boot": {"BootSourceOverrideEnabled": "Once",
-                                     "BootSourceOverrideTarget": "Pxe"}})
+    bmc.patch(
+        system,
+        json={"Boot": {"BootSourceOverrideEnabled": "Once", "BootSourceOverrideTarget": "Pxe"}},
+    )
     bmc.post(system + "/Actions/ComputerSystem.Reset", json={"ResetType": "ForceRestart"})
     state = sim.wait_phase("c0-w1", "idle")
     assert "PXE" in state["reason"]
@@ -196,8 +242,10 @@ def test_a_seed_without_node_identity_or_no_seed_at_all_is_stuck(
     cd1 = "/bmc/c2-cp1/redfish/v1/Managers/1/VirtualMedia/CD1/Actions/VirtualMedia.InsertMedia"
     assert bmc.post(cd1, json={"Image": sim.url + IMAGE}).status_code == 204
     system = "/bmc/c2-cp1/redfish/v1/Systems/1"
-    bmc.patch(system, json={"Boot": {"BootSourceOverrideEnabled": "Once",
-                                     "BootSourceOverrideTarget": "Cd"}})
+    bmc.patch(
+        system,
+        json={"Boot": {"BootSourceOverrideEnabled": "Once", "BootSourceOverrideTarget": "Cd"}},
+    )
     bmc.post(system + "/Actions/ComputerSystem.Reset", json={"ResetType": "On"})
     assert "no NoCloud seed" in sim.wait_phase("c2-cp1", "stuck")["reason"]
 
@@ -216,8 +264,12 @@ def test_vm_lifecycle_through_the_hypervisor_api(sim: SimHandle, artifacts: Path
         assert hv.get("/domains/vm-cp1").status_code == 404
         created = hv.put("/domains/vm-cp1", json={**spec, "media": [sim.url + IMAGE, seed_cp]})
         assert created.status_code == 201
-        assert created.json() == {"name": "vm-cp1", "state": "shutoff", **spec,
-                                  "media": [sim.url + IMAGE, seed_cp]}
+        assert created.json() == {
+            "name": "vm-cp1",
+            "state": "shutoff",
+            **spec,
+            "media": [sim.url + IMAGE, seed_cp],
+        }
         same = hv.put("/domains/vm-cp1", json={**spec, "media": [sim.url + IMAGE, seed_cp]})
         assert same.status_code == 200
         assert hv.post("/domains/vm-cp1/start").json()["state"] == "running"
@@ -245,7 +297,8 @@ def test_bootstrap_endpoint_brings_an_api_up_directly(sim: SimHandle) -> None:
         result = sim.bootstrap("c1", "boot-token", kubernetes_version="1.31.1", nodes=3)
         assert result["nodes"] == ["c1-cp1", "c1-w1", "c1-node-2"]
         assert _all_ready(sim, "c1", {"c1-cp1", "c1-w1", "c1-node-2"}) or _nodes(
-            sim, "c1", "boot-token")
+            sim, "c1", "boot-token"
+        )
         nodes = _nodes(sim, "c1", "boot-token")
         assert set(nodes) == {"c1-cp1", "c1-w1", "c1-node-2"}
         assert all(n["ready"] and n["kubelet"] == "v1.31.1" for n in nodes.values())
@@ -261,3 +314,13 @@ def test_machine_listing_by_cluster(sim: SimHandle) -> None:
     assert {m["name"] for m in listing} == {"c0-cp1", "c0-w1"}
     everything = sim.admin.get("/_sim/machines").json()["machines"]
     assert len(everything) == 8
+
+
+def test_boot_progress_tells_post_from_a_booted_machine(
+    sim: SimHandle, bmc: httpx.Client, artifacts: Path
+) -> None:
+    system = "/bmc/c0-cp1/redfish/v1/Systems/1"
+    assert follow(bmc, system)["BootProgress"]["LastState"] == "None"
+    _provision_c0(sim, bmc, artifacts)
+    sim.wait_phase("c0-cp1", "running")
+    assert follow(bmc, system)["BootProgress"]["LastState"] == "OSRunning"

@@ -13,7 +13,6 @@ from tests.simfixtures import (
     SimHandle,
     follow,
     free_port,
-    kube_factories,
     publish_seed,
     redfish_paths,
     running_sim,
@@ -34,8 +33,10 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sim(artifacts: Path) -> Iterator[SimHandle]:
     machines, sites = small_fleet(2)
     with running_sim(
-        machines=machines, clusters=sites, artifacts_dir=artifacts, time_scale=1000,
-        **kube_factories(),
+        machines=machines,
+        clusters=sites,
+        artifacts_dir=artifacts,
+        time_scale=1000,
     ) as handle:
         yield handle
 
@@ -83,21 +84,23 @@ def test_every_odata_id_resolves_to_itself(bmc: httpx.Client) -> None:
         assert doc["@odata.id"].rstrip("/") == path.rstrip("/")
         assert "@odata.type" in doc
 
-        def links(node: object) -> Iterator[str]:
-            if isinstance(node, dict):
-                for key, value in node.items():
-                    if key == "@odata.id" and node is not doc:
-                        yield value
-                    else:
-                        yield from links(value)
-            elif isinstance(node, list):
-                for item in node:
-                    yield from links(item)
-
-        for link in links(doc):
+        for link in _links(doc, doc):
             assert link.startswith("/bmc/c0-cp1/redfish/v1")
             todo.append(link)
     assert len(seen) == 8  # root, Systems, 1, Managers, 1, VirtualMedia, CD1, CD2
+
+
+def _links(node: object, top: object) -> Iterator[str]:
+    """Every @odata.id inside ``node`` except the document's own."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "@odata.id" and node is not top:
+                yield value
+            else:
+                yield from _links(value, top)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _links(item, top)
 
 
 def test_system_shape(bmc: httpx.Client) -> None:
@@ -105,12 +108,21 @@ def test_system_shape(bmc: httpx.Client) -> None:
     assert system["PowerState"] in ("On", "Off")
     boot = system["Boot"]
     assert set(boot["BootSourceOverrideEnabled@Redfish.AllowableValues"]) == {
-        "Disabled", "Once", "Continuous"}
-    assert {"None", "Pxe", "Cd", "Hdd"} <= set(boot["BootSourceOverrideTarget@Redfish.AllowableValues"])
+        "Disabled",
+        "Once",
+        "Continuous",
+    }
+    assert {"None", "Pxe", "Cd", "Hdd"} <= set(
+        boot["BootSourceOverrideTarget@Redfish.AllowableValues"]
+    )
     reset = system["Actions"]["#ComputerSystem.Reset"]
     assert reset["target"] == "/bmc/c0-cp1/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"
     assert set(reset["ResetType@Redfish.AllowableValues"]) >= {
-        "On", "ForceOff", "GracefulShutdown", "ForceRestart"}
+        "On",
+        "ForceOff",
+        "GracefulShutdown",
+        "ForceRestart",
+    }
 
 
 def test_service_root_needs_no_credentials_but_everything_else_does(sim: SimHandle) -> None:
@@ -168,42 +180,59 @@ def test_bad_reset_arguments_are_400(bmc: httpx.Client) -> None:
     missing = bmc.post(reset, json={})
     assert missing.status_code == 400
     assert missing.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"] == (
-        "Base.1.8.ActionParameterMissing")
+        "Base.1.8.ActionParameterMissing"
+    )
     wrong = bmc.post(reset, json={"ResetType": "Explode"})
     assert wrong.status_code == 400
     assert wrong.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"] == (
-        "Base.1.8.ActionParameterValueNotInList")
+        "Base.1.8.ActionParameterValueNotInList"
+    )
     assert bmc.post(reset, content=b"{not json").status_code == 400
 
 
 def test_patch_boot_override_and_validation(bmc: httpx.Client) -> None:
     system = "/bmc/c0-w1/redfish/v1/Systems/1"
-    response = bmc.patch(system, json={
-        "Boot": {"BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideTarget": "Pxe"}})
+    response = bmc.patch(
+        system,
+        json={
+            "Boot": {"BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideTarget": "Pxe"}
+        },
+    )
     assert response.status_code == 204
     boot = follow(bmc, system)["Boot"]
     assert (boot["BootSourceOverrideEnabled"], boot["BootSourceOverrideTarget"]) == (
-        "Continuous", "Pxe")
+        "Continuous",
+        "Pxe",
+    )
     bad = bmc.patch(system, json={"Boot": {"BootSourceOverrideTarget": "Floppy"}})
     assert bad.status_code == 400
     assert bad.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"] == (
-        "Base.1.8.PropertyValueNotInList")
+        "Base.1.8.PropertyValueNotInList"
+    )
     assert bmc.patch(system, json={"Boot": {"Colour": "red"}}).status_code == 400
     assert bmc.patch(system, json={"PowerState": "On"}).status_code == 400
     boot = follow(bmc, system)["Boot"]
     assert boot["BootSourceOverrideTarget"] == "Pxe"  # nothing changed by the bad patches
-    bmc.patch(system, json={"Boot": {"BootSourceOverrideEnabled": "Disabled",
-                                     "BootSourceOverrideTarget": "None"}})
+    bmc.patch(
+        system,
+        json={
+            "Boot": {"BootSourceOverrideEnabled": "Disabled", "BootSourceOverrideTarget": "None"}
+        },
+    )
 
 
 def test_patch_honours_if_match(bmc: httpx.Client) -> None:
     system = "/bmc/c0-w1/redfish/v1/Systems/1"
     etag = bmc.get(system).headers["etag"]
-    stale = bmc.patch(system, json={"Boot": {"BootSourceOverrideTarget": "Hdd"}},
-                      headers={"If-Match": 'W/"00000000"'})
+    stale = bmc.patch(
+        system,
+        json={"Boot": {"BootSourceOverrideTarget": "Hdd"}},
+        headers={"If-Match": 'W/"00000000"'},
+    )
     assert stale.status_code == 412
-    fresh = bmc.patch(system, json={"Boot": {"BootSourceOverrideTarget": "Hdd"}},
-                      headers={"If-Match": etag})
+    fresh = bmc.patch(
+        system, json={"Boot": {"BootSourceOverrideTarget": "Hdd"}}, headers={"If-Match": etag}
+    )
     assert fresh.status_code == 204
     assert bmc.get(system).headers["etag"] != etag
 
@@ -218,8 +247,12 @@ def test_insert_downloads_the_image_and_eject_clears(sim: SimHandle, bmc: httpx.
     image = sim.url + "/images/ubuntu-24.04-server.iso"
     before = sim.stats()["requests"]
     insert = empty["Actions"]["#VirtualMedia.InsertMedia"]["target"]
-    assert bmc.post(insert, json={"Image": image, "Inserted": True,
-                                  "WriteProtected": True}).status_code == 204
+    assert (
+        bmc.post(
+            insert, json={"Image": image, "Inserted": True, "WriteProtected": True}
+        ).status_code
+        == 204
+    )
     assert sim.stats()["requests"] >= before + 2  # the action and the BMC's own download
     full = follow(bmc, cd1)
     assert (full["Image"], full["Inserted"], full["WriteProtected"]) == (image, True, True)
@@ -247,8 +280,9 @@ def test_insert_fails_when_the_image_cannot_be_fetched(sim: SimHandle, bmc: http
     remote = bmc.post(insert, json={"Image": "http://198.51.100.7/x.iso"})
     assert remote.status_code == 400
     assert bmc.post(insert, json={}).status_code == 400
-    assert bmc.post(insert, json={"Image": sim.url + "/images/a.iso",
-                                  "Bogus": 1}).status_code == 400
+    assert (
+        bmc.post(insert, json={"Image": sim.url + "/images/a.iso", "Bogus": 1}).status_code == 400
+    )
     assert follow(bmc, "/bmc/c1-w1/redfish/v1/Managers/1/VirtualMedia/CD2")["Inserted"] is False
 
 
@@ -263,9 +297,7 @@ def test_seed_media_is_parsed_when_inserted(
     assert sim.machine("c1-w1")["media"][1]["content"] == "seed"
 
 
-def test_images_are_deterministic_and_artifacts_read_only(
-    sim: SimHandle, artifacts: Path
-) -> None:
+def test_images_are_deterministic_and_artifacts_read_only(sim: SimHandle, artifacts: Path) -> None:
     with httpx.Client(base_url=sim.url, trust_env=False) as client:
         one = client.get("/images/ubuntu.iso")
         assert one.status_code == 200 and len(one.content) > 1000

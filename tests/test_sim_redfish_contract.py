@@ -36,7 +36,6 @@ import pytest
 from tests.simfixtures import (
     file_server,
     free_port,
-    kube_factories,
     running_sim,
     seed_iso,
     small_fleet,
@@ -54,10 +53,17 @@ class Backend:
     url: str
     root: str
     quirks: frozenset[str]
+    # Every service root of the backend (one BMC per machine on the simulator; one
+    # sushy-tools serves several systems): the power test flips all systems at once.
+    roots: tuple[str, ...] = ()
 
     def client(self, *, auth: bool = True) -> httpx.Client:
-        return httpx.Client(base_url=self.url, auth=(USER, PASSWORD) if auth else None,
-                            timeout=30.0, trust_env=False)
+        return httpx.Client(
+            base_url=self.url,
+            auth=(USER, PASSWORD) if auth else None,
+            timeout=30.0,
+            trust_env=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +79,17 @@ def images() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="module")
 def sim_backend() -> Iterator[Backend]:
     machines, sites = small_fleet(1, credentials=(USER, PASSWORD))
-    with running_sim(machines=machines, clusters=sites, time_scale=1000,
-                     **kube_factories()) as sim:
-        yield Backend("werft-sim", sim.url, "/bmc/c0-w1/redfish/v1/", frozenset())
+    with running_sim(
+        machines=machines,
+        clusters=sites,
+        time_scale=1000,
+    ) as sim:
+        reset = "/bmc/c0-cp1/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"
+        httpx.post(
+            sim.url + reset, json={"ResetType": "On"}, auth=(USER, PASSWORD), trust_env=False
+        ).raise_for_status()
+        roots = ("/bmc/c0-w1/redfish/v1/", "/bmc/c0-cp1/redfish/v1/")
+        yield Backend("werft-sim", sim.url, roots[0], frozenset(), roots)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +109,13 @@ def sushy_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]
         "SUSHY_EMULATOR_FAKE_DRIVER = True\n"
         f"SUSHY_EMULATOR_STATE_DIR = {str(folder / 'state')!r}\n"
         f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}\n"
-        "SUSHY_EMULATOR_FAKE_SYSTEMS = [{'uuid': '27946b59-9e44-4fa7-8e91-f3527a1ef094',"
-        " 'name': 'fake', 'power_state': 'Off', 'external_notifier': False,"
-        " 'nics': [{'mac': '00:5c:52:31:3a:9c', 'ip': '172.22.0.100'}]}]\n"
+        "SUSHY_EMULATOR_FAKE_SYSTEMS = ["
+        "{'uuid': '27946b59-9e44-4fa7-8e91-f3527a1ef094', 'name': 'fake',"
+        " 'power_state': 'Off', 'external_notifier': False,"
+        " 'nics': [{'mac': '00:5c:52:31:3a:9c', 'ip': '172.22.0.100'}]},"
+        "{'uuid': '6a0d3b8c-8a4e-4b5e-9a43-2f0c1d7e5b11', 'name': 'fake-on',"
+        " 'power_state': 'On', 'external_notifier': False,"
+        " 'nics': [{'mac': '00:5c:52:31:3a:9d', 'ip': '172.22.0.101'}]}]\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     log = (folder / "sushy.log").open("wb")
@@ -106,6 +124,7 @@ def sushy_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]
     )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def answers() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"sushy-emulator exited: {(folder / 'sushy.log').read_text()}")
@@ -116,9 +135,11 @@ def sushy_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]
 
         wait_for(answers, timeout=30, interval=0.05, what="sushy-emulator to start")
         yield Backend(
-            "sushy-tools", url, "/redfish/v1/",
-            frozenset({"boot-once-reads-continuous", "power-is-delayed",
-                       "empty-image-is-string"}),
+            "sushy-tools",
+            url,
+            "/redfish/v1/",
+            frozenset({"boot-once-reads-continuous", "power-is-delayed", "empty-image-is-string"}),
+            ("/redfish/v1/",),
         )
     finally:
         process.terminate()
@@ -178,11 +199,11 @@ def test_system_and_manager_by_links(backend: Backend) -> None:
         assert "Cd" in system["Boot"]["BootSourceOverrideTarget@Redfish.AllowableValues"]
         reset = system["Actions"]["#ComputerSystem.Reset"]
         assert {"On", "ForceOff", "GracefulShutdown", "ForceRestart"} <= set(
-            reset["ResetType@Redfish.AllowableValues"])
+            reset["ResetType@Redfish.AllowableValues"]
+        )
         manager = get(client, system["Links"]["ManagedBy"][0]["@odata.id"])
         assert manager["ManagerType"] == "BMC"
-        assert any(link["@odata.id"] == path
-                   for link in manager["Links"]["ManagerForServers"])
+        assert any(link["@odata.id"] == path for link in manager["Links"]["ManagerForServers"])
         drives = cd_drives(client, backend)
         assert drives
         for drive in drives:
@@ -213,25 +234,36 @@ def _power(client: httpx.Client, path: str) -> str:
 
 
 def test_power_on_and_off_via_reset(backend: Backend) -> None:
+    """Every system flips at once (On -> ForceOff, Off -> On); both directions are covered."""
     with backend.client() as client:
-        path = system_path(client, backend)
-        target = get(client, path)["Actions"]["#ComputerSystem.Reset"]["target"]
-        response = client.post(target, json={"ResetType": "On"})
-        assert response.status_code in (200, 202, 204)
-        wait_for(lambda: _power(client, path) == "On", timeout=20, interval=0.2,
-                 what="PowerState On")
-        response = client.post(target, json={"ResetType": "ForceOff"})
-        assert response.status_code in (200, 202, 204)
-        wait_for(lambda: _power(client, path) == "Off", timeout=20, interval=0.2,
-                 what="PowerState Off")
+        systems: list[str] = []
+        for root in backend.roots:
+            collection = get(client, get(client, root)["Systems"]["@odata.id"])
+            systems += [m["@odata.id"] for m in collection["Members"]]
+        before = {path: _power(client, path) for path in systems}
+        assert set(before.values()) == {"On", "Off"}
+        for path, state in before.items():
+            target = get(client, path)["Actions"]["#ComputerSystem.Reset"]["target"]
+            reset_type = "ForceOff" if state == "On" else "On"
+            response = client.post(target, json={"ResetType": reset_type})
+            assert response.status_code in (200, 202, 204), response.text
+        flipped = {"On": "Off", "Off": "On"}
+        wait_for(
+            lambda: all(_power(client, p) == flipped[s] for p, s in before.items()),
+            timeout=20,
+            interval=0.2,
+            what="every system to change power state",
+        )
 
 
 @pytest.mark.parametrize("enabled", ["Once", "Continuous"])
 def test_boot_override_cd(backend: Backend, enabled: str) -> None:
     with backend.client() as client:
         path = system_path(client, backend)
-        response = client.patch(path, json={"Boot": {
-            "BootSourceOverrideEnabled": enabled, "BootSourceOverrideTarget": "Cd"}})
+        response = client.patch(
+            path,
+            json={"Boot": {"BootSourceOverrideEnabled": enabled, "BootSourceOverrideTarget": "Cd"}},
+        )
         assert response.status_code in (200, 204)
         boot = get(client, path)["Boot"]
         assert boot["BootSourceOverrideTarget"] == "Cd"
@@ -248,8 +280,9 @@ def test_insert_and_eject_media(backend: Backend, images: dict[str, str]) -> Non
         insert = drive["Actions"]["#VirtualMedia.InsertMedia"]["target"]
         eject = drive["Actions"]["#VirtualMedia.EjectMedia"]["target"]
         client.post(eject, json={})
-        response = client.post(insert, json={"Image": images["os"], "Inserted": True,
-                                             "WriteProtected": True})
+        response = client.post(
+            insert, json={"Image": images["os"], "Inserted": True, "WriteProtected": True}
+        )
         assert response.status_code in (200, 202, 204), response.text
         inserted = get(client, path)
         assert inserted["Image"] == images["os"]

@@ -6,9 +6,12 @@ cluster not Verified), 2 usage error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import typer
+
+if TYPE_CHECKING:
+    from werft.inventory.resolved import Inventory
 
 app = typer.Typer(
     name="werft",
@@ -40,10 +43,8 @@ _GIT_REF = typer.Option(None, "--git-ref", help="Read the folder at this Git rev
 _REPO = typer.Option(None, "--repo", help="The Git repository (default: the one holding PATH).")
 
 
-def _load_or_exit(path: Path, git_ref: str | None, repo: Path | None, output: str = "text"):  # noqa: ANN202
+def _load_or_exit(path: Path, git_ref: str | None, repo: Path | None) -> Inventory:
     """The validated inventory, or print the problems and exit 1 (2 for usage errors)."""
-    import json
-
     from werft.errors import InventoryError
     from werft.inventory import InventoryNotFound, load_inventory
 
@@ -55,12 +56,9 @@ def _load_or_exit(path: Path, git_ref: str | None, repo: Path | None, output: st
         typer.echo(f"werft: {exc}", err=True)
         raise typer.Exit(2) from None
     except InventoryError as exc:
-        if output == "json":
-            typer.echo(json.dumps([p.as_dict() for p in exc.problems], indent=2))
-        else:
-            for problem in exc.problems:
-                typer.echo(str(problem))
-            typer.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
+        for problem in exc.problems:
+            typer.echo(str(problem))
+        typer.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -75,16 +73,42 @@ def validate_command(
     import json
     import time
 
-    from werft.inventory.show import counts, summary_line
+    from werft.inventory import InventoryNotFound
+    from werft.inventory.load import check_inventory
+    from werft.inventory.show import summary_line
 
+    if repo is not None and git_ref is None:
+        raise typer.BadParameter("--repo is only used with --git-ref", param_hint="--repo")
     started = time.perf_counter()
-    inventory = _load_or_exit(path, git_ref, repo, output)
+    try:
+        result = check_inventory(path, git_ref=git_ref, repo=repo)
+    except InventoryNotFound as exc:
+        typer.echo(f"werft: {exc}", err=True)
+        raise typer.Exit(2) from None
     seconds = time.perf_counter() - started
     if output == "json":
-        typer.echo("[]")  # the list of problems, empty; the summary goes to stderr
-        typer.echo(json.dumps({"valid": True, **counts(inventory)}), err=True)
+        # stdout is the list of problems (empty when valid); the summary goes to stderr
+        typer.echo(json.dumps([p.as_dict() for p in result.problems], indent=2))
+        if result.valid:
+            typer.echo(
+                json.dumps(
+                    {
+                        "valid": True,
+                        "sites": result.sites,
+                        "clusters": result.clusters,
+                        "machines": result.machines,
+                    }
+                ),
+                err=True,
+            )
+    elif result.problems:
+        for problem in result.problems:
+            typer.echo(str(problem))
     else:
-        typer.echo(summary_line(inventory, seconds))
+        typer.echo(summary_line(result, seconds))
+    if result.problems:
+        typer.echo(f"{len(result.problems)} problem(s) in {result.origin}", err=True)
+        raise typer.Exit(1)
 
 
 @inventory_app.command("show")
@@ -139,8 +163,17 @@ def sim_serve(
     inventory: Path = typer.Option(..., "--inventory", help="The inventory folder to simulate."),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8686, "--port", min=0, max=65535),
-    time_scale: float = typer.Option(1.0, "--time-scale", min=0.001,
-                                     help="60 makes a 4-minute install take 4 seconds."),
+    tls_port: int | None = typer.Option(
+        None,
+        "--tls-port",
+        min=0,
+        max=65535,
+        help="HTTPS listener for kubectl, which sends tokens only over TLS "
+        "(default: --port + 1; 0: none).",
+    ),
+    time_scale: float = typer.Option(
+        1.0, "--time-scale", min=0.001, help="60 makes a 4-minute install take 4 seconds."
+    ),
     faults: Path | None = typer.Option(None, "--faults", help="Fault rules (YAML or JSON)."),
     artifacts_dir: Path | None = typer.Option(None, "--artifacts-dir",
                                               help="Served read-only at /artifacts/."),
@@ -167,10 +200,16 @@ def sim_serve(
     except (PermanentError, FaultRuleError, OSError) as exc:
         typer.echo(f"werft: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"werft sim: {len(sim.fleet.bmcs)} BMCs, {len(sim.fleet.domains)} VMs, "
-               f"{len(sim.fleet.registry)} clusters on http://{host}:{port} "
-               f"(time scale {time_scale:g})", err=True)
-    serve(sim, host=host, port=port)
+    if tls_port is None:
+        tls_port = port + 1 if 0 < port < 65535 else 0
+    https = f", kubectl: https://{host}:{tls_port}" if tls_port else ""
+    typer.echo(
+        f"werft sim: {len(sim.fleet.bmcs)} BMCs, {len(sim.fleet.domains)} VMs, "
+        f"{len(sim.fleet.registry)} clusters on http://{host}:{port}{https} "
+        f"(time scale {time_scale:g})",
+        err=True,
+    )
+    serve(sim, host=host, port=port, tls_port=tls_port or None)
 
 
 @sim_app.command("kubeconfig")

@@ -253,7 +253,8 @@ def stay_up(inventory: Path, port: int, time_scale: float) -> int:
         api = start_prefect(group, home, port)
         ensure_bmc_secrets(inventory)
         sim = start_sim(group, inventory, home, time_scale)
-        env = {**os.environ, "PREFECT_API_URL": api}
+        # the runner looks for new runs every 2 s (default 10): UI clicks start promptly
+        env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
         say(
             "serving the deployments (werft serve): provision-fleet, provision-cluster, "
             "drift-check every 15 min"

@@ -49,6 +49,10 @@ class WaitTimeout(TransientError):
     """A wait ran out of time. Transient: the next run (or retry) picks up where it stopped."""
 
 
+class NotServed(TransientError):
+    """The API does not serve this kind (yet): usually a CRD not established so far."""
+
+
 # --- the thread pool -----------------------------------------------------------------------
 
 _default_executor: ThreadPoolExecutor | None = None
@@ -167,7 +171,6 @@ class KubeClient:
         self._timeout = (min(timeout, 5.0), timeout)  # (connect, read)
         self._executor = executor
         self._resources: dict[tuple[str, str], Resource] = {}
-        self._discovered: set[str] = set()
 
     @classmethod
     def from_kubeconfig(
@@ -182,21 +185,20 @@ class KubeClient:
         try:
             config = yaml.safe_load(text)
             configuration = Configuration()
-            # Retries belong to the Prefect layer and to the stages' wait loops; here only a
-            # refused connect is retried once (a stale pooled connection), never a request.
-            configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0)
+            # Retries belong to the Prefect layer and to the stages' wait loops, which know
+            # their deadlines; urllib3 retrying underneath would only stretch them.
+            configuration.retries = False
             api = new_client_from_config_dict(
                 config, persist_config=False, client_configuration=configuration
             )
+            if cluster is None:
+                contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
+                cluster = str(contexts.get(config.get("current-context"), {}).get("cluster", "?"))
         except (yaml.YAMLError, ConfigException, TypeError, KeyError, AttributeError) as exc:
             # The kubeconfig holds a token: say what is wrong with it, never what is in it.
             raise PermanentError(
                 f"cluster {cluster or '?'}: invalid kubeconfig ({type(exc).__name__})"
             ) from None
-        if cluster is None:
-            contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
-            current = contexts.get(config.get("current-context"), {})
-            cluster = current.get("cluster", "?")
         return cls(api, cluster=cluster, timeout=timeout, executor=executor)
 
     # -- lifecycle --
@@ -218,8 +220,16 @@ class KubeClient:
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> Obj | None:
-        """The live object, or None when it does not exist."""
+        """The live object, or None when it does not exist (nor its kind, as for a custom
+        resource whose CRD is not there yet)."""
         return await self._run(self._get, api_version, kind, name, namespace)
+
+    async def get_live(self, manifest: Mapping[str, Any]) -> Obj | None:
+        """The live counterpart of a manifest (``kubectl get -f``), or None."""
+        meta = manifest.get("metadata") or {}
+        return await self.get(
+            manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace")
+        )
 
     async def list(
         self,
@@ -229,6 +239,7 @@ class KubeClient:
         *,
         label_selector: str | None = None,
     ) -> list[Obj]:
+        """Objects of a kind; ``namespace=None`` lists across all namespaces."""
         return await self._run(self._list, api_version, kind, namespace, label_selector)
 
     async def apply(self, obj: Mapping[str, Any]) -> Obj:
@@ -294,7 +305,10 @@ class KubeClient:
         return await loop.run_in_executor(self._executor or default_executor(), call)
 
     def _get(self, api_version: str, kind: str, name: str, namespace: str | None) -> Obj | None:
-        resource = self._resource(api_version, kind)
+        try:
+            resource = self._resource(api_version, kind)
+        except NotServed:
+            return None  # no object of a kind the server does not know exists
         path = resource.path(name, namespace or ("default" if resource.namespaced else None))
         what = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
         return self._call("GET", path, what=what, missing_ok=True)
@@ -302,7 +316,10 @@ class KubeClient:
     def _list(
         self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
     ) -> list[Obj]:
-        resource = self._resource(api_version, kind)
+        try:
+            resource = self._resource(api_version, kind)
+        except NotServed:
+            return []
         query = {"labelSelector": label_selector} if label_selector else None
         body = self._call("GET", resource.path(None, namespace), query=query, what=f"{kind} list")
         assert body is not None
@@ -356,22 +373,20 @@ class KubeClient:
         return resource
 
     def _discover(self, api_version: str, kind: str) -> Resource:
-        """Ask the API for a group-version's resources, once per group-version per client."""
-        if api_version not in self._discovered:
-            path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-            body = self._call("GET", path, what=f"discovery {api_version}", missing_ok=True)
-            self._discovered.add(api_version)
-            for item in (body or {}).get("resources", []):
-                if "/" in item.get("name", ""):  # subresources: deployments/status
-                    continue
-                self._resources.setdefault(
-                    (api_version, item["kind"]),
-                    Resource(api_version, item["kind"], item["name"], bool(item["namespaced"])),
-                )
+        """Ask the API for a group-version's resources; a hit is cached for the client's
+        lifetime, a miss is asked again next time (a CRD may be established meanwhile)."""
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        body = self._call("GET", path, what=f"discovery {api_version}", missing_ok=True)
+        for item in (body or {}).get("resources", []):
+            if "/" in item.get("name", ""):  # subresources: deployments/status
+                continue
+            self._resources.setdefault(
+                (api_version, item["kind"]),
+                Resource(api_version, item["kind"], item["name"], bool(item["namespaced"])),
+            )
         found = self._resources.get((api_version, kind))
         if found is None:
-            # Usually a CRD whose definition is not established yet: worth another try.
-            raise TransientError(
+            raise NotServed(
                 f"cluster {self.cluster}: the server does not serve {kind} in {api_version}"
             )
         return found
@@ -459,10 +474,13 @@ def _status_message(data: bytes | None) -> str:
 
 def _network_reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None) or exc
+    # NewConnectionError subclasses ConnectTimeoutError in urllib3: test it first.
+    if isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+        return "connection refused"
     if isinstance(reason, urllib3.exceptions.TimeoutError | TimeoutError):
         return "timed out"
-    if isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionError):
-        return "connection refused"
+    if isinstance(reason, urllib3.exceptions.ProtocolError | ConnectionError):
+        return "connection lost"
     return type(reason).__name__
 
 

@@ -28,7 +28,14 @@ _WHERE = {
     "ResolvedCluster": "werft.inventory.resolved",
     "InventoryNotFound": "werft.inventory.tree",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Inventory",
+    "InventoryNotFound",
+    "ResolvedCluster",
+    "load_inventory",
+    "validate_inventory",
+    "write_fleet",
+]
 
 
 def __getattr__(name: str) -> Any:

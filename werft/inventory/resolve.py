@@ -173,8 +173,10 @@ def resolve_shape(layers: list[Layer], ctx: FleetContext) -> tuple[Shape, list[P
     distribution, _ = pick(layers, "distribution")
     addon_sets, sets_at = pick(layers, "addon_sets")
     for index, name in enumerate(addon_sets or ()):
-        if name not in ctx.addon_sets and sets_at is not None and not ctx.is_broken(
-            "AddonSet", name
+        if (
+            name not in ctx.addon_sets
+            and sets_at is not None
+            and not ctx.is_broken("AddonSet", name)
         ):
             known = ", ".join(sorted(ctx.addon_sets)) or "none defined"
             problems.append(
@@ -251,8 +253,7 @@ def _network_problems(network: Network, at: dict[str, Place]) -> list[Problem]:
             problems.append(
                 where.problem(
                     f"podCIDR {pod} overlaps serviceCIDR {service}",
-                    "give pods and services disjoint ranges, e.g. 10.244.0.0/16 and "
-                    "10.96.0.0/12",
+                    "give pods and services disjoint ranges, e.g. 10.244.0.0/16 and 10.96.0.0/12",
                 )
             )
     endpoint = network.control_plane_endpoint
@@ -297,8 +298,11 @@ def resolve_cluster(
         elif found is None:
             known = ", ".join(sorted(ctx.profiles)) or "none defined"
             problems.append(
-                doc.problem(("spec", "profile"), f"profile {spec.profile!r} does not exist",
-                            f"use one of: {known}")
+                doc.problem(
+                    ("spec", "profile"),
+                    f"profile {spec.profile!r} does not exist",
+                    f"use one of: {known}",
+                )
             )
         else:
             profile_doc, profile = found
@@ -311,19 +315,27 @@ def resolve_cluster(
     if site is None and not ctx.is_broken("Site", spec.site):
         known = ", ".join(sorted(ctx.sites)[:10]) or "none defined"
         problems.append(
-            doc.problem(("spec", "site"), f"site {spec.site!r} does not exist",
-                        f"add a Site named {spec.site!r} or use an existing one ({known})")
+            doc.problem(
+                ("spec", "site"),
+                f"site {spec.site!r} does not exist",
+                f"add a Site named {spec.site!r} or use an existing one ({known})",
+            )
         )
     if shape.version is None and ctx.fleet is not None and not unresolved:
         problems.append(
-            doc.problem(("spec",), "no Kubernetes version: not set by the cluster, its "
-                        "profile or the fleet defaults",
-                        "set spec.kubernetesVersion, e.g. 1.31.4 (" + FIX_VERSION + ")")
+            doc.problem(
+                ("spec",),
+                "no Kubernetes version: not set by the cluster, its profile or the fleet defaults",
+                "set spec.kubernetesVersion, e.g. 1.31.4 (" + FIX_VERSION + ")",
+            )
         )
     if shape.os_image_url is None and not unresolved:
         problems.append(
-            doc.problem(("spec",), "no osImage: not set by the cluster or its profile",
-                        "set spec.osImage in the profile, e.g. images/ubuntu-24.04-server.iso")
+            doc.problem(
+                ("spec",),
+                "no osImage: not set by the cluster or its profile",
+                "set spec.osImage in the profile, e.g. images/ubuntu-24.04-server.iso",
+            )
         )
 
     endpoint, endpoint_at = _endpoint(doc, name, spec.site, shape, ctx, problems)
@@ -388,16 +400,17 @@ def _endpoint(
         return None, None  # the template itself is reported once, at the Fleet
 
 
-def _machines(
-    doc: RawDoc, cluster: Cluster, shape: Shape
-) -> tuple[list[Machine], list[Problem]]:
+def _machines(doc: RawDoc, cluster: Cluster, shape: Shape) -> tuple[list[Machine], list[Problem]]:
     problems: list[Problem] = []
     machines: list[Machine] = []
     if not cluster.spec.machines:
         problems.append(
-            doc.problem(("spec", "machines"), "the cluster has no machines",
-                        "list its machines under spec.machines (role, and bmc + "
-                        "bootMACAddress for bare metal or vm for a VM)")
+            doc.problem(
+                ("spec", "machines"),
+                "the cluster has no machines",
+                "list its machines under spec.machines (role, and bmc + "
+                "bootMACAddress for bare metal or vm for a VM)",
+            )
         )
     for index, machine in enumerate(cluster.spec.machines):
         path: Path_ = ("spec", "machines", index)
@@ -424,13 +437,17 @@ def _replicas(
         Role.CONTROL_PLANE: sum(m.role == Role.CONTROL_PLANE for m in cluster.spec.machines),
         Role.WORKER: sum(m.role == Role.WORKER for m in cluster.spec.machines),
     }
-    control_plane = listed[Role.CONTROL_PLANE] if shape.control_plane is None else shape.control_plane
+    control_plane = (
+        listed[Role.CONTROL_PLANE] if shape.control_plane is None else shape.control_plane
+    )
     workers = listed[Role.WORKER] if shape.workers is None else shape.workers
     where_cp = shape.control_plane_at or place(doc, ("spec", "machines"))
     if control_plane < 1:
         problems.append(
-            where_cp.problem("a cluster needs at least one control-plane machine",
-                             "set controlPlane.replicas: 1 (or 3 for HA) and list the machines")
+            where_cp.problem(
+                "a cluster needs at least one control-plane machine",
+                "set controlPlane.replicas: 1 (or 3 for HA) and list the machines",
+            )
         )
     elif control_plane > 1 and control_plane % 2 == 0:
         problems.append(
@@ -461,10 +478,3 @@ def _replicas(
 def profile_layers(doc: RawDoc, profile: Profile, ctx: FleetContext) -> list[Layer]:
     """The layers an edge CSV row resolves through: its profile, then fleet defaults."""
     return [Layer(doc, profile.spec, ("spec",)), *ctx.default_layer()]
-
-
-def fleet_of(docs: list[tuple[RawDoc, Fleet]]) -> tuple[Fleet | None, RawDoc | None]:
-    if len(docs) == 1:
-        doc, fleet = docs[0]
-        return fleet, doc
-    return None, None

@@ -49,8 +49,11 @@ def validate_document(doc: RawDoc) -> tuple[Document | None, list[Problem]]:
     data = doc.data
     if not isinstance(data, dict):
         return None, [
-            doc.problem((), "a document must be a mapping with apiVersion, kind, metadata, spec",
-                        "see inventory/fleet.yaml for the shape")
+            doc.problem(
+                (),
+                "a document must be a mapping with apiVersion, kind, metadata, spec",
+                "see inventory/fleet.yaml for the shape",
+            )
         ]
     kind = doc.kind
     if data.get("apiVersion") != API_VERSION:
@@ -68,8 +71,11 @@ def validate_document(doc: RawDoc) -> tuple[Document | None, list[Problem]]:
         ]
     if kind not in KINDS:
         return None, [
-            doc.problem(("kind",), f"kind {data.get('kind')!r} is not an inventory kind",
-                        _FIELD_FIXES["kind"])
+            doc.problem(
+                ("kind",),
+                f"kind {data.get('kind')!r} is not an inventory kind",
+                _FIELD_FIXES["kind"],
+            )
         ]
     model = KINDS[kind]
     try:
@@ -131,7 +137,7 @@ def _explain(
     if kind == "string_type" and written is not None and value is not None:
         return (
             f"YAML reads the unquoted {written} as a {type(value).__name__}, not text",
-            f"quote it: {leaf}: \"{written}\"",
+            f'quote it: {leaf}: "{written}"',
         )
     if kind == "string_pattern_mismatch":
         pattern = error["ctx"]["pattern"]
@@ -149,8 +155,8 @@ def _explain(
         listing = ", ".join(allowed) if allowed else "none"
         return f"unknown field '{leaf}'", f"remove it; fields allowed here: {listing}"
     fix = _FIELD_FIXES.get(leaf, "")
-    if kind == "value_error":
-        return msg, fix
+    if kind == "value_error":  # our own validators: the value, then what is wrong with it
+        return (f"{value!r}: {msg}" if _is_scalar(value) else msg), fix
     if _is_scalar(value):
         return f"{value!r}: {msg}", fix
     return msg, fix

@@ -7,33 +7,23 @@ per-machine tables show the first rows (core first) unless asked for more.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from werft.inventory.load import Validation
 from werft.inventory.model import Tier
 from werft.inventory.resolved import Inventory
 
 TIER_ORDER = {Tier.CORE: 0, Tier.NEAR_EDGE: 1, Tier.EDGE: 2}
 
 
-def counts(inventory: Inventory) -> dict[str, Any]:
-    """Sites per tier, clusters, machines: the one-line summary and JSON use this."""
-    per_tier = {tier.value: 0 for tier in Tier}
-    for site in inventory.sites.values():
-        per_tier[site.spec.tier.value] += 1
-    machines = sum(len(c.machines) for c in inventory.clusters.values())
-    return {"sites": per_tier, "clusters": len(inventory.clusters), "machines": machines}
-
-
-def summary_line(inventory: Inventory, seconds: float) -> str:
-    c = counts(inventory)
-    tiers = ", ".join(f"{n} {tier}" for tier, n in c["sites"].items())
+def summary_line(result: Validation, seconds: float) -> str:
+    """``inventory: valid -- sites: 3 core, 12 near-edge, 300 edge; 320 clusters, ...``"""
+    tiers = ", ".join(f"{n} {tier}" for tier, n in result.sites.items())
     return (
-        f"{inventory.origin}: valid -- sites: {tiers}; {c['clusters']} clusters, "
-        f"{c['machines']} machines ({seconds:.2f} s)"
+        f"{result.origin}: valid -- sites: {tiers}; {result.clusters} clusters, "
+        f"{result.machines} machines ({seconds:.2f} s)"
     )
 
 
@@ -48,14 +38,24 @@ def sites_by_region(inventory: Inventory) -> pd.DataFrame:
         columns=["tier", "region", "machines"],
     )
     table = (
-        sites.groupby(["tier", "region"]).size().rename("sites").to_frame()
-        .join(clusters.groupby(["tier", "region"]).agg(
-            clusters=("machines", "size"), machines=("machines", "sum")), how="outer")
-        .fillna(0).astype(int).reset_index()
+        sites.groupby(["tier", "region"])
+        .size()
+        .rename("sites")
+        .to_frame()
+        .join(
+            clusters.groupby(["tier", "region"]).agg(
+                clusters=("machines", "size"), machines=("machines", "sum")
+            ),
+            how="outer",
+        )
+        .fillna(0)
+        .astype(int)
+        .reset_index()
     )
     order = {t.value: i for t, i in TIER_ORDER.items()}
-    return table.sort_values(["tier", "region"], key=lambda s: s.map(order) if s.name == "tier"
-                             else s).reset_index(drop=True)
+    return table.sort_values(
+        ["tier", "region"], key=lambda s: s.map(order) if s.name == "tier" else s
+    ).reset_index(drop=True)
 
 
 def clusters_frame(inventory: Inventory, limit: int | None = None) -> tuple[pd.DataFrame, int]:
@@ -90,13 +90,15 @@ def machines_frame(inventory: Inventory, limit: int | None = None) -> tuple[pd.D
         for machine in cluster.machines:
             if limit is not None and len(rows) >= limit:
                 break
-            rows.append({
-                "machine": machine.name,
-                "role": machine.role.value,
-                "boot MAC": machine.boot_mac_address or "",
-                "provider": machine.provider,
-                "BMC / hypervisor": machine.bmc.address if machine.bmc else machine.vm.host,  # type: ignore[union-attr]
-            })
+            rows.append(
+                {
+                    "machine": machine.name,
+                    "role": machine.role.value,
+                    "boot MAC": machine.boot_mac_address or "",
+                    "provider": machine.provider,
+                    "BMC / hypervisor": machine.bmc.address if machine.bmc else machine.vm.host,  # type: ignore[union-attr]
+                }
+            )
         if limit is not None and len(rows) >= limit:
             break
     return pd.DataFrame(rows), total
@@ -120,8 +122,12 @@ def _table(title: str, frame: pd.DataFrame, total: int | None = None) -> Table:
     for index, column in enumerate(frame.columns):
         numeric = pd.api.types.is_numeric_dtype(frame[column])
         # Every column but the last (a long URL) stays on one line; the last one folds.
-        table.add_column(str(column), justify="right" if numeric else "left",
-                         no_wrap=index < last, overflow="fold")
+        table.add_column(
+            str(column),
+            justify="right" if numeric else "left",
+            no_wrap=index < last,
+            overflow="fold",
+        )
     for row in frame.itertuples(index=False):
         table.add_row(*(str(v) for v in row))
     return table

@@ -8,6 +8,7 @@ worktree, no index change, so validating ``HEAD~3`` is safe while someone edits 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -28,6 +29,12 @@ class Tree(Protocol):
 
     def read(self, rel: str) -> bytes: ...
 
+    def exists(self, rel: str) -> bool: ...
+
+    def close(self) -> None:
+        """Release what reading needed (Git helper processes); a folder needs nothing."""
+        ...
+
     def display(self, rel: str) -> str:
         """How a file is named in problems, e.g. ``inventory/sites/fra1.yaml``."""
         ...
@@ -47,10 +54,10 @@ class DirTree:
 
     def files(self) -> list[str]:
         found = []
-        for path in self.root.rglob("*"):
-            rel = path.relative_to(self.root)
-            if not _skipped(rel.parts) and path.is_file():
-                found.append(rel.as_posix())
+        for folder, dirs, names in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # never descend into .git
+            base = Path(folder).relative_to(self.root)
+            found += [(base / n).as_posix() for n in names if not n.startswith(".")]
         return sorted(found)
 
     def read(self, rel: str) -> bytes:
@@ -58,6 +65,9 @@ class DirTree:
 
     def exists(self, rel: str) -> bool:
         return (self.root / rel).is_file()
+
+    def close(self) -> None:
+        pass
 
     def display(self, rel: str) -> str:
         return (PurePosixPath(self.root.as_posix()) / rel).as_posix()
@@ -92,9 +102,7 @@ class GitTree:
         self.folder = folder if str(folder) not in ("", ".") else PurePosixPath()
         self.origin = f"{repo_dir}@{ref}"
         self._blobs = {
-            rel: item
-            for item, rel in self._walk(tree)
-            if not _skipped(PurePosixPath(rel).parts)
+            rel: item for item, rel in self._walk(tree) if not _skipped(PurePosixPath(rel).parts)
         }
 
     @staticmethod

@@ -10,6 +10,7 @@ for later stages here; ``werft.inventory.load`` does that only when the list is 
 from __future__ import annotations
 
 import posixpath
+import re
 import string
 from collections import defaultdict
 from collections.abc import Callable
@@ -23,11 +24,9 @@ from werft.errors import Problem
 from werft.inventory.edge_csv import EdgeTable, read_edge_csv
 from werft.inventory.model import (
     AddonSet,
-    Cluster,
     Document,
     Fleet,
     Network,
-    Profile,
     Site,
     Tier,
 )
@@ -46,6 +45,7 @@ from werft.inventory.resolved import ResolvedCluster, Source
 from werft.inventory.rules import (
     FIX_LITERAL_SECRET,
     FIX_VERSION,
+    VERSION_RE,
     http_url_problem,
     normalise_version,
     parse_cidr,
@@ -76,7 +76,7 @@ def check_tree(tree: Tree) -> Checked:
     """Read and check every inventory file in ``tree``."""
     problems: list[Problem] = []
     paths = tree.files()
-    docs = _parse_yaml(tree, [p for p in paths if p.endswith(YAML_SUFFIXES)], problems)
+    docs, templates = _parse_yaml(tree, [p for p in paths if p.endswith(YAML_SUFFIXES)], problems)
     typed: dict[str, list[tuple[RawDoc, Document]]] = defaultdict(list)
     broken: dict[str, set[str]] = defaultdict(set)
     for doc in docs:
@@ -87,12 +87,16 @@ def check_tree(tree: Tree) -> Checked:
         elif doc.kind is not None and doc.name is not None:
             broken[doc.kind].add(doc.name)
     problems += _unique_names(typed)
+    # A second document of the same kind and name is reported above and left out below:
+    # checking a copy-pasted cluster again would only repeat its MACs and BMCs as duplicates.
+    typed = defaultdict(list, {k: list(_first_by_name(v).values()) for k, v in typed.items()})
 
     fleets = typed.get("Fleet", [])
-    problems += _one_fleet(tree, fleets)
+    if fleets or "Fleet" not in broken:  # a broken Fleet has its own problems already
+        problems += _one_fleet(tree, fleets)
     # With several Fleets (reported), the first still gives the checks below their context.
     fleet_doc, fleet = fleets[0] if fleets else (None, None)
-    first = _first_by_name  # duplicates are already reported; the first one counts
+    first = _first_by_name
     ctx = FleetContext(
         fleet=fleet,  # type: ignore[arg-type]
         fleet_doc=fleet_doc,
@@ -121,7 +125,7 @@ def check_tree(tree: Tree) -> Checked:
         if resolved is not None:
             checked.clusters.setdefault(resolved.name, resolved)
 
-    for rel in (p for p in paths if p.endswith(".csv")):
+    for rel in (p for p in paths if p.endswith(".csv") and p not in templates):
         table, csv_problems = read_edge_csv(rel, tree.display(rel), tree.read(rel))
         problems += csv_problems
         if table is not None:
@@ -129,7 +133,7 @@ def check_tree(tree: Tree) -> Checked:
     problems += _edge_problems(checked)
     problems += _cidr_overlaps(facts, checked)
     problems += _fleet_duplicates(typed, facts, checked.edges)
-    problems += _dependency_problems(checked, typed.get("Cluster", []))
+    problems += _dependency_problems(checked)
     checked.problems = _ordered(problems)
     return checked
 
@@ -137,16 +141,27 @@ def check_tree(tree: Tree) -> Checked:
 # --- files and documents ---------------------------------------------------------------
 
 
-def _parse_yaml(tree: Tree, paths: list[str], problems: list[Problem]) -> list[RawDoc]:
-    """Parse every YAML file; files an AddonSet names as manifests are templates, not docs."""
+def _parse_yaml(
+    tree: Tree, paths: list[str], problems: list[Problem]
+) -> tuple[list[RawDoc], set[str]]:
+    """Parse every YAML file; files an AddonSet names as manifests are templates, not docs.
+
+    Returns the documents and the set of template paths (to leave alone everywhere).
+    """
     parsed: dict[str, tuple[list[RawDoc], list[Problem]]] = {}
     for rel in paths:
         file = tree.display(rel)
         try:
             text = tree.read(rel).decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            parsed[rel] = ([], [Problem(file, None, "encoding", f"not UTF-8: {exc.reason}",
-                                        "save the file as UTF-8")])
+            parsed[rel] = (
+                [],
+                [
+                    Problem(
+                        file, None, "encoding", f"not UTF-8: {exc.reason}", "save the file as UTF-8"
+                    )
+                ],
+            )
             continue
         parsed[rel] = parse_yaml_file(rel, file, text)
     templates = {
@@ -162,7 +177,7 @@ def _parse_yaml(tree: Tree, paths: list[str], problems: list[Problem]) -> list[R
         if rel not in templates:
             docs += file_docs
             problems += file_problems
-    return docs
+    return docs, templates
 
 
 def _manifest_refs(doc: RawDoc) -> list[tuple[int, int, str | None]]:
@@ -201,10 +216,12 @@ def _unique_names(typed: dict[str, list[tuple[RawDoc, Document]]]) -> list[Probl
             if name in first:
                 other = first[name]
                 problems.append(
-                    doc.problem(("metadata", "name"),
-                                f"{kind} {name!r} is defined twice (also at "
-                                f"{other.file}:{other.line_of(('metadata', 'name'))})",
-                                f"rename one of them or delete the duplicate {kind}")
+                    doc.problem(
+                        ("metadata", "name"),
+                        f"{kind} {name!r} is defined twice (also at "
+                        f"{other.file}:{other.line_of(('metadata', 'name'))})",
+                        f"rename one of them or delete the duplicate {kind}",
+                    )
                 )
             first.setdefault(name, doc)
     return problems
@@ -212,14 +229,22 @@ def _unique_names(typed: dict[str, list[tuple[RawDoc, Document]]]) -> list[Probl
 
 def _one_fleet(tree: Tree, fleets: list[tuple[RawDoc, Document]]) -> list[Problem]:
     if not fleets:
-        return [Problem(tree.display("fleet.yaml"), None, "kind",
-                        "the inventory has no Fleet document",
-                        "add fleet.yaml with kind: Fleet (kubernetesVersions, artifacts, "
-                        "rollout)")]
+        return [
+            Problem(
+                tree.display("fleet.yaml"),
+                None,
+                "kind",
+                "the inventory has no Fleet document",
+                "add fleet.yaml with kind: Fleet (kubernetesVersions, artifacts, rollout)",
+            )
+        ]
     first = fleets[0][0]
     return [
-        doc.problem(("kind",), f"a second Fleet (the first is at {first.file}:{first.line})",
-                    "an inventory has exactly one Fleet; merge them")
+        doc.problem(
+            ("kind",),
+            f"a second Fleet (the first is at {first.file}:{first.line})",
+            "an inventory has exactly one Fleet; merge them",
+        )
         for doc, _ in fleets[1:]
     ]
 
@@ -234,9 +259,11 @@ def _fleet_problems(doc: RawDoc, fleet: Fleet) -> list[Problem]:
     default = spec.defaults.kubernetes_version
     if default is not None and normalise_version(default) not in allowed:
         problems.append(
-            doc.problem(("spec", "defaults", "kubernetesVersion"),
-                        f"default {default} is not in spec.kubernetesVersions",
-                        "use one of " + ", ".join(allowed) + " or add it to the list")
+            doc.problem(
+                ("spec", "defaults", "kubernetesVersion"),
+                f"default {default} is not in spec.kubernetesVersions",
+                "use one of " + ", ".join(allowed) + " or add it to the list",
+            )
         )
     bad = http_url_problem(spec.artifacts.base_url, what="artifacts.baseUrl")
     if bad:
@@ -247,9 +274,13 @@ def _fleet_problems(doc: RawDoc, fleet: Fleet) -> list[Problem]:
     order = spec.rollout.order
     for tier in Tier:
         if order.count(tier) > 1:
-            problems.append(doc.problem(("spec", "rollout", "order"),
-                                        f"tier {tier.value!r} appears {order.count(tier)} times",
-                                        "list each tier once: core, near-edge, edge"))
+            problems.append(
+                doc.problem(
+                    ("spec", "rollout", "order"),
+                    f"tier {tier.value!r} appears {order.count(tier)} times",
+                    "list each tier once: core, near-edge, edge",
+                )
+            )
     return problems
 
 
@@ -258,54 +289,83 @@ def _template_problems(doc: RawDoc, template: str) -> list[Problem]:
     try:
         names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as exc:
-        return [doc.problem(path, f"not a valid template: {exc}",
-                            "use {cluster} and {site} as placeholders")]
+        return [
+            doc.problem(
+                path, f"not a valid template: {exc}", "use {cluster} and {site} as placeholders"
+            )
+        ]
     unknown = names - {"cluster", "site"}
     if unknown:
-        return [doc.problem(path, "unknown placeholder(s) " + ", ".join(sorted(unknown)),
-                            "only {cluster} and {site} are replaced")]
+        return [
+            doc.problem(
+                path,
+                "unknown placeholder(s) " + ", ".join(sorted(unknown)),
+                "only {cluster} and {site} are replaced",
+            )
+        ]
     if "cluster" not in names:
-        return [doc.problem(path, "the template has no {cluster}: every cluster would get "
-                            "the same API endpoint",
-                            "include {cluster}, e.g. https://{cluster}.k8s.example:6443")]
+        return [
+            doc.problem(
+                path,
+                "the template has no {cluster}: every cluster would get the same API endpoint",
+                "include {cluster}, e.g. https://{cluster}.k8s.example:6443",
+            )
+        ]
     bad = http_url_problem(template.format(cluster="c", site="s"), what="apiEndpointTemplate")
     return [doc.problem(path, *bad)] if bad else []
 
 
 def _addon_set_problems(tree: Tree, checked: Checked) -> list[Problem]:
     problems: list[Problem] = []
-    exists = getattr(tree, "exists", None)
     everywhere = {a.name for _, s in checked.addon_sets.values() for a in s.spec.addons}
     for doc, addon_set in checked.addon_sets.values():
         names: dict[str, int] = {}
         for i, addon in enumerate(addon_set.spec.addons):
             if addon.name in names:
-                problems.append(doc.problem(("spec", "addons", i, "name"),
-                                            f"add-on {addon.name!r} appears twice in the set",
-                                            "keep one entry per add-on"))
+                problems.append(
+                    doc.problem(
+                        ("spec", "addons", i, "name"),
+                        f"add-on {addon.name!r} appears twice in the set",
+                        "keep one entry per add-on",
+                    )
+                )
             names.setdefault(addon.name, i)
             for j, dep in enumerate(addon.depends_on):
                 if dep not in everywhere:
-                    problems.append(doc.problem(("spec", "addons", i, "dependsOn", j),
-                                                f"add-on {dep!r} does not exist in any AddonSet",
-                                                "name an add-on defined in an AddonSet"))
+                    problems.append(
+                        doc.problem(
+                            ("spec", "addons", i, "dependsOn", j),
+                            f"add-on {dep!r} does not exist in any AddonSet",
+                            "name an add-on defined in an AddonSet",
+                        )
+                    )
         for i, j, key in _manifest_refs(doc):
             path = ("spec", "addons", i, "manifests", j)
             written = addon_set.spec.addons[i].manifests[j]
             if key is None:
-                problems.append(doc.problem(path, f"{written!r} points outside the inventory",
-                                            "keep manifests inside the inventory folder, "
-                                            "relative to the AddonSet's file"))
-            elif exists is not None and not exists(key):
-                problems.append(doc.problem(path, f"manifest {written!r} not found ({key})",
-                                            "paths are relative to the folder of the "
-                                            "AddonSet's file"))
+                problems.append(
+                    doc.problem(
+                        path,
+                        f"{written!r} points outside the inventory",
+                        "keep manifests inside the inventory folder, "
+                        "relative to the AddonSet's file",
+                    )
+                )
+            elif not tree.exists(key):
+                problems.append(
+                    doc.problem(
+                        path,
+                        f"manifest {written!r} not found ({key})",
+                        "paths are relative to the folder of the AddonSet's file",
+                    )
+                )
             else:
                 try:
                     checked.files[key] = tree.read(key).decode("utf-8")
                 except UnicodeDecodeError:
-                    problems.append(doc.problem(path, f"manifest {key} is not UTF-8 text",
-                                                "save it as UTF-8"))
+                    problems.append(
+                        doc.problem(path, f"manifest {key} is not UTF-8 text", "save it as UTF-8")
+                    )
     problems += _dependency_cycles(checked)
     return problems
 
@@ -323,11 +383,15 @@ def _dependency_cycles(checked: Checked) -> list[Problem]:
         state[name] = 1
         for dep in graph.get(name, []):
             if state.get(dep) == 1:
-                cycle = [*stack[stack.index(dep):], dep] if dep in stack else [name, dep]
+                cycle = [*stack[stack.index(dep) :], dep] if dep in stack else [name, dep]
                 doc, i = where[name]
-                problems.append(doc.problem(("spec", "addons", i, "dependsOn"),
-                                            "dependency cycle: " + " -> ".join(cycle),
-                                            "remove one of the dependsOn entries"))
+                problems.append(
+                    doc.problem(
+                        ("spec", "addons", i, "dependsOn"),
+                        "dependency cycle: " + " -> ".join(cycle),
+                        "remove one of the dependsOn entries",
+                    )
+                )
             elif state.get(dep) == 0:
                 visit(dep, [*stack, dep])
         state[name] = 2
@@ -338,10 +402,11 @@ def _dependency_cycles(checked: Checked) -> list[Problem]:
     return problems
 
 
-def _dependency_problems(
-    checked: Checked, clusters: list[tuple[RawDoc, Document]]
-) -> list[Problem]:
-    """Each add-on's dependencies must be in the sets of every cluster that gets it."""
+def _dependency_problems(checked: Checked) -> list[Problem]:
+    """Each add-on's dependencies must be in the sets of every cluster that gets it.
+
+    Checked once per distinct combination of sets (100,000 edge clusters share one).
+    """
     users: dict[tuple[str, ...], str] = {}
     for cluster in checked.clusters.values():
         users.setdefault(cluster.addon_sets, f"cluster {cluster.name}")
@@ -351,16 +416,20 @@ def _dependency_problems(
     for sets, user in users.items():
         chosen = [checked.addon_sets[s] for s in sets if s in checked.addon_sets]
         present = {a.name for _, s in chosen for a in s.spec.addons}
-        for doc, addon_set in chosen:
-            for i, addon in enumerate(addon_set.spec.addons):
-                for j, dep in enumerate(addon.depends_on):
-                    if dep not in present:
-                        problems.append(doc.problem(
-                            ("spec", "addons", i, "dependsOn", j),
-                            f"{addon.name!r} needs {dep!r}, which is in none of the add-on sets "
-                            f"[{', '.join(sets)}] of {user}",
-                            f"add the set that holds {dep!r} to {user}'s addonSets",
-                        ))
+        missing = [
+            (doc, i, j, addon.name, dep)
+            for doc, addon_set in chosen
+            for i, addon in enumerate(addon_set.spec.addons)
+            for j, dep in enumerate(addon.depends_on)
+            if dep not in present
+        ]
+        for doc, i, j, name, dep in missing:
+            message = (
+                f"{name!r} needs {dep!r}, which is in none of the add-on sets "
+                f"[{', '.join(sets)}] of {user}"
+            )
+            fix = f"add the set that holds {dep!r} to {user}'s addonSets"
+            problems.append(doc.problem(("spec", "addons", i, "dependsOn", j), message, fix))
     return problems
 
 
@@ -376,59 +445,83 @@ def _edge_problems(checked: Checked) -> list[Problem]:
         profile = frame["profile"]
         used = profile.unique().tolist()
         known = [p for p in used if p in ctx.profiles]
-        missing = ~profile.isin(known) & (profile != "")
+        missing = profile.isin([p for p in used if p and p not in ctx.profiles])
         names = ", ".join(sorted(ctx.profiles)) or "none defined"
-        table.report(problems, missing, "profile",
-                     lambda v: f"profile {v!r} does not exist", f"use one of: {names}")
+        table.report(
+            problems,
+            missing,
+            "profile",
+            lambda v: f"profile {v!r} does not exist",
+            f"use one of: {names}",
+        )
+        version = frame["kubernetes_version"]
+        if allowed is not None:
+            # distinct values are few (a handful of versions), so decide per value
+            refused = [
+                v
+                for v in version.unique().tolist()
+                if v and re.fullmatch(VERSION_RE, v) and normalise_version(v) not in allowed
+            ]
+            table.report(
+                problems,
+                version.isin(refused),
+                "kubernetes_version",
+                lambda v: f"Kubernetes {v} is not in the fleet's kubernetesVersions",
+                "use one of " + ", ".join(sorted(allowed)) + " or leave it empty",
+            )
         for name in known:
-            first = int(table.lines(np.flatnonzero((profile == name).to_numpy())[:1])[0])
-            at = Place(table.file, first, "profile")
+            rows = (profile == name).to_numpy()
+            at = Place(table.file, int(table.lines(np.flatnonzero(rows)[:1])[0]), "profile")
             doc, prof = ctx.profiles[name]
             shape, _ = resolve_shape(profile_layers(doc, prof, ctx), ctx)
             checked.edge_shapes[name] = shape
             problems += _edge_shape_problems(name, shape, at, ctx)
-            if allowed is not None:
-                rows = profile == name
-                version = frame["kubernetes_version"]
-                pinned = version != ""
-                normal = version.str.removeprefix("v")
-                bad = rows & pinned & ~normal.isin(allowed) & version.str.fullmatch(r"v?\d+\.\d+\.\d+")
-                table.report(problems, bad, "kubernetes_version",
-                             lambda v: f"Kubernetes {v} is not in the fleet's kubernetesVersions",
-                             "use one of " + ", ".join(sorted(allowed)) + " or leave it empty")
-                if shape.version is None and bool((rows & ~pinned).any()):
-                    line = int(table.lines(np.flatnonzero((rows & ~pinned).to_numpy())[:1])[0])
-                    problems.append(Problem(table.file, line, "kubernetes_version",
-                                            f"empty, and profile {name!r} and the fleet "
-                                            "defaults set no version",
-                                            "fill it in (" + FIX_VERSION + ") or set "
-                                            "defaults.kubernetesVersion in the Fleet"))
+            unpinned = np.flatnonzero(rows & (version == "").to_numpy())
+            if allowed is not None and shape.version is None and unpinned.size:
+                problems.append(
+                    Problem(
+                        table.file,
+                        int(table.lines(unpinned[:1])[0]),
+                        "kubernetes_version",
+                        f"empty, and profile {name!r} and the fleet defaults set no version",
+                        "fill it in (" + FIX_VERSION + ") or set "
+                        "defaults.kubernetesVersion in the Fleet",
+                    )
+                )
     return problems
 
 
 def _edge_shape_problems(name: str, shape: Shape, at: Place, ctx: FleetContext) -> list[Problem]:
     problems = []
     if shape.control_plane not in (None, 1) or shape.workers not in (None, 0):
-        problems.append(at.problem(
-            f"profile {name!r} is not single-node (controlPlane {shape.control_plane}, "
-            f"workers {shape.workers}); an edge row expands to one machine",
-            "use a profile with controlPlane.replicas: 1 and workers.replicas: 0",
-        ))
+        problems.append(
+            at.problem(
+                f"profile {name!r} is not single-node (controlPlane {shape.control_plane}, "
+                f"workers {shape.workers}); an edge row expands to one machine",
+                "use a profile with controlPlane.replicas: 1 and workers.replicas: 0",
+            )
+        )
     if shape.os_image_url is None and ctx.base_url is not None:
-        problems.append(at.problem(f"profile {name!r} sets no osImage",
-                                   "set spec.osImage in the profile"))
+        problems.append(
+            at.problem(f"profile {name!r} sets no osImage", "set spec.osImage in the profile")
+        )
     if shape.network.control_plane_endpoint is not None:
-        problems.append(at.problem(
-            f"profile {name!r} sets network.controlPlaneEndpoint: every edge row would share "
-            "one API endpoint",
-            "remove it from the profile; the Fleet's defaults.apiEndpointTemplate names each "
-            "edge cluster's endpoint",
-        ))
+        problems.append(
+            at.problem(
+                f"profile {name!r} sets network.controlPlaneEndpoint: every edge row would share "
+                "one API endpoint",
+                "remove it from the profile; the Fleet's defaults.apiEndpointTemplate names each "
+                "edge cluster's endpoint",
+            )
+        )
     elif ctx.fleet is not None and ctx.endpoint_template is None:
-        problems.append(at.problem(
-            "edge clusters have no API endpoint: the Fleet sets no defaults.apiEndpointTemplate",
-            "set defaults.apiEndpointTemplate, e.g. https://{cluster}.edge.example:6443",
-        ))
+        problems.append(
+            at.problem(
+                "edge clusters have no API endpoint: the Fleet sets no "
+                "defaults.apiEndpointTemplate",
+                "set defaults.apiEndpointTemplate, e.g. https://{cluster}.edge.example:6443",
+            )
+        )
     return problems
 
 
@@ -461,11 +554,13 @@ def _cidr_overlaps(facts: list[ClusterFacts], checked: Checked) -> list[Problem]
                     a = _cidr(net_a, field_a, at_a)
                     b = _cidr(net_b, field_b, at_b)
                     if a is not None and b is not None and a.overlaps(b):
-                        problems.append(at_b[field_b].problem(
-                            f"{_label(field_b)} {b} of cluster {name_b!r} overlaps "
-                            f"{_label(field_a)} {a} of cluster {name_a!r} at site {site!r}",
-                            "give each cluster at a site its own node, pod and service ranges",
-                        ))
+                        problems.append(
+                            at_b[field_b].problem(
+                                f"{_label(field_b)} {b} of cluster {name_b!r} overlaps "
+                                f"{_label(field_a)} {a} of cluster {name_a!r} at site {site!r}",
+                                "give each cluster at a site its own node, pod and service ranges",
+                            )
+                        )
     return problems
 
 
@@ -497,11 +592,11 @@ def _fleet_duplicates(
         for machine, path in fact.machines:
             machines.append((machine.name, place(doc, (*path, "name"))))
             if machine.bmc is not None:
-                bmcs.append((machine.bmc.address.rstrip("/"),
-                             place(doc, (*path, "bmc", "address"))))
+                bmcs.append((machine.bmc.address, place(doc, (*path, "bmc", "address"))))
             if machine.boot_mac_address is not None:
-                macs.append((machine.boot_mac_address.lower(),
-                             place(doc, (*path, "bootMACAddress"))))
+                macs.append(
+                    (machine.boot_mac_address.lower(), place(doc, (*path, "bootMACAddress")))
+                )
         if fact.endpoint is not None and fact.endpoint_at is not None:
             endpoints.append((fact.endpoint, fact.endpoint_at))
 
@@ -516,18 +611,37 @@ def _fleet_duplicates(
 
     problems = []
     problems += _duplicates("site", sites, csv("site"), "rename one of the sites")
-    problems += _duplicates("cluster", clusters, csv("site"), "rename one of them (an edge "
-                            "row's cluster is named after its site)", csv_unique=True)
-    problems += _duplicates("machine", machines, csv("site", lambda s: s + "-n0"),
-                            "machine names are unique across the fleet (BMC and hypervisor "
-                            "paths use them); rename one", csv_unique=True)
-    problems += _duplicates("BMC address", bmcs,
-                            csv("bmc_address", lambda s: s.str.rstrip("/")),
-                            "every machine has its own BMC; fix the address of one of them")
-    problems += _duplicates("boot MAC", macs, csv("boot_mac", lambda s: s.str.lower()),
-                            "every machine has its own NIC; fix the MAC of one of them")
-    problems += _duplicates("API endpoint", endpoints, [],
-                            "give each cluster its own controlPlaneEndpoint")
+    problems += _duplicates(
+        "cluster",
+        clusters,
+        csv("site"),
+        "rename one of them (an edge row's cluster is named after its site)",
+        csv_unique=True,
+    )
+    # an edge row's machine is "<site>-n0": only YAML names of that shape can collide
+    edge_machines = {name[:-3] for name, _ in machines if name.endswith("-n0")}
+    problems += _duplicates(
+        "machine",
+        machines,
+        [(t, c, s[s.isin(edge_machines)] + "-n0") for t, c, s in csv("site")],
+        "machine names are unique across the fleet (BMC and hypervisor paths use them); rename one",
+        csv_unique=True,
+    )
+    problems += _duplicates(
+        "BMC address",
+        bmcs,
+        csv("bmc_address"),
+        "every machine has its own BMC; fix the address of one of them",
+    )
+    problems += _duplicates(
+        "boot MAC",
+        macs,
+        csv("boot_mac", lambda s: s.str.lower()),
+        "every machine has its own NIC; fix the MAC of one of them",
+    )
+    problems += _duplicates(
+        "API endpoint", endpoints, [], "give each cluster its own controlPlaneEndpoint"
+    )
     return problems
 
 
@@ -546,10 +660,14 @@ def _duplicates(
     """
     series = [pd.Series([v for v, _ in yaml_items], dtype=object)]
     offsets = [len(yaml_items)]
+    yaml_values = set(series[0].tolist())
     for _, _, values in csv_parts:
-        kept = values[values != ""]
         if csv_unique:
+            # only collisions with YAML are new: keep the (few) CSV values YAML also has
+            kept = values[values.isin(yaml_values)]
             kept = kept[~kept.duplicated()]
+        else:
+            kept = values[values != ""]
         series.append(kept)
         offsets.append(offsets[-1] + len(kept))
     combined = pd.concat(series, ignore_index=True)
@@ -565,9 +683,9 @@ def _duplicates(
             first[value] = here
             continue
         there = first[value]
-        problems.append(here.problem(
-            f"{what} {value!r} is also used at {there.file}:{there.line}", fix
-        ))
+        problems.append(
+            here.problem(f"{what} {value!r} is also used at {there.file}:{there.line}", fix)
+        )
     return problems
 
 

@@ -108,9 +108,7 @@ def parse_yaml_file(rel: str, file: str, text: str) -> tuple[list[RawDoc], list[
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         what = exc.problem or str(exc)
-        return [], [
-            Problem(file, line, "yaml", f"not valid YAML: {what}", "fix the YAML syntax")
-        ]
+        return [], [Problem(file, line, "yaml", f"not valid YAML: {what}", "fix the YAML syntax")]
     except yaml.YAMLError as exc:
         return [], [Problem(file, None, "yaml", f"not valid YAML: {exc}", "fix the YAML syntax")]
     for index, node in enumerate(nodes):
@@ -141,8 +139,13 @@ def _walk(node: yaml.Node, path: Path_, doc: RawDoc, problems: list[Problem], de
             line = key_node.start_mark.line + 1
             if key in seen:
                 problems.append(
-                    doc_problem(doc, child, line, f"duplicate key (first at line {seen[key]})",
-                                "keep one of them: YAML would silently use the last")
+                    doc_problem(
+                        doc,
+                        child,
+                        line,
+                        f"duplicate key (first at line {seen[key]})",
+                        "keep one of them: YAML would silently use the last",
+                    )
                 )
             seen.setdefault(key, line)
             doc.lines.setdefault(_fold(child), line)
@@ -156,14 +159,21 @@ def _walk(node: yaml.Node, path: Path_, doc: RawDoc, problems: list[Problem], de
     elif isinstance(node, yaml.ScalarNode) and not node.style and not node.tag.endswith(":str"):
         # plain (unquoted) style is None in PyYAML and "" in libyaml
         doc.plain[_fold(path)] = node.value
-    elif isinstance(node, yaml.ScalarNode) and url_has_password(node.value):
-        if path not in doc.secret_paths:
-            doc.secret_paths.add(path)
-            problems.append(
-                doc_problem(doc, path, node.start_mark.line + 1,
-                            "URL has credentials written into it (user:password@)",
-                            FIX_LITERAL_SECRET)
+    elif (
+        isinstance(node, yaml.ScalarNode)
+        and url_has_password(node.value)
+        and path not in doc.secret_paths
+    ):
+        doc.secret_paths.add(path)
+        problems.append(
+            doc_problem(
+                doc,
+                path,
+                node.start_mark.line + 1,
+                "URL has credentials written into it (user:password@)",
+                FIX_LITERAL_SECRET,
             )
+        )
 
 
 def _check_secret(

@@ -5,7 +5,8 @@
 - ``libvirt``   VMs on a libvirt hypervisor (``vm.host``: a libvirt URI; optional extra).
 
 Stage code asks a ``ProviderPool`` for the provider of each machine and calls
-``observe`` / ``ensure`` / ``wait_powered_on``; every failure arrives as a
+``observe`` / ``ensure`` / ``wait_powered_on``, and ``release`` once the node has joined
+its cluster (so a reboot does not reinstall it); every failure arrives as a
 ``TransientError`` or ``PermanentError`` (classified in ``werft.providers.errors``).
 """
 

@@ -117,10 +117,22 @@ class Calls:
         return response
 
     async def get_json(self, path: str, action: str) -> tuple[dict[str, Any], httpx.Response]:
-        response = await self.request("GET", path, action)
+        body, response = await self.get_json_or_none(path, action, missing_ok=False)
+        if body is None:  # unreachable: without missing_ok a 404 raises in request()
+            raise PermanentError(f"{self._target}: {action}: {path} not found")
+        return body, response
+
+    async def get_json_or_none(
+        self, path: str, action: str, *, missing_ok: bool = True
+    ) -> tuple[dict[str, Any] | None, httpx.Response]:
+        """The JSON object at ``path``; (None, response) for a 404 when ``missing_ok``."""
+        allow = frozenset({404}) if missing_ok else frozenset()
+        response = await self.request("GET", path, action, allow=allow)
+        if response.status_code == 404:
+            return None, response
         try:
             body = response.json()
-        except ValueError:
+        except ValueError:  # a BMC's HTML error page, a truncated body
             body = None
         if not isinstance(body, dict):
             raise PermanentError(f"{self._target}: {action}: {path} did not return a JSON object")

@@ -68,6 +68,31 @@ class Boot(_Model):
             return None
         return f"{self.target}/{self.enabled}"
 
+    @property
+    def to_cd(self) -> bool:
+        """An override to the CD is in effect (Once or Continuous)."""
+        return self.target == "Cd" and self.override() is not None
+
+
+# BootProgress.LastState values (ComputerSystem v1_13) that mean the firmware is still
+# initialising the hardware (or sits in setup): the boot, and with it a pending Once
+# override, is yet to come. Not "SystemHardwareInitializationComplete": a machine that
+# found nothing to boot stays there, and a Once set after that waits for the next boot.
+_POST_STATES = frozenset(
+    {
+        "PrimaryProcessorInitializationStarted",
+        "BusInitializationStarted",
+        "MemoryInitializationStarted",
+        "SecondaryProcessorInitializationStarted",
+        "PCIResourceConfigStarted",
+        "SetupEntered",
+    }
+)
+
+
+class BootProgress(_Model):
+    last_state: str | None = Field(None, alias="LastState")
+
 
 class SystemLinks(_Model):
     managed_by: list[Link] = Field(default_factory=list, alias="ManagedBy")
@@ -78,10 +103,16 @@ class System(Resource):
     boot: Boot = Field(default_factory=Boot, alias="Boot")
     virtual_media: Link | None = Field(None, alias="VirtualMedia")
     links: SystemLinks = Field(default_factory=SystemLinks, alias="Links")
+    boot_progress: BootProgress | None = Field(None, alias="BootProgress")
 
     @property
     def powered_on(self) -> bool:
         return self.power_state in ("On", "PoweringOn")
+
+    @property
+    def in_post(self) -> bool:
+        """The BMC says the machine is still in POST (only BMCs that report BootProgress)."""
+        return self.boot_progress is not None and self.boot_progress.last_state in _POST_STATES
 
 
 class ManagerLinks(_Model):

@@ -1,8 +1,9 @@
-"""What every infrastructure provider promises: observe a machine, make it boot an image.
+"""What every infrastructure provider promises: observe a machine, make it boot an image,
+and, once it has joined its cluster, stop it from booting the installer again.
 
-A provider is level-triggered like every werft stage: ``ensure`` observes first and acts
-only on the difference, and returns how many mutating calls it made, so a re-run on a
-machine that is already booting the right image makes none (the tests count them).
+A provider is level-triggered like every werft stage: ``ensure`` and ``release`` observe
+first and act only on the difference, and return how many mutating calls they made, so a
+re-run on a machine that is already where it should be makes none (the tests count them).
 """
 
 from __future__ import annotations
@@ -50,9 +51,22 @@ class MachineState(BaseModel):
     # (libvirt: the boot order).
     details: dict[str, str] = Field(default_factory=dict)
 
+    @property
+    def boot_pending(self) -> bool:
+        """A one-time boot override to the CD is still set. The machine consumes it when it
+        next boots, so it has not booted since the override was set: werft stopped between
+        setting it and restarting the machine, or the machine is still in POST."""
+        return self.boot_override == "Cd/Once"
+
     def boots(self, image_url: str, seed_url: str) -> bool:
-        """Powered on with exactly this image and seed inserted."""
-        return self.powered_on and image_url in self.media and seed_url in self.media
+        """Powered on with exactly this image and seed inserted, and not still waiting to
+        boot them (``boot_pending``)."""
+        return (
+            self.powered_on
+            and image_url in self.media
+            and seed_url in self.media
+            and not self.boot_pending
+        )
 
 
 @runtime_checkable
@@ -77,7 +91,20 @@ class Provider(Protocol):
 
         Returns the number of mutating calls made: 0 when the machine already runs with
         both inserted (or runs with an older werft seed of its own: see
-        ``MachineState.seed_outdated``).
+        ``MachineState.seed_outdated``). A machine that runs with both inserted but has
+        not booted them yet (``MachineState.boot_pending``: werft stopped before the
+        restart) is restarted.
+        """
+        ...
+
+    async def release(self, machine: Machine) -> int:
+        """After the node has joined its cluster: make the machine boot its disk from now
+        on, so a reboot does not reinstall it (Redfish: clear a Cd boot override, which
+        BMCs that ignore Once keep for good; libvirt: boot order hd first).
+
+        The media stay inserted: the inserted seed is how werft recognises a machine it
+        provisioned. Returns the number of mutating calls made: 0 when there is nothing to
+        change.
         """
         ...
 

@@ -9,6 +9,11 @@ storage volume (created on first use), the installer image and the NoCloud seed 
 read-only CD-ROMs, boot order cdrom then hd, and a NIC on the spec's network with the
 boot MAC. An http(s) URL becomes a network CD-ROM, which qemu reads directly (the
 hypervisor must reach the URL); a path or file:// URL is a local file on the hypervisor.
+
+``ensure`` has no crash window: it stops a running domain before redefining it, so a
+domain holding the desired media either booted them or is shut off (and gets started).
+``release`` (the node has joined) redefines the domain with boot order hd first, so a
+reboot starts the installed OS instead of the installer; the CD-ROMs stay attached.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ T = TypeVar("T")
 # test:///default driver ships. A VMSpec field for the pool would make this explicit.
 STORAGE_POOLS = ("default", "default-pool")
 _CDROM_TARGETS = ("sda", "sdb")
+_METADATA_NS = "https://werft.dev/libvirt/1"
+ET.register_namespace("werft", _METADATA_NS)  # keep the prefix when werft rewrites XML
 
 _DOMAIN = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(
     """\
@@ -43,7 +50,7 @@ _DOMAIN = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=Tr
   <uuid>{{ uuid }}</uuid>
 {% endif %}
   <metadata>
-    <werft:machine xmlns:werft="https://werft.dev/libvirt/1">{{ name }}</werft:machine>
+    <werft:machine xmlns:werft="{{ metadata_ns }}">{{ name }}</werft:machine>
   </metadata>
   <memory unit="MiB">{{ memory_mib }}</memory>
   <vcpu>{{ cpus }}</vcpu>
@@ -131,6 +138,7 @@ def render_domain_xml(
         for url, target in zip((image_url, seed_url), _CDROM_TARGETS, strict=True)
     ]
     return _DOMAIN.render(
+        metadata_ns=_METADATA_NS,
         domain_type=domain_type,
         name=machine.name,
         uuid=uuid,
@@ -235,6 +243,9 @@ class LibvirtProvider:
         return await self._run(
             machine, "define and start the domain", self._ensure_sync, machine, image_url, seed_url
         )
+
+    async def release(self, machine: Machine) -> int:
+        return await self._run(machine, "boot the domain from disk", self._release_sync, machine)
 
     async def power_off(self, machine: Machine) -> int:
         return await self._run(machine, "stop the domain", self._power_off_sync, machine)
@@ -341,6 +352,22 @@ class LibvirtProvider:
             domain.create()
             mutations += 1
         return mutations
+
+    def _release_sync(self, machine: Machine) -> int:
+        domain = self._lookup(machine.name)
+        if domain is None:
+            return 0
+        # The persistent definition: what the next boot uses (a running domain's live XML
+        # keeps the old order until it restarts).
+        root = ET.fromstring(domain.XMLDesc(self._lib.VIR_DOMAIN_XML_INACTIVE))
+        boots = root.findall("os/boot")
+        devices = [b.get("dev", "") for b in boots]
+        if devices[:1] != ["cdrom"]:
+            return 0
+        for boot, dev in zip(boots, ["hd", *(d for d in devices if d != "hd")], strict=False):
+            boot.set("dev", dev)
+        self._connection().defineXML(ET.tostring(root, encoding="unicode"))
+        return 1
 
     def _power_off_sync(self, machine: Machine) -> int:
         domain = self._lookup(machine.name)

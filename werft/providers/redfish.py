@@ -7,10 +7,15 @@ from the standard, ``redfish_quirks`` says so.
 
 ensure(), in order, each step only when needed:
   1. observe power, media and boot override;
-  2. a powered-on machine with a werft seed of its own is left alone (reported);
+  2. a powered-on machine with a werft seed of its own is left alone (reported), unless
+     it holds the desired media with a Cd/Once override still pending: werft stopped
+     after setting it up and before restarting it, so it is restarted now;
   3. eject stale media, insert the installer image and the seed (write-protected);
   4. boot override Cd (Once; Continuous where the BMC ignores Once);
   5. power on, or force a restart when it was running and the media just changed.
+
+release(), once the node has joined its cluster: clear a Cd override (a Continuous one
+would reinstall the machine at every reboot); the media stay inserted.
 """
 
 from __future__ import annotations
@@ -141,16 +146,14 @@ class _Session:
         # Not listed: a paginated collection, or an alias the BMC resolves by redirect
         # (sushy-tools answers a system's name with a redirect to its UUID). Ask directly.
         direct = f"{self.path(systems_id)}/{wanted}"
-        response = await self.calls.request(
-            "GET", direct, f"read system {wanted}", allow=frozenset({404})
-        )
-        if response.status_code == 404:
+        body, _ = await self.calls.get_json_or_none(direct, f"read system {wanted}")
+        if body is None:
             listed = ", ".join(m.odata_id.rsplit("/", 1)[-1] for m in systems.members)
             raise PermanentError(
                 f"{self.calls.target}: unknown system {wanted!r} "
                 f"(the BMC lists: {listed or 'none'})"
             )
-        return parse(System, response.json(), direct, f"{self.calls.target}: read system")
+        return parse(System, body, direct, f"{self.calls.target}: read system {wanted}")
 
     async def _media_collection(self, root: ServiceRoot, system: System) -> str:
         if system.virtual_media is not None:
@@ -178,18 +181,10 @@ class _Session:
 
     async def system(self, location: _Location) -> tuple[System, str | None] | None:
         """The system and its ETag; None when it is not (any more) where it was."""
-        response = await self.calls.request(
-            "GET", location.system, "read the system", allow=frozenset({404})
-        )
-        if response.status_code == 404:
+        body, response = await self.calls.get_json_or_none(location.system, "read the system")
+        if body is None:
             return None
         where = f"{self.calls.target}: read the system"
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise PermanentError(f"{where}: {location.system} did not return a JSON object")
         return parse(System, body, location.system, where), response.headers.get("ETag")
 
     async def media(self, location: _Location) -> list[VirtualMedia]:
@@ -226,6 +221,8 @@ class RedfishProvider:
 
     Credentials are per machine: resolved from its credentialsRef at each operation and
     sent per request, so machines with different credentials share the connection pool.
+    A bare-metal machine always exists: a system the BMC does not have is a
+    PermanentError (a wrong address in the inventory), never ``exists=False``.
     """
 
     kind: ProviderKind = "redfish"
@@ -268,8 +265,17 @@ class RedfishProvider:
             raise PermanentError(f"{session.calls.target}: {chosen}")
         installer, seed = chosen
 
-        _, hands_off = assess(view.state(machine), image_url, seed_url)
-        if hands_off:
+        state = view.state(machine)
+        _, hands_off = assess(state, image_url, seed_url)
+        # Set up for the installer but never restarted into it (werft stopped in between).
+        # Still in POST (where the BMC reports BootProgress), the boot is on its way.
+        interrupted = (
+            state.powered_on
+            and state.boot_pending
+            and {image_url, seed_url} <= set(state.media)
+            and not system.in_post
+        )
+        if hands_off and not interrupted:
             return 0
         if system.power_state == "PoweringOff":
             raise TransientError(f"{session.calls.target}: the machine is powering off")
@@ -281,11 +287,18 @@ class RedfishProvider:
             await self._boot_from_cd(session, view.location, system, view.etag)
         if not system.powered_on:
             await self._reset(session, system, view.location, ("On", "ForceOn"))
-        elif media_changed:
+        elif media_changed or interrupted:
             # It was running something else: restart it into the installer.
             restart = ("ForceRestart", "PowerCycle", "GracefulRestart")
             await self._reset(session, system, view.location, restart)
         return session.calls.mutations
+
+    async def release(self, machine: Machine) -> int:
+        view = await self._look(machine, with_media=False)
+        if not view.system.boot.to_cd:
+            return 0
+        await self._clear_cd_override(view.session, view.location, view.etag)
+        return view.session.calls.mutations
 
     async def power_off(self, machine: Machine) -> int:
         view = await self._look(machine, with_media=False)
@@ -405,6 +418,36 @@ class RedfishProvider:
         raise PermanentError(
             f"{session.calls.target}: the BMC did not take a boot override to Cd "
             f"(it reports {after.boot.override() or 'none'})"
+        )
+
+    async def _clear_cd_override(
+        self, session: _Session, location: _Location, etag: str | None
+    ) -> None:
+        """Disable the override; where the BMC will not, point it at the disk instead."""
+        for boot in ({"BootSourceOverrideEnabled": "Disabled"}, quirks.DISK_OVERRIDE):
+            fallback = boot is quirks.DISK_OVERRIDE
+            response = await session.calls.request(
+                "PATCH",
+                location.system,
+                "clear the Cd boot override" + (" (override to Hdd)" if fallback else ""),
+                json={"Boot": boot},
+                headers={"If-Match": etag} if etag else None,
+                allow=frozenset() if fallback else frozenset({400}),
+            )
+            found = await session.system(location)
+            if found is None:
+                raise PermanentError(f"{session.calls.target}: the system vanished")
+            after, etag = found
+            if response.status_code < 400 and not after.boot.to_cd:
+                return
+            if not fallback:
+                log.info(
+                    "%s: the BMC did not disable the Cd boot override; overriding to Hdd",
+                    session.calls.target,
+                )
+        raise PermanentError(
+            f"{session.calls.target}: the BMC keeps a boot override to Cd "
+            f"(it reports {after.boot.override()}); the machine would reinstall on reboot"
         )
 
     async def _reset(

@@ -80,3 +80,11 @@ def override_took(boot: Boot, target: str) -> str | None:
     if boot.target != target or boot.enabled not in ("Once", "Continuous"):
         return None
     return boot.enabled
+
+
+# How werft clears a Cd override on a BMC that will not disable it.
+# Standard: PATCH ``BootSourceOverrideEnabled: Disabled``. sushy-tools ignores
+# BootSourceOverrideEnabled and answers a PATCH without a target 400 ("Missing the
+# BootSourceOverrideTarget"); other BMCs that keep every override Continuous accept the
+# PATCH and still report Cd. For them an override to the disk means "boot normally".
+DISK_OVERRIDE = {"BootSourceOverrideTarget": "Hdd", "BootSourceOverrideEnabled": "Continuous"}

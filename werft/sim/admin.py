@@ -1,23 +1,29 @@
 """The admin API under ``/_sim`` (no auth, never counted in stats, never faulted).
 
-    GET    /_sim/stats                        {"requests", "mutations": {"bmc", "hypervisor",
-                                               "clusters"}, "requestsByTarget": {...}}
-    POST   /_sim/stats/reset
-    GET    /_sim/faults                       {"seed", "rules": [...]}
-    POST   /_sim/faults                       a rule, or {"seed"?, "rules": [...]} -> 201
-    DELETE /_sim/faults[/<id>]                all rules, or one
-    GET    /_sim/machines[?cluster=NAME]      summaries
-    GET    /_sim/machines/<name>              state (phase, power, boot, media, installed)
-    GET    /_sim/clusters                     summaries
-    GET    /_sim/clusters/<name>              state (API up, machines); never the token
-    GET    /_sim/clusters/<name>/kubeconfig   admin kubeconfig (YAML): the only place the
-                                              admin token is given out
-    POST   /_sim/clusters/<name>/bootstrap    {"token", "kubernetesVersion", "nodes"?,
-                                               "distribution"?} -> API up, nodes Ready
-    POST   /_sim/drift                        see werft.sim.drift
+GET    /_sim/stats                        {"requests", "mutations": {"bmc", "hypervisor",
+                                           "clusters"}, "requestsByTarget": {...}}
+POST   /_sim/stats/reset
+GET    /_sim/faults                       {"seed", "rules": [...]}
+POST   /_sim/faults                       a rule, or {"seed"?, "rules": [...]} -> 201
+DELETE /_sim/faults[/<id>]                all rules, or one
+GET    /_sim/machines[?cluster=NAME]      summaries
+GET    /_sim/machines/<name>              state (phase, power, boot, media, installed)
+GET    /_sim/clusters                     summaries
+GET    /_sim/clusters/<name>              state (API up, machines); never the token
+GET    /_sim/clusters/<name>/kubeconfig   admin kubeconfig (YAML): the only place the
+                                          admin token is given out. Points at the HTTPS
+                                          listener when there is one (kubectl sends no
+                                          token over http); ?scheme=http for plain HTTP
+POST   /_sim/clusters/<name>/bootstrap    {"token", "kubernetesVersion", "nodes"?,
+                                           "distribution"?} -> API up, nodes Ready
+POST   /_sim/drift                        see werft.sim.drift
 """
 
 from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import yaml
 from starlette.requests import Request
@@ -34,12 +40,24 @@ def _error(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
-def kubeconfig_yaml(server: str, cluster: str, token: str) -> str:
+@dataclass(frozen=True)
+class TlsEndpoint:
+    """The simulator's HTTPS listener (same app), for kubectl: client-go sends a token
+    only over TLS. ``ca_pem`` is the self-signed serving certificate (werft.sim.kubetls)."""
+
+    port: int
+    ca_pem: bytes = field(repr=False)
+
+
+def kubeconfig_yaml(server: str, cluster: str, token: str, ca_pem: bytes | None = None) -> str:
     user = f"werft-admin@{cluster}"
+    entry: dict[str, str] = {"server": server}
+    if ca_pem is not None:
+        entry["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster, "cluster": {"server": server}}],
+        "clusters": [{"name": cluster, "cluster": entry}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
         "current-context": cluster,
@@ -49,10 +67,17 @@ def kubeconfig_yaml(server: str, cluster: str, token: str) -> str:
 
 
 class AdminService:
-    def __init__(self, fleet: Fleet, stats: Stats, faults: FaultSet) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        stats: Stats,
+        faults: FaultSet,
+        tls: Callable[[], TlsEndpoint | None] = lambda: None,
+    ) -> None:
         self.fleet = fleet
         self.stats = stats
         self.faults = faults
+        self._tls = tls
 
     async def handle(self, request: Request, parts: list[str]) -> Response:
         """``parts``: the path segments after ``/_sim``."""
@@ -143,8 +168,16 @@ class AdminService:
         token = self.fleet.registry[name].token
         if not token:
             return _error(409, f"cluster {name!r} has no admin token yet: its API is not up")
-        server = str(request.base_url).rstrip("/") + f"/clusters/{name}"
-        return Response(kubeconfig_yaml(server, name, token), media_type="application/yaml")
+        tls = self._tls()
+        if tls is not None and request.query_params.get("scheme") != "http":
+            host = request.url.hostname or "127.0.0.1"
+            host = f"[{host}]" if ":" in host else host
+            server = f"https://{host}:{tls.port}/clusters/{name}"
+            text = kubeconfig_yaml(server, name, token, tls.ca_pem)
+        else:
+            server = str(request.base_url).rstrip("/") + f"/clusters/{name}"
+            text = kubeconfig_yaml(server, name, token)
+        return Response(text, media_type="application/yaml")
 
     async def _bootstrap(self, request: Request, name: str) -> Response:
         body = await json_object(request)

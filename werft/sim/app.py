@@ -29,7 +29,7 @@ from starlette.routing import Match, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from werft.sim.admin import AdminService
+from werft.sim.admin import AdminService, TlsEndpoint
 from werft.sim.clock import Clock
 from werft.sim.faults import FaultRule, FaultSet, Target
 from werft.sim.http import json_response
@@ -78,7 +78,8 @@ class SimApp:
         self.hypervisor = HypervisorService(
             fleet, self.http_client, allow_remote_media=allow_remote_media
         )
-        self.admin = AdminService(fleet, self.stats, self.faults)
+        self.tls: TlsEndpoint | None = None  # set by werft.sim.server when it listens on TLS
+        self.admin = AdminService(fleet, self.stats, self.faults, lambda: self.tls)
         self._kube_mount = Mount("/clusters", app=kube_app) if kube_app is not None else None
         self._artifacts = (
             Mount("/artifacts", app=StaticFiles(directory=artifacts_dir, check_dir=False))

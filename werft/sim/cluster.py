@@ -106,6 +106,7 @@ class SimCluster:
                 store.node_states[name] = NodeState(joined_at=now, ready_at=ready_at)
             else:
                 state.ready_at = ready_at
+            store.nodes_changed()
             existing = store.objects(_NODES.key).get(("", name))
             if existing is None:
                 store.put_internal(_NODES, self._node(name, role, kubelet_version))
@@ -114,7 +115,9 @@ class SimCluster:
 
     def set_node_ready(self, name: str, ready: bool) -> None:
         """The kubelet stops (False) or resumes (True, from now on) posting Ready."""
-        store = self.store
+        if self._store is None:
+            return  # wiped or never up: no node to tell
+        store = self._store
         with store.lock:
             state = store.node_states.get(name)
             if state is None:
@@ -123,10 +126,13 @@ class SimCluster:
                 state.ready_at = None
             elif state.ready_at is None or state.ready_at > self.clock.now():
                 state.ready_at = self.clock.now()
+            store.nodes_changed()
 
     def set_kubelet_version(self, node: str, version: str) -> None:
-        """Drift: the node now reports another kubelet version."""
-        store = self.store
+        """Drift: the node now reports another kubelet version (KeyError: no such node)."""
+        if self._store is None:
+            raise KeyError(f"node {node!r} is not registered in cluster {self.name!r}")
+        store = self._store
         with store.lock:
             existing = store.objects(_NODES.key).get(("", node))
             if existing is None:
@@ -165,15 +171,26 @@ class SimCluster:
         return {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": name, "labels": labels,
-                         "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
+            },
             "spec": spec,
             "status": {
                 "addresses": [{"type": "Hostname", "address": name}],
-                "capacity": {"cpu": "4", "memory": "8148332Ki", "pods": "110",
-                             "ephemeral-storage": "101203600Ki"},
-                "allocatable": {"cpu": "4", "memory": "8045932Ki", "pods": "110",
-                                "ephemeral-storage": "93269345827"},
+                "capacity": {
+                    "cpu": "4",
+                    "memory": "8148332Ki",
+                    "pods": "110",
+                    "ephemeral-storage": "101203600Ki",
+                },
+                "allocatable": {
+                    "cpu": "4",
+                    "memory": "8045932Ki",
+                    "pods": "110",
+                    "ephemeral-storage": "93269345827",
+                },
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
                 "nodeInfo": {
                     "architecture": "amd64",

@@ -37,6 +37,7 @@ class ResourceType:
     generation: bool = False  # metadata.generation is tracked (bumped on spec change)
     custom: bool = False  # served from a CRD: no strategic merge patch, generic semantics
     columns: tuple[tuple[str, str, str], ...] = ()  # extra Table columns: (name, type, jsonPath)
+    verbs: tuple[str, ...] = VERBS  # ("create",) for reviews: answered, never stored
 
     @property
     def group_version(self) -> str:
@@ -96,18 +97,36 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("batch/v1", "jobs", "Job", **_WORKLOAD),
     _rt("batch/v1", "cronjobs", "CronJob", short=("cj",), **_WORKLOAD),
     # autoscaling/v2
-    _rt("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
-        short=("hpa",), status=True, categories=("all",)),
+    _rt(
+        "autoscaling/v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        short=("hpa",),
+        status=True,
+        categories=("all",),
+    ),
     # policy/v1
-    _rt("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", short=("pdb",),
-        status=True, generation=True),
+    _rt(
+        "policy/v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        short=("pdb",),
+        status=True,
+        generation=True,
+    ),
     # coordination.k8s.io/v1
     _rt("coordination.k8s.io/v1", "leases", "Lease"),
     # networking.k8s.io/v1
-    _rt("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", short=("netpol",),
-        generation=True),
-    _rt("networking.k8s.io/v1", "ingresses", "Ingress", short=("ing",), status=True,
-        generation=True),
+    _rt(
+        "networking.k8s.io/v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        short=("netpol",),
+        generation=True,
+    ),
+    _rt(
+        "networking.k8s.io/v1", "ingresses", "Ingress", short=("ing",), status=True, generation=True
+    ),
     _rt("networking.k8s.io/v1", "ingressclasses", "IngressClass", False),
     # discovery.k8s.io/v1
     _rt("discovery.k8s.io/v1", "endpointslices", "EndpointSlice"),
@@ -117,16 +136,65 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", False),
     _rt("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", False),
     # apiextensions.k8s.io/v1
-    _rt("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition",
-        False, ("crd", "crds"), status=True, generation=True, categories=("api-extensions",)),
+    _rt(
+        "apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        ("crd", "crds"),
+        status=True,
+        generation=True,
+        categories=("api-extensions",),
+    ),
     # apiregistration.k8s.io/v1
-    _rt("apiregistration.k8s.io/v1", "apiservices", "APIService", False, status=True,
-        generation=True, categories=("api-extensions",)),
+    _rt(
+        "apiregistration.k8s.io/v1",
+        "apiservices",
+        "APIService",
+        False,
+        status=True,
+        generation=True,
+        categories=("api-extensions",),
+    ),
     # admissionregistration.k8s.io/v1
-    _rt("admissionregistration.k8s.io/v1", "validatingwebhookconfigurations",
-        "ValidatingWebhookConfiguration", False, generation=True, categories=("api-extensions",)),
-    _rt("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations",
-        "MutatingWebhookConfiguration", False, generation=True, categories=("api-extensions",)),
+    _rt(
+        "admissionregistration.k8s.io/v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        False,
+        generation=True,
+        categories=("api-extensions",),
+    ),
+    _rt(
+        "admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        False,
+        generation=True,
+        categories=("api-extensions",),
+    ),
+    # reviews: kubectl auth can-i / whoami (the admin token is in system:masters)
+    _rt(
+        "authorization.k8s.io/v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        False,
+        verbs=("create",),
+    ),
+    _rt(
+        "authorization.k8s.io/v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        False,
+        verbs=("create",),
+    ),
+    _rt(
+        "authentication.k8s.io/v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        False,
+        verbs=("create",),
+    ),
     # scheduling.k8s.io/v1, storage.k8s.io/v1
     _rt("scheduling.k8s.io/v1", "priorityclasses", "PriorityClass", False, ("pc",)),
     _rt("storage.k8s.io/v1", "storageclasses", "StorageClass", False, ("sc",)),
@@ -201,7 +269,7 @@ def api_resource(t: ResourceType) -> list[Obj]:
         "singularName": t.singular,
         "namespaced": t.namespaced,
         "kind": t.kind,
-        "verbs": list(VERBS),
+        "verbs": list(t.verbs),
     }
     if t.short_names:
         entry["shortNames"] = list(t.short_names)

@@ -3,7 +3,8 @@
     {"kind": "power-off", "machine": NAME}
         the machine loses power; its node goes NotReady
     {"kind": "delete-object", "cluster": C, "apiVersion": "apps/v1",
-     "resource": "deployments" | "kind": "Deployment", "namespace"?: NS, "name": N}
+     "resource": "deployments" | "objectKind": "Deployment", "namespace"?: NS, "name": N}
+        ("kind" names the drift, so the object's kind goes in "objectKind")
         the object disappears (as if someone ran kubectl delete)
     {"kind": "change-object", ... same target ..., "patch": {...}}
         a JSON merge patch is applied to the object (as if someone ran kubectl edit)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from werft.sim.kubeerrors import ApiError
 from werft.sim.lifecycle import Fleet
 
 
@@ -58,7 +60,7 @@ def apply_drift(fleet: Fleet, body: dict[str, Any]) -> dict[str, Any]:
             raise DriftError("namespace must be a string")
         name = _str(body, "name")
         resource = body.get("resource")
-        object_kind = body.get("kind_") or body.get("objectKind")
+        object_kind = body.get("objectKind")
         if resource is None and object_kind is None:
             raise DriftError("give the object's 'resource' (plural) or 'objectKind'")
         if kind == "delete-object":
@@ -81,22 +83,57 @@ def _str(body: dict[str, Any], key: str) -> str:
     return value
 
 
-# --- the cluster side: adapted to werft/sim/cluster.py and objects.py -----------------------
+# --- the cluster side: werft/sim/cluster.py and objects.py --------------------------------
 
 
 def _set_kubelet_version(cluster: Any, node: str, version: str) -> None:
-    raise DriftError("kubelet-version drift is not wired to the cluster store yet", 501)
+    try:
+        cluster.set_kubelet_version(node, version)
+    except KeyError:
+        raise DriftError(f"no node {node!r} in cluster {cluster.name!r}", 404) from None
+
+
+def _resource(store: Any, api_version: str, resource: str | None, kind: str | None) -> str:
+    if resource is not None:
+        return resource
+    rt = store.kind_resource(api_version, kind)
+    if rt is None:
+        raise DriftError(f"{kind} in {api_version} is not served by the cluster", 404)
+    return str(rt.plural)
+
+
+def _split(api_version: str) -> tuple[str, str]:
+    group, _, version = api_version.rpartition("/")
+    return group, version
 
 
 def _delete_object(
     cluster: Any, api_version: str, resource: str | None, kind: str | None,
     namespace: str | None, name: str,
 ) -> None:
-    raise DriftError("object drift is not wired to the cluster store yet", 501)
+    store = cluster.store
+    plural = _resource(store, api_version, resource, kind)
+    try:
+        found = store.delete(*_split(api_version), plural, namespace, name)
+    except KeyError as exc:
+        raise DriftError(str(exc).strip("'\""), 404) from None
+    except ApiError as exc:
+        raise DriftError(exc.message, exc.code) from None
+    if not found:
+        raise DriftError(f"no {plural} {name!r} in cluster {cluster.name!r}", 404)
 
 
 def _change_object(
     cluster: Any, api_version: str, resource: str | None, kind: str | None,
     namespace: str | None, name: str, patch: dict[str, Any],
 ) -> None:
-    raise DriftError("object drift is not wired to the cluster store yet", 501)
+    store = cluster.store
+    plural = _resource(store, api_version, resource, kind)
+    try:
+        changed = store.patch_merge(*_split(api_version), plural, namespace, name, patch)
+    except KeyError as exc:
+        raise DriftError(str(exc).strip("'\""), 404) from None
+    except ApiError as exc:
+        raise DriftError(exc.message, exc.code) from None
+    if changed is None:
+        raise DriftError(f"no {plural} {name!r} in cluster {cluster.name!r}", 404)

@@ -21,10 +21,15 @@ Answers before any resource logic, in this order:
 Served: ``/version``, health endpoints, discovery (``/api``, ``/apis``, group versions;
 an aggregated-discovery ``Accept`` gets the legacy documents, which kubectl falls back to),
 and for every resource: list (``labelSelector``, ``fieldSelector``), watch (``?watch=1``,
-polled, see ``_watch``), create, get, replace, patch (merge, strategic merge, JSON,
-apply), delete, deletecollection, ``/status`` and ``/scale``. ``kubectl get`` receives
-server-side Tables (kubetables.py). There is no OpenAPI document (404): kubectl then
-validates on the server (``fieldValidation``), which accepts any field.
+polled, see ``_Watch``), create, get, replace, patch (merge, strategic merge, JSON,
+apply), delete, deletecollection, ``/status`` and ``/scale``; self reviews for
+``kubectl auth can-i`` / ``whoami``. ``kubectl get`` receives server-side Tables
+(kubetables.py); ``/openapi/v2`` and ``/openapi/v3`` say just enough for kubectl to leave
+validation to the server (kubeopenapi.py), which accepts any field.
+
+Over plain HTTP, kubectl sends no token at all (client-go reads credentials only for TLS
+transports), so a person's kubectl needs the app served over HTTPS (kubetls.py); the
+Python client sends the token either way.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 import yaml
 
-from werft.sim import kubetables
+from werft.sim import kubeopenapi, kubetables
 from werft.sim.clock import Clock
 from werft.sim.cluster import SimCluster
 from werft.sim.discovery import (
@@ -49,13 +54,13 @@ from werft.sim.discovery import (
     resource_list,
 )
 from werft.sim.kubeerrors import (
-    UNAUTHORIZED,
     ApiError,
     bad_request,
     cluster_not_found,
     method_not_allowed,
     not_found_path,
     service_unavailable,
+    unauthorized,
 )
 from werft.sim.objects import APPLY_PATCH, ObjectStore
 
@@ -80,8 +85,9 @@ class _Request:
         self.headers = headers
         self.method: str = scope["method"]
         self.body = body
-        self.query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                    keep_blank_values=True))
+        self.query = dict(
+            parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        )
         self.accept = headers.get("accept", "")
         self.content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         self.user_agent = headers.get("user-agent", "")
@@ -121,7 +127,7 @@ def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
-        path = path[len(root):]
+        path = path[len(root) :]
     return path
 
 
@@ -138,8 +144,13 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -170,7 +181,7 @@ def kube_api_app(
         body = await _read_body(receive)
         try:
             if not parts:
-                raise not_found_path("/")
+                raise not_found_path()
             name, rest = parts[0], parts[1:]
             if before_request is not None:
                 before_request(name)
@@ -198,13 +209,15 @@ def _authenticate(cluster: SimCluster, request: _Request, rest: list[str]) -> No
     if header is None:
         if rest and rest[0] in PUBLIC_PATHS:
             return  # anonymous may read health and version, as on kubeadm clusters
-        raise UNAUTHORIZED
+        raise unauthorized()
     scheme, _, token = header.partition(" ")
     expected = cluster.token or ""
-    if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(
-        token.strip().encode(), expected.encode()
+    if (
+        scheme.lower() != "bearer"
+        or not expected
+        or not hmac.compare_digest(token.strip().encode(), expected.encode())
     ):
-        raise UNAUTHORIZED
+        raise unauthorized()
 
 
 def _serve(cluster: SimCluster, request: _Request, rest: list[str], scope: Scope) -> Any:
@@ -212,7 +225,12 @@ def _serve(cluster: SimCluster, request: _Request, rest: list[str], scope: Scope
     head = rest[0] if rest else ""
     if head in ("healthz", "livez", "readyz"):
         return 200, b"ok", _TEXT
-    if request.method != "GET" and head in ("version", "api", "apis", "openapi", ""):
+    discovery = (
+        head in ("version", "openapi", "")
+        or (head == "api" and len(rest) <= 2)
+        or (head == "apis" and len(rest) <= 3)
+    )
+    if discovery and request.method != "GET":
         raise method_not_allowed(request.method)
     if head == "version" and len(rest) == 1:
         return _json(200, _version(cluster))
@@ -220,30 +238,78 @@ def _serve(cluster: SimCluster, request: _Request, rest: list[str], scope: Scope
         if len(rest) == 1:
             return _json(200, api_versions(_server_address(scope)))
         if rest[1] != "v1":
-            raise not_found_path("")
+            raise not_found_path()
         if len(rest) == 2:
-            return _json(200, resource_list("v1", store.resources_of("v1")))
+            return _doc(
+                ("gv", "v1", store.custom_key),
+                lambda: resource_list("v1", store.resources_of("v1")),
+            )
         return _resources(cluster, request, "", "v1", rest[2:])
     if head == "apis":
+        if len(rest) > 3:  # a resource: no need to look at the groups
+            return _resources(cluster, request, rest[1], rest[2], rest[3:])
         groups = store.group_versions()
         if len(rest) == 1:
-            return _json(200, api_group_list(groups))
+            return _doc(("apis", store.custom_key), lambda: api_group_list(groups))
         group = rest[1]
         if group not in groups:
-            raise not_found_path("")
+            raise not_found_path()
         if len(rest) == 2:
-            return _json(200, api_group(group, groups[group]))
+            return _doc(("group", group, store.custom_key), lambda: api_group(group, groups[group]))
         version = rest[2]
         if version not in groups[group]:
-            raise not_found_path("")
-        if len(rest) == 3:
-            gv = f"{group}/{version}"
-            return _json(200, resource_list(gv, store.resources_of(gv)))
-        return _resources(cluster, request, group, version, rest[3:])
+            raise not_found_path()
+        gv = f"{group}/{version}"
+        return _doc(("gv", gv, store.custom_key), lambda: resource_list(gv, store.resources_of(gv)))
+    if head == "openapi":
+        return _openapi(cluster, request, rest[1:], scope)
     if head == "":
-        return _json(200, {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez",
-                                     "/readyz", "/version"]})
-    raise not_found_path("")
+        return _json(
+            200,
+            {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]},
+        )
+    raise not_found_path()
+
+
+def _openapi(cluster: SimCluster, request: _Request, rest: list[str], scope: Scope) -> Any:
+    store = cluster.store
+    version = cluster.kubernetes_version or "0.0.0"
+    if rest == ["v2"]:
+        body, content_type = kubeopenapi.v2_document(request.accept, version)
+        return 200, body, [(b"content-type", content_type.encode())]
+    if rest[:1] != ["v3"]:
+        raise not_found_path()
+    if len(rest) == 1:
+        gvs = {"v1": store.resources_of("v1")}
+        for group, versions in store.group_versions().items():
+            for v in versions:
+                gvs[f"{group}/{v}"] = store.resources_of(f"{group}/{v}")
+        mount = f"{scope.get('root_path', '')}/{cluster.name}"
+        return _json(200, kubeopenapi.v3_root(gvs, mount))
+    if rest[1:] == ["api", "v1"]:
+        group, gv_version = "", "v1"
+    elif len(rest) == 4 and rest[1] == "apis":
+        group, gv_version = rest[2], rest[3]
+    else:
+        raise not_found_path()
+    types = store.resources_of(f"{group}/{gv_version}" if group else gv_version)
+    if not types:
+        raise not_found_path()
+    return 200, kubeopenapi.v3_document(group, gv_version, types, version), _JSON
+
+
+# Discovery documents depend only on the set of custom types a cluster serves (none, for
+# most): rendered once, shared by every cluster with the same set.
+_DOCS: dict[tuple[Any, ...], bytes] = {}
+
+
+def _doc(key: tuple[Any, ...], build: Callable[[], Obj]) -> tuple[int, bytes, list]:
+    body = _DOCS.get(key)
+    if body is None:
+        body = orjson.dumps(build())
+        if len(_DOCS) < 4096:
+            _DOCS[key] = body
+    return 200, body, _JSON
 
 
 def _version(cluster: SimCluster) -> Obj:
@@ -276,44 +342,63 @@ def _resources(
         return cluster.api_up and cluster.has_store and cluster.store is store
 
     namespace: str | None = None
-    if len(segs) >= 3 and segs[0] == "namespaces" and not (
-        len(segs) == 3 and segs[2] in ("status", "finalize")
+    if (
+        len(segs) >= 3
+        and segs[0] == "namespaces"
+        and not (len(segs) == 3 and segs[2] in ("status", "finalize"))
     ):
         namespace, segs = segs[1], segs[2:]
     if len(segs) > 3:
-        raise not_found_path("")
+        raise not_found_path()
     plural = segs[0]
     name = segs[1] if len(segs) > 1 else None
     sub = segs[2] if len(segs) > 2 else ""
     rt = store.resource_type(group, version, plural)
     if rt is None:
-        raise not_found_path("")
+        raise not_found_path()
     if rt.namespaced and namespace is None and name is not None:
-        raise not_found_path("")
+        raise not_found_path()
     if not rt.namespaced and namespace is not None:
-        raise not_found_path("")
+        raise not_found_path()
     if sub and not ((sub == "status" and rt.status) or (sub == "scale" and rt.scale)):
-        raise not_found_path("")
+        raise not_found_path()
     ns = namespace or ""
     method = request.method
+    if rt.verbs == ("create",):
+        if method != "POST" or name is not None:
+            raise method_not_allowed(method)
+        return _json(201, _review(rt, request.parsed_body()))
     q = request.query
     if name is None:
         if method == "GET":
             if request.flag("watch"):
                 return _Watch(store, rt, namespace, request, None, alive)
-            listing = store.list(rt, namespace, labels=q.get("labelSelector"),
-                                 fields=q.get("fieldSelector"))
+            listing = store.list(
+                rt, namespace, labels=q.get("labelSelector"), fields=q.get("fieldSelector")
+            )
             return _json(200, kubetables.maybe_table(rt, listing, request.accept, q))
         if method == "POST":
             if rt.namespaced and namespace is None:
                 raise method_not_allowed(method)
-            created = store.create(rt, ns, request.parsed_body(),
-                                   manager=request.default_manager(), dry_run=request.dry_run)
+            created = store.create(
+                rt,
+                ns,
+                request.parsed_body(),
+                manager=request.default_manager(),
+                dry_run=request.dry_run,
+            )
             return _json(201, created)
         if method == "DELETE":
-            return _json(200, store.remove_collection(
-                rt, namespace, labels=q.get("labelSelector"), fields=q.get("fieldSelector"),
-                dry_run=request.dry_run))
+            return _json(
+                200,
+                store.remove_collection(
+                    rt,
+                    namespace,
+                    labels=q.get("labelSelector"),
+                    fields=q.get("fieldSelector"),
+                    dry_run=request.dry_run,
+                ),
+            )
         raise method_not_allowed(method)
     if method == "GET":
         if request.flag("watch"):
@@ -323,24 +408,69 @@ def _resources(
         obj = store.read(rt, ns, name)
         return _json(200, kubetables.maybe_table(rt, obj, request.accept, q))
     if method == "PUT":
-        return _json(200, store.replace(rt, ns, name, request.parsed_body(),
-                                        manager=request.default_manager(), subresource=sub,
-                                        dry_run=request.dry_run))
+        return _json(
+            200,
+            store.replace(
+                rt,
+                ns,
+                name,
+                request.parsed_body(),
+                manager=request.default_manager(),
+                subresource=sub,
+                dry_run=request.dry_run,
+            ),
+        )
     if method == "PATCH":
         patch_type = request.content_type
-        manager = request.field_manager if patch_type == APPLY_PATCH \
-            else request.default_manager()
-        obj, created = store.patch(rt, ns, name, request.parsed_body(), patch_type,
-                                   manager=manager, force=request.flag("force"),
-                                   subresource=sub, dry_run=request.dry_run)
+        manager = request.field_manager if patch_type == APPLY_PATCH else request.default_manager()
+        obj, created = store.patch(
+            rt,
+            ns,
+            name,
+            request.parsed_body(),
+            patch_type,
+            manager=manager,
+            force=request.flag("force"),
+            subresource=sub,
+            dry_run=request.dry_run,
+        )
         return _json(201 if created else 200, obj)
     if method == "DELETE":
         if sub:
             raise method_not_allowed(method)
         options = request.parsed_body() if request.body else None
-        return _json(200, store.remove(rt, ns, name, options=options if isinstance(
-            options, dict) else None, dry_run=request.dry_run))
+        return _json(
+            200,
+            store.remove(
+                rt,
+                ns,
+                name,
+                options=options if isinstance(options, dict) else None,
+                dry_run=request.dry_run,
+            ),
+        )
     raise method_not_allowed(method)
+
+
+ADMIN_USER = {"username": "werft-admin", "groups": ["system:masters", "system:authenticated"]}
+
+
+def _review(rt: ResourceType, body: Any) -> Obj:
+    """Self reviews: the one identity a cluster knows is its admin, allowed everything."""
+    review = dict(body) if isinstance(body, dict) else {}
+    review.update(apiVersion=rt.group_version, kind=rt.kind)
+    review["metadata"] = {"creationTimestamp": None}
+    if rt.kind == "SelfSubjectAccessReview":
+        review["status"] = {"allowed": True, "reason": "werft-admin is in system:masters"}
+    elif rt.kind == "SelfSubjectRulesReview":
+        review["status"] = {
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": False,
+        }
+    else:
+        review["status"] = {"userInfo": ADMIN_USER}
+    return review
 
 
 class _Watch:
@@ -367,6 +497,9 @@ class _Watch:
         self.rt = rt
         self.namespace = namespace
         query = request.query
+        # kubectl get -w asks for Tables: each event then carries a one-row Table.
+        self.table = kubetables.wants_table(request.accept)
+        self.include = query.get("includeObject") or "Metadata"
         self.labels = query.get("labelSelector")
         fields = query.get("fieldSelector") or ""
         if name is not None:
@@ -380,12 +513,22 @@ class _Watch:
         store.select(rt, namespace, labels=self.labels, fields=self.fields)
 
     def _event(self, kind: str, obj: Obj) -> bytes:
+        if self.table:
+            rv = obj["metadata"].get("resourceVersion", "")
+            obj = kubetables.table(self.rt, [obj], rv, self.include)
         return orjson.dumps({"type": kind, "object": obj}) + b"\n"
 
     async def stream(self, send: Send, receive: Receive) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"cache-control", b"no-cache, private")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"no-cache, private"),
+                ],
+            }
+        )
         disconnected = asyncio.ensure_future(_disconnect(receive))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
@@ -393,8 +536,9 @@ class _Watch:
         first = True
         try:
             while True:
-                _, found = self.store.select(self.rt, self.namespace, labels=self.labels,
-                                             fields=self.fields)
+                _, found = self.store.select(
+                    self.rt, self.namespace, labels=self.labels, fields=self.fields
+                )
                 current = dict(found)
                 chunks = []
                 for key, obj in current.items():
@@ -415,8 +559,9 @@ class _Watch:
                     chunks.append(self._event("DELETED", known[key]))
                 known, first = current, False
                 if chunks:
-                    await send({"type": "http.response.body", "body": b"".join(chunks),
-                                "more_body": True})
+                    await send(
+                        {"type": "http.response.body", "body": b"".join(chunks), "more_body": True}
+                    )
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not self.alive():
                     break

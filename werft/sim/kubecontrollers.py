@@ -28,6 +28,11 @@ class Rollout:
 
     changed_at: float  # clock instant of the last spec change (or creation)
     was_available: bool = False  # the rollout before the current one had finished
+    # The store's cache: the status of ``checked`` (the stored object) holds until
+    # ``until`` unless the nodes change (``epoch``); reads skip the controller till then.
+    checked: Any = None
+    until: float = 0.0
+    epoch: int = -1
 
 
 class World(Protocol):
@@ -35,6 +40,11 @@ class World(Protocol):
 
     now: float
     delay: float  # scaled workload_available
+
+    def reached(self, instant: float) -> bool:
+        """``now >= instant``; a future instant is remembered as the next change, so the
+        store can skip this controller until then."""
+        ...
 
     def wall(self, instant: float) -> str: ...
 
@@ -70,7 +80,7 @@ def deployment(obj: Obj, rollout: Rollout, world: World) -> Obj:
     name = obj["metadata"]["name"]
     replicas = int((obj.get("spec") or {}).get("replicas", 1))
     done_at = _done_at(rollout, world)
-    done = world.now >= done_at or replicas == 0
+    done = replicas == 0 or world.reached(done_at)
     status: Obj = {"observedGeneration": _generation(obj), "replicas": replicas}
     if done:
         since = world.wall(done_at if replicas else rollout.changed_at)
@@ -80,17 +90,26 @@ def deployment(obj: Obj, rollout: Rollout, world: World) -> Obj:
             availableReplicas=replicas,
         )
         available = _condition(
-            "Available", True, "MinimumReplicasAvailable", "Deployment has minimum availability.",
+            "Available",
+            True,
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
             since,
         )
         progressing = _condition(
-            "Progressing", True, "NewReplicaSetAvailable",
-            f'ReplicaSet "{name}" has successfully progressed.', since,
+            "Progressing",
+            True,
+            "NewReplicaSetAvailable",
+            f'ReplicaSet "{name}" has successfully progressed.',
+            since,
         )
     else:
         since = world.wall(rollout.changed_at)
         progressing = _condition(
-            "Progressing", True, "ReplicaSetUpdated", f'ReplicaSet "{name}" is progressing.',
+            "Progressing",
+            True,
+            "ReplicaSetUpdated",
+            f'ReplicaSet "{name}" is progressing.',
             since,
         )
         if rollout.was_available:  # a rolling update: the old pods keep serving
@@ -100,14 +119,20 @@ def deployment(obj: Obj, rollout: Rollout, world: World) -> Obj:
                 availableReplicas=replicas,
             )
             available = _condition(
-                "Available", True, "MinimumReplicasAvailable",
-                "Deployment has minimum availability.", since,
+                "Available",
+                True,
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+                since,
             )
         else:
             status.update(updatedReplicas=replicas, unavailableReplicas=replicas)
             available = _condition(
-                "Available", False, "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.", since,
+                "Available",
+                False,
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+                since,
             )
     status["conditions"] = [available, progressing]
     return status
@@ -115,7 +140,7 @@ def deployment(obj: Obj, rollout: Rollout, world: World) -> Obj:
 
 def statefulset(obj: Obj, rollout: Rollout, world: World) -> Obj:
     replicas = int((obj.get("spec") or {}).get("replicas", 1))
-    done = world.now >= _done_at(rollout, world) or replicas == 0
+    done = replicas == 0 or world.reached(_done_at(rollout, world))
     ready = replicas if (done or rollout.was_available) else 0
     revision = f"{obj['metadata']['name']}-{_generation(obj)}"
     status: Obj = {
@@ -134,7 +159,7 @@ def statefulset(obj: Obj, rollout: Rollout, world: World) -> Obj:
 
 def replicaset(obj: Obj, rollout: Rollout, world: World) -> Obj:
     replicas = int((obj.get("spec") or {}).get("replicas", 1))
-    done = world.now >= _done_at(rollout, world) or replicas == 0
+    done = replicas == 0 or world.reached(_done_at(rollout, world))
     ready = replicas if done else 0
     return {
         "observedGeneration": _generation(obj),
@@ -173,10 +198,12 @@ def daemonset(obj: Obj, rollout: Rollout, world: World) -> Obj:
     pod_spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
     desired = ready = 0
     for node, ready_since in world.nodes():
-        if ready_since is None or ready_since > world.now or not _schedulable(pod_spec, node):
+        if ready_since is None or not world.reached(ready_since):
+            continue
+        if not _schedulable(pod_spec, node):
             continue
         desired += 1
-        if world.now >= max(rollout.changed_at, ready_since) + world.delay:
+        if world.reached(max(rollout.changed_at, ready_since) + world.delay):
             ready += 1
     status: Obj = {
         "observedGeneration": _generation(obj),
@@ -195,7 +222,7 @@ def daemonset(obj: Obj, rollout: Rollout, world: World) -> Obj:
 def job(obj: Obj, rollout: Rollout, world: World) -> Obj:
     done_at = _done_at(rollout, world)
     started = world.wall(rollout.changed_at)
-    if world.now < done_at:
+    if not world.reached(done_at):
         return {"active": 1, "startTime": started, "ready": 0}
     finished = world.wall(done_at)
     completions = int((obj.get("spec") or {}).get("completions") or 1)
@@ -217,13 +244,17 @@ def job(obj: Obj, rollout: Rollout, world: World) -> Obj:
 
 def pod(obj: Obj, rollout: Rollout, world: World) -> Obj:
     done_at = _done_at(rollout, world)
-    running = world.now >= done_at
+    running = world.reached(done_at)
     since = world.wall(done_at if running else rollout.changed_at)
     started = world.wall(rollout.changed_at)
     containers = ((obj.get("spec") or {}).get("containers")) or []
     conditions = [
-        {"type": t, "status": "True" if (running or t == "PodScheduled") else "False",
-         "lastProbeTime": None, "lastTransitionTime": since if t != "PodScheduled" else started}
+        {
+            "type": t,
+            "status": "True" if (running or t == "PodScheduled") else "False",
+            "lastProbeTime": None,
+            "lastTransitionTime": since if t != "PodScheduled" else started,
+        }
         for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
     ]
     return {
@@ -237,7 +268,8 @@ def pod(obj: Obj, rollout: Rollout, world: World) -> Obj:
                 "ready": running,
                 "started": running,
                 "restartCount": 0,
-                "state": {"running": {"startedAt": since}} if running
+                "state": {"running": {"startedAt": since}}
+                if running
                 else {"waiting": {"reason": "ContainerCreating"}},
             }
             for c in containers
@@ -249,16 +281,27 @@ def apiservice(obj: Obj, rollout: Rollout, world: World) -> Obj:
     service = (obj.get("spec") or {}).get("service")
     if not service:  # served by the kube-apiserver itself
         since = world.wall(rollout.changed_at)
-        return {"conditions": [_available(True, "Local", "Local APIServices are always available",
-                                          since)]}
+        return {
+            "conditions": [
+                _available(True, "Local", "Local APIServices are always available", since)
+            ]
+        }
     done_at = _done_at(rollout, world)
-    if world.now >= done_at:
-        return {"conditions": [_available(True, "Passed", "all checks passed",
-                                          world.wall(done_at))]}
+    if world.reached(done_at):
+        return {
+            "conditions": [_available(True, "Passed", "all checks passed", world.wall(done_at))]
+        }
     where = f'service/{service.get("name")} in "{service.get("namespace")}"'
-    return {"conditions": [_available(False, "MissingEndpoints",
-                                      f"endpoints for {where} have no addresses with port name "
-                                      '"https"', world.wall(rollout.changed_at))]}
+    return {
+        "conditions": [
+            _available(
+                False,
+                "MissingEndpoints",
+                f'endpoints for {where} have no addresses with port name "https"',
+                world.wall(rollout.changed_at),
+            )
+        ]
+    }
 
 
 def _available(ok: bool, reason: str, message: str, since: str) -> Obj:
@@ -283,10 +326,20 @@ def crd(obj: Obj, rollout: Rollout, world: World) -> Obj:
     return {
         "acceptedNames": names,
         "conditions": [
-            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": since,
-             "reason": "NoConflicts", "message": "no conflicts found"},
-            {"type": "Established", "status": "True", "lastTransitionTime": since,
-             "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "lastTransitionTime": since,
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "lastTransitionTime": since,
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+            },
         ],
         "storedVersions": list(dict.fromkeys([*previous, *stored])),
     }
@@ -294,15 +347,23 @@ def crd(obj: Obj, rollout: Rollout, world: World) -> Obj:
 
 def node(obj: Obj, rollout: Rollout, world: World) -> Obj:
     ready_since, joined_at = world.node_ready_since(obj["metadata"]["name"])
-    ready = ready_since is not None and world.now >= ready_since
+    ready = ready_since is not None and world.reached(ready_since)
     joined = world.wall(joined_at)
     status = dict(obj.get("status") or {})
     conditions = [
-        {"type": t, "status": "False", "lastHeartbeatTime": joined,
-         "lastTransitionTime": joined, "reason": f"KubeletHasSufficient{what}",
-         "message": f"kubelet has sufficient {what.lower()} available"}
-        for t, what in (("MemoryPressure", "Memory"), ("DiskPressure", "Disk"),
-                        ("PIDPressure", "PID"))
+        {
+            "type": t,
+            "status": "False",
+            "lastHeartbeatTime": joined,
+            "lastTransitionTime": joined,
+            "reason": f"KubeletHasSufficient{what}",
+            "message": f"kubelet has sufficient {what.lower()} available",
+        }
+        for t, what in (
+            ("MemoryPressure", "Memory"),
+            ("DiskPressure", "Disk"),
+            ("PIDPressure", "PID"),
+        )
     ]
     since = world.wall(ready_since) if ready and ready_since is not None else joined
     conditions.append(
@@ -312,7 +373,8 @@ def node(obj: Obj, rollout: Rollout, world: World) -> Obj:
             "lastHeartbeatTime": since,
             "lastTransitionTime": since,
             "reason": "KubeletReady" if ready else "KubeletNotReady",
-            "message": "kubelet is posting ready status" if ready
+            "message": "kubelet is posting ready status"
+            if ready
             else "container runtime network not ready: NetworkReady=false",
         }
     )
@@ -322,14 +384,47 @@ def node(obj: Obj, rollout: Rollout, world: World) -> Obj:
 
 Controller = Callable[[Obj, Rollout, World], Obj]
 
+# Test hook: a workload annotated ``sim.werft.dev/unavailable: "<why>"`` never becomes
+# available, as if its image could not be pulled; removing the annotation lets the rollout
+# finish (timed from its last spec change, as before).
+UNAVAILABLE_ANNOTATION = "sim.werft.dev/unavailable"
+
+
+class _NeverDone:
+    """The world as a stalled workload sees it: its rollout delay never passes."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+        self.now = world.now
+        self.delay = float("inf")
+
+    def reached(self, instant: float) -> bool:
+        # Never ask the real world about "never": it would remember it as the next change.
+        return instant != self.delay and self._world.reached(instant)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._world, name)
+
+
+def _stallable(controller: Controller) -> Controller:
+    def reconcile(obj: Obj, rollout: Rollout, world: World) -> Obj:
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        if not annotations.get(UNAVAILABLE_ANNOTATION):
+            return controller(obj, rollout, world)
+        stalled = Rollout(changed_at=rollout.changed_at, was_available=False)
+        return controller(obj, stalled, _NeverDone(world))  # type: ignore[arg-type]
+
+    return reconcile
+
+
 CONTROLLERS: dict[tuple[str, str], Controller] = {
-    ("apps", "deployments"): deployment,
-    ("apps", "statefulsets"): statefulset,
+    ("apps", "deployments"): _stallable(deployment),
+    ("apps", "statefulsets"): _stallable(statefulset),
     ("apps", "replicasets"): replicaset,
-    ("apps", "daemonsets"): daemonset,
+    ("apps", "daemonsets"): _stallable(daemonset),
     ("batch", "jobs"): job,
     ("", "pods"): pod,
     ("", "nodes"): node,
-    ("apiregistration.k8s.io", "apiservices"): apiservice,
+    ("apiregistration.k8s.io", "apiservices"): _stallable(apiservice),
     ("apiextensions.k8s.io", "customresourcedefinitions"): crd,
 }

@@ -107,16 +107,20 @@ def bad_request(message: str) -> ApiError:
 
 def method_not_allowed(method: str) -> ApiError:
     return ApiError(
-        405, "MethodNotAllowed", f"the server does not allow this method on the requested "
-        f"resource ({method})", {}
+        405,
+        "MethodNotAllowed",
+        f"the server does not allow this method on the requested resource ({method})",
+        {},
     )
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
     return ApiError(
-        415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - "
         f"accepted media types include: application/json-patch+json, application/merge-patch"
-        f"+json, application/apply-patch+yaml (got {content_type or 'none'})"
+        f"+json, application/apply-patch+yaml (got {content_type or 'none'})",
     )
 
 
@@ -134,7 +138,9 @@ def unprocessable(message: str) -> ApiError:
     return ApiError(422, "Invalid", message)
 
 
-UNAUTHORIZED = ApiError(401, "Unauthorized", "Unauthorized")
+def unauthorized() -> ApiError:
+    # Exactly what kube-apiserver answers: no details, nothing about the credentials.
+    return ApiError(401, "Unauthorized", "Unauthorized")
 
 
 def service_unavailable(cluster: str) -> ApiError:
@@ -149,6 +155,6 @@ def cluster_not_found(cluster: str) -> ApiError:
     )
 
 
-def not_found_path(path: str) -> ApiError:
+def not_found_path() -> ApiError:
     # The real server answers an unknown path with this exact message and no details.
     return ApiError(404, "NotFound", "the server could not find the requested resource", {})

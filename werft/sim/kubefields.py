@@ -25,6 +25,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from werft.sim.kubeerrors import ApiError
 
 Obj = dict[str, Any]
@@ -48,6 +50,8 @@ _LIST_KEYS: dict[str, tuple[str, ...]] = {
     "taints": ("key", "effect"),
     "webhooks": ("name",),
 }
+# Lists the built-in schemas mark atomic although their items carry a name.
+_ATOMIC = frozenset({"subjects", "tolerations", "rules", "versions"})
 _KEY_DEFAULTS = {"protocol": "TCP"}
 _MISSING = object()
 
@@ -55,7 +59,7 @@ _MISSING = object()
 def list_key(field: str, items: Iterable[Any]) -> tuple[str, ...] | None:
     """The key fields of an associative list, or None for an atomic list."""
     items = list(items)
-    if not items or not all(isinstance(i, dict) for i in items):
+    if field in _ATOMIC or not items or not all(isinstance(i, dict) for i in items):
         return None
     if field == "ports":
         if all("containerPort" in i for i in items):
@@ -77,7 +81,7 @@ def _key_of(item: Mapping[str, Any], keys: tuple[str, ...]) -> Obj:
 
 
 def _key_element(item: Mapping[str, Any], keys: tuple[str, ...]) -> str:
-    return "k:" + json.dumps(_key_of(item, keys), separators=(",", ":"))
+    return "k:" + orjson.dumps(_key_of(item, keys)).decode()  # compact, like Go's encoder
 
 
 # --- the fields of an object ---------------------------------------------------------------
@@ -177,6 +181,8 @@ def path_text(path: Path) -> str:
 
 def drop_nulls(value: Any) -> Any:
     """An apply configuration's ``null`` means "not specified"."""
+    if isinstance(value, dict) and b"null" not in orjson.dumps(value):
+        return value  # the common case, checked in C
     if isinstance(value, dict):
         return {k: drop_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
@@ -204,6 +210,13 @@ def merge(live: Any, config: Any, field: str = "") -> Any:
                     out_list[at] = merge(out_list[at], item)
             return out_list
     return config
+
+
+def _is_key_field(path: Path) -> bool:
+    """A key field of a list item (``name`` in ``k:{"name":"app"}``) stays with its item."""
+    if len(path) < 2 or not path[-2].startswith("k:") or not path[-1].startswith("f:"):
+        return False
+    return path[-1][2:] in json.loads(path[-2][2:])
 
 
 def _remove(value: Any, path: Path) -> Any:
@@ -240,8 +253,15 @@ def _remove(value: Any, path: Path) -> Any:
 class _Entry:
     __slots__ = ("api_version", "changed", "manager", "operation", "paths", "raw", "subresource")
 
-    def __init__(self, raw: Obj | None, manager: str, operation: str, api_version: str,
-                 subresource: str, paths: set[Path]) -> None:
+    def __init__(
+        self,
+        raw: Obj | None,
+        manager: str,
+        operation: str,
+        api_version: str,
+        subresource: str,
+        paths: set[Path],
+    ) -> None:
         self.raw = raw
         self.manager = manager
         self.operation = operation
@@ -363,9 +383,12 @@ def apply(
     owned_by_others: set[Path] = set()
     for entry in others:
         owned_by_others |= entry.paths
-    for path in sorted(previous - cfg_flat.keys(), key=len, reverse=True):
-        if path in owned_by_others or any(
-            p[: len(path)] == path for p in owned_by_others if len(p) > len(path)
+    # Parents first: removing a list item removes what is inside it too.
+    for path in sorted(previous - cfg_flat.keys(), key=len):
+        if (
+            _is_key_field(path)
+            or path in owned_by_others
+            or any(p[: len(path)] == path for p in owned_by_others if len(p) > len(path))
         ):
             continue
         merged = _remove(merged, path)
@@ -378,8 +401,9 @@ def apply(
         entries.append(mine)
     elif mine.paths != new_paths or mine.api_version != api_version:
         mine.paths, mine.api_version, mine.changed = new_paths, api_version, True
-    result = _reassemble(live, merged, status_subresource=status_subresource,
-                         only_status=only_status)
+    result = _reassemble(
+        live, merged, status_subresource=status_subresource, only_status=only_status
+    )
     result["metadata"]["managedFields"] = _render(entries, now)
     if not result["metadata"]["managedFields"]:
         del result["metadata"]["managedFields"]

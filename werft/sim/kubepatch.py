@@ -64,8 +64,9 @@ def json_patch(target: dict[str, Any], patch: Any) -> dict[str, Any]:
     except jsonpatch.InvalidJsonPatch as exc:
         raise bad_request(f"invalid json patch: {exc}") from None
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise unprocessable(f"the server rejected our request due to an error in our request: "
-                            f"{exc}") from None
+        raise unprocessable(
+            f"the server rejected our request due to an error in our request: {exc}"
+        ) from None
     if not isinstance(result, dict):
         raise unprocessable("json patch must leave an object")
     return result

@@ -85,8 +85,9 @@ def _node_status(obj: Obj) -> str:
 
 def _node_roles(obj: Obj) -> str:
     prefix = "node-role.kubernetes.io/"
-    roles = sorted(k[len(prefix):] for k in (_meta(obj).get("labels") or {})
-                   if k.startswith(prefix))
+    roles = sorted(
+        k[len(prefix) :] for k in (_meta(obj).get("labels") or {}) if k.startswith(prefix)
+    )
     return ",".join(roles) or "<none>"
 
 
@@ -106,14 +107,25 @@ COLUMNS: dict[tuple[str, str], list[Column]] = {
         AGE,
         ("Version", "string", 0, lambda o: _status(o).get("nodeInfo", {}).get("kubeletVersion")),
         ("OS-Image", "string", 1, lambda o: _status(o).get("nodeInfo", {}).get("osImage")),
-        ("Container-Runtime", "string", 1,
-         lambda o: _status(o).get("nodeInfo", {}).get("containerRuntimeVersion")),
+        (
+            "Container-Runtime",
+            "string",
+            1,
+            lambda o: _status(o).get("nodeInfo", {}).get("containerRuntimeVersion"),
+        ),
     ],
     ("", "namespaces"): [NAME, ("Status", "string", 0, lambda o: _status(o).get("phase")), AGE],
-    ("", "configmaps"): [NAME, ("Data", "integer", 0, lambda o: len(o.get("data") or {})
-                                + len(o.get("binaryData") or {})), AGE],
-    ("", "secrets"): [NAME, ("Type", "string", 0, lambda o: o.get("type", "Opaque")),
-                      ("Data", "integer", 0, lambda o: len(o.get("data") or {})), AGE],
+    ("", "configmaps"): [
+        NAME,
+        ("Data", "integer", 0, lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})),
+        AGE,
+    ],
+    ("", "secrets"): [
+        NAME,
+        ("Type", "string", 0, lambda o: o.get("type", "Opaque")),
+        ("Data", "integer", 0, lambda o: len(o.get("data") or {})),
+        AGE,
+    ],
     ("", "services"): [
         NAME,
         ("Type", "string", 0, lambda o: _spec(o).get("type", "ClusterIP")),
@@ -124,17 +136,29 @@ COLUMNS: dict[tuple[str, str], list[Column]] = {
     ],
     ("", "pods"): [
         NAME,
-        ("Ready", "string", 0, lambda o: "{}/{}".format(
-            sum(1 for c in _status(o).get("containerStatuses") or [] if c.get("ready")),
-            len(_spec(o).get("containers") or []))),
+        (
+            "Ready",
+            "string",
+            0,
+            lambda o: "{}/{}".format(
+                sum(1 for c in _status(o).get("containerStatuses") or [] if c.get("ready")),
+                len(_spec(o).get("containers") or []),
+            ),
+        ),
         ("Status", "string", 0, lambda o: _status(o).get("phase", "Pending")),
         ("Restarts", "string", 0, lambda o: "0"),
         AGE,
     ],
     ("apps", "deployments"): [
         NAME,
-        ("Ready", "string", 0, lambda o: "{}/{}".format(
-            _status(o).get("readyReplicas", 0), _spec(o).get("replicas", 1))),
+        (
+            "Ready",
+            "string",
+            0,
+            lambda o: "{}/{}".format(
+                _status(o).get("readyReplicas", 0), _spec(o).get("replicas", 1)
+            ),
+        ),
         ("Up-to-date", "integer", 0, lambda o: _status(o).get("updatedReplicas", 0)),
         ("Available", "integer", 0, lambda o: _status(o).get("availableReplicas", 0)),
         AGE,
@@ -146,28 +170,56 @@ COLUMNS: dict[tuple[str, str], list[Column]] = {
         ("Ready", "integer", 0, lambda o: _status(o).get("numberReady", 0)),
         ("Up-to-date", "integer", 0, lambda o: _status(o).get("updatedNumberScheduled", 0)),
         ("Available", "integer", 0, lambda o: _status(o).get("numberAvailable", 0)),
-        ("Node Selector", "string", 0, lambda o: ",".join(
-            f"{k}={v}" for k, v in (((_spec(o).get("template") or {}).get("spec") or {})
-                                    .get("nodeSelector") or {}).items()) or "<none>"),
+        (
+            "Node Selector",
+            "string",
+            0,
+            lambda o: (
+                ",".join(
+                    f"{k}={v}"
+                    for k, v in (
+                        ((_spec(o).get("template") or {}).get("spec") or {}).get("nodeSelector")
+                        or {}
+                    ).items()
+                )
+                or "<none>"
+            ),
+        ),
         AGE,
     ],
     ("apps", "statefulsets"): [
         NAME,
-        ("Ready", "string", 0, lambda o: "{}/{}".format(
-            _status(o).get("readyReplicas", 0), _spec(o).get("replicas", 1))),
+        (
+            "Ready",
+            "string",
+            0,
+            lambda o: "{}/{}".format(
+                _status(o).get("readyReplicas", 0), _spec(o).get("replicas", 1)
+            ),
+        ),
         AGE,
     ],
     ("apiregistration.k8s.io", "apiservices"): [
         NAME,
-        ("Service", "string", 0, lambda o: "{}/{}".format(
-            (_spec(o).get("service") or {}).get("namespace"),
-            (_spec(o).get("service") or {}).get("name")) if _spec(o).get("service")
-         else "Local"),
+        (
+            "Service",
+            "string",
+            0,
+            lambda o: (
+                "{}/{}".format(
+                    (_spec(o).get("service") or {}).get("namespace"),
+                    (_spec(o).get("service") or {}).get("name"),
+                )
+                if _spec(o).get("service")
+                else "Local"
+            ),
+        ),
         ("Available", "string", 0, lambda o: _condition(o, "Available") or "Unknown"),
         AGE,
     ],
     ("apiextensions.k8s.io", "customresourcedefinitions"): [
-        NAME, ("Created At", "date", 0, lambda o: _meta(o).get("creationTimestamp")),
+        NAME,
+        ("Created At", "date", 0, lambda o: _meta(o).get("creationTimestamp")),
     ],
 }
 
@@ -196,8 +248,14 @@ def _columns(rt: ResourceType) -> list[Column]:
         cols: list[Column] = [NAME]
         for name, type_, path in rt.columns:
             if type_ == "date":
-                cols.append((name, "string", 0,
-                             lambda o, p=path: age(json_path(o, p)) if json_path(o, p) else ""))
+                cols.append(
+                    (
+                        name,
+                        "string",
+                        0,
+                        lambda o, p=path: age(json_path(o, p)) if json_path(o, p) else "",
+                    )
+                )
             else:
                 cols.append((name, type_, 0, lambda o, p=path: json_path(o, p)))
         cols.append(AGE)
@@ -210,8 +268,7 @@ def _row_object(obj: Obj, include: str) -> Obj | None:
         return None
     if include == "Object":
         return obj
-    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-            "metadata": _meta(obj)}
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": _meta(obj)}
 
 
 def table(rt: ResourceType, items: list[Obj], resource_version: str, include: str) -> Obj:
@@ -228,8 +285,13 @@ def table(rt: ResourceType, items: list[Obj], resource_version: str, include: st
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
         "columnDefinitions": [
-            {"name": name, "type": type_, "format": "name" if name == "Name" else "",
-             "description": name, "priority": priority}
+            {
+                "name": name,
+                "type": type_,
+                "format": "name" if name == "Name" else "",
+                "description": name,
+                "priority": priority,
+            }
             for name, type_, priority, _ in columns
         ],
         "rows": rows,

@@ -30,7 +30,9 @@ class ServingCert:
         return "ServingCert(<127.0.0.1>)"
 
 
-def self_signed(hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 365) -> ServingCert:
+def self_signed(
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 365
+) -> ServingCert:
     """A CA-flagged self-signed certificate valid for ``hosts`` (IPs and DNS names)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "werft-sim-kube-apiserver")])

@@ -11,6 +11,10 @@ happened, with the instants at which it happened:
   max(OS up, API up) + delays.node_join         -> cluster.join_node(name, ready_at=... +
                                                    delays.node_ready)
   machine off / rebooting after it had joined   -> cluster.set_node_ready(name, False)
+  no control plane of the cluster running       -> cluster.take_down() (API answers 503)
+                                                   until a control plane is up again
+
+Not modelled: reinstalling the last control plane does not wipe the cluster's objects.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class ClusterLike(Protocol):
 
     def set_node_ready(self, name: str, ready: bool) -> None: ...
 
+    def take_down(self) -> None: ...
+
 
 ClusterFactory = Callable[[str, Clock], Any]
 
@@ -56,6 +62,7 @@ class Fleet:
         self.registry: dict[str, Any] = {name: cluster_factory(name, clock) for name in clusters}
         self._index: dict[str, list[SimMachine]] = {name: [] for name in clusters}
         self._api_up_at: dict[str, float] = {}
+        self._up_by_machines: set[str] = set()  # APIs a control plane brought up
         for spec in machines:
             machine = SimMachine.new(spec)
             table = self.bmcs if spec.kind == "bmc" else self.domains
@@ -113,6 +120,8 @@ class Fleet:
             if cluster is not None:
                 cluster.set_node_ready(machine.node_name, False)
             machine.node_down = True
+            if machine.installed is not None and machine.installed.role == "control-plane":
+                self._maybe_take_down(machine.node_cluster or "", now)
         if not running:
             return
         seed = machine.installed
@@ -134,6 +143,7 @@ class Fleet:
                 distribution=seed.distribution,
             )
             self._api_up_at[seed.cluster] = api_at
+            self._up_by_machines.add(seed.cluster)
         if not cluster.api_up or machine.node_cycle == machine.cycle:
             return
         api_at = self._api_up_at.setdefault(seed.cluster, now)
@@ -148,6 +158,26 @@ class Fleet:
         )
         machine.node_cluster, machine.node_name = seed.cluster, seed.node_name
         machine.node_cycle, machine.node_down = machine.cycle, False
+
+    def _maybe_take_down(self, cluster_name: str, now: float) -> None:
+        """The API server stops answering once no control plane of the cluster runs (an API
+        brought up through the admin bootstrap endpoint has no machines and stays up)."""
+        cluster = self.registry.get(cluster_name)
+        if cluster is None or not cluster.api_up or cluster_name not in self._up_by_machines:
+            return
+        for other in self._index.get(cluster_name, []):
+            other.evaluate(now, self.clock)
+            seed = other.installed
+            if (
+                seed is not None
+                and seed.role == "control-plane"
+                and seed.cluster == cluster_name
+                and other.os_up_at is not None
+            ):
+                return
+        cluster.take_down()
+        self._api_up_at.pop(cluster_name, None)
+        self._up_by_machines.discard(cluster_name)
 
     # --- admin --------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Objects are plain dicts, stored per (group, plural) and (namespace, name), and treated as
 immutable: every write builds new containers along what it changes and shares the rest,
-so readers may serialise a stored dict without copying it and a watch may keep the last
-version it sent. Callers outside this package get copies (``get``).
+so readers may serialise a stored dict without copying it, a watch may keep the last
+version it sent, and equal parts of objects are shared across clusters (kubeshared.py).
+Callers outside this package get copies (``get``).
 
 What it implements (see the public methods): create / read / list / replace / patch
 (merge, strategic merge, JSON, server-side apply) / delete / delete collection, the
@@ -11,7 +12,8 @@ What it implements (see the public methods): create / read / list / replace / pa
 ``resourceVersion`` (a per-cluster counter), ``generation`` (bumped when anything but
 metadata and status changes), ``creationTimestamp``, ``managedFields``, finalizers,
 namespace lifecycle, ``dryRun``, CustomResourceDefinitions that serve new types, and the
-lazy controllers of kubecontrollers.py. A write that changes nothing is a no-op: same
+lazy controllers of kubecontrollers.py (a read runs an object's controller only when
+something it looks at may have changed). A write that changes nothing is a no-op: same
 resourceVersion, same generation, same managedFields.
 
 Thread safety: one re-entrant lock per store. The HTTP app calls it from the event loop,
@@ -21,6 +23,7 @@ the lifecycle and tests may call it from other threads.
 from __future__ import annotations
 
 import base64
+import functools
 import random
 import re
 import threading
@@ -54,6 +57,7 @@ from werft.sim.kubeerrors import (
     unsupported_media_type,
 )
 from werft.sim.kubeselectors import field_selector, label_selector
+from werft.sim.kubeshared import share
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
@@ -73,10 +77,17 @@ _NODES = ("", "nodes")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+_INF = float("inf")
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def wall_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The wall clock in Kubernetes' format (whole seconds)."""
+    return _format_second(int(time.time()))
 
 
 def copy_obj(obj: Any) -> Any:
@@ -95,12 +106,19 @@ class NodeState:
 class _World:
     """The view controllers get (kubecontrollers.World): one instant for a whole read."""
 
-    __slots__ = ("delay", "now", "store")
+    __slots__ = ("delay", "next_change", "now", "store")
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.now = store.clock.now()
         self.delay = store.clock.scaled(store.clock.delays.workload_available)
+        self.next_change = _INF
+
+    def reached(self, instant: float) -> bool:
+        if self.now >= instant:
+            return True
+        self.next_change = min(self.next_change, instant)
+        return False
 
     def wall(self, instant: float) -> str:
         return self.store.wall(instant)
@@ -129,8 +147,10 @@ class ObjectStore:
         self._objects: dict[tuple[str, str], dict[Key, Obj]] = {}
         self._rollouts: dict[tuple[str, str, str, str], Rollout] = {}
         self._custom: dict[str, dict[str, ResourceType]] = {}  # group/version -> plural -> type
+        self.custom_key: frozenset[ResourceType] = frozenset()  # what discovery depends on
         self._wall_anchor = (time.time(), clock.now())  # so derived timestamps never wobble
         self._next_ip = 10
+        self._node_epoch = 0  # bumped when nodes change: DaemonSets and Nodes re-evaluate
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -143,9 +163,9 @@ class ObjectStore:
         return str(self._rv)
 
     def wall(self, instant: float) -> str:
+        """The wall-clock time of a clock instant, in Kubernetes' format."""
         wall0, mono0 = self._wall_anchor
-        stamp = datetime.fromtimestamp(wall0 + (instant - mono0), UTC)
-        return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _format_second(int(wall0 + (instant - mono0)))
 
     def objects(self, group_resource: tuple[str, str]) -> dict[Key, Obj]:
         return self._objects.get(group_resource) or {}
@@ -191,6 +211,7 @@ class ObjectStore:
             for t in crd_resource_types(crd):
                 custom.setdefault(t.group_version, {})[t.plural] = t
         self._custom = custom
+        self.custom_key = frozenset(t for types in custom.values() for t in types.values())
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -202,14 +223,26 @@ class ObjectStore:
         rollout = self._rollouts.get((*rt.key, *key))
         if rollout is None:
             rollout = self._rollouts[(*rt.key, *key)] = Rollout(changed_at=self.clock.now())
-        status = controller(obj, rollout, world or _World(self))
-        if status == obj.get("status"):
-            return obj
-        new = dict(obj)
-        new["status"] = status
-        new["metadata"] = {**obj["metadata"], "resourceVersion": self._next_rv()}
-        self._objects[rt.key][key] = new
-        return new
+        world = world or _World(self)
+        if (
+            rollout.checked is obj
+            and rollout.epoch == self._node_epoch
+            and world.now < rollout.until
+        ):
+            return obj  # nothing the controller looks at has changed since its last look
+        world.next_change = _INF
+        status = controller(obj, rollout, world)
+        if status != obj.get("status"):
+            new = dict(obj)
+            new["status"] = status
+            new["metadata"] = {**obj["metadata"], "resourceVersion": self._next_rv()}
+            self._objects[rt.key][key] = obj = new
+        rollout.checked, rollout.until, rollout.epoch = obj, world.next_change, self._node_epoch
+        return obj
+
+    def nodes_changed(self) -> None:
+        """A kubelet's state changed (the cluster calls this): re-evaluate node readers."""
+        self._node_epoch += 1
 
     def _view(self, rt: ResourceType, obj: Obj) -> Obj:
         """The object as seen through ``rt``'s version."""
@@ -308,32 +341,67 @@ class ObjectStore:
         if ns is None:
             raise namespace_not_found(namespace)
         if (ns.get("metadata") or {}).get("deletionTimestamp"):
-            raise forbidden(rt.group, rt.plural, "", f"unable to create new content in namespace "
-                            f"{namespace} because it is being terminated")
+            raise forbidden(
+                rt.group,
+                rt.plural,
+                "",
+                f"unable to create new content in namespace "
+                f"{namespace} because it is being terminated",
+            )
 
     def _validate(self, rt: ResourceType, obj: Obj) -> None:
         meta = obj["metadata"]
         name = meta.get("name") or ""
         causes: list[tuple[str, str, str]] = []
         if not name:
-            causes.append(("FieldValueRequired", "metadata.name",
-                           "Required value: name or generateName is required"))
+            causes.append(
+                (
+                    "FieldValueRequired",
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                )
+            )
+        elif rt.group == "rbac.authorization.k8s.io":
+            # RBAC names are path segments (ValidateRBACName), e.g. "system:metrics-server".
+            if name in (".", "..") or "/" in name or "%" in name:
+                causes.append(
+                    (
+                        "FieldValueInvalid",
+                        "metadata.name",
+                        f"Invalid value: \"{name}\": may not contain '/' or '%'",
+                    )
+                )
         elif len(name) > 253 or not _NAME.match(name):
-            causes.append(("FieldValueInvalid", "metadata.name",
-                           f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
-                           "consist of lower case alphanumeric characters, '-' or '.', and "
-                           "must start and end with an alphanumeric character"))
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    "metadata.name",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+                    "consist of lower case alphanumeric characters, '-' or '.', and "
+                    "must start and end with an alphanumeric character",
+                )
+            )
         if rt.key == _NAMESPACES and name and (len(name) > 63 or not _LABEL.match(name)):
-            causes.append(("FieldValueInvalid", "metadata.name",
-                           f'Invalid value: "{name}": a lowercase RFC 1123 label must consist '
-                           "of lower case alphanumeric characters or '-'"))
+            causes.append(
+                (
+                    "FieldValueInvalid",
+                    "metadata.name",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 label must consist '
+                    "of lower case alphanumeric characters or '-'",
+                )
+            )
         for field in ("labels", "annotations"):
             value = meta.get(field)
             if value is not None and (
                 not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())
             ):
-                causes.append(("FieldValueInvalid", f"metadata.{field}",
-                               "Invalid value: values must be strings"))
+                causes.append(
+                    (
+                        "FieldValueInvalid",
+                        f"metadata.{field}",
+                        "Invalid value: values must be strings",
+                    )
+                )
         if rt.key == _CRDS:
             causes.extend(_crd_problems(obj))
         if rt.group == "apps" and rt.plural in ("deployments", "daemonsets", "statefulsets"):
@@ -348,8 +416,10 @@ class ObjectStore:
             meta = obj["metadata"]
             labels = meta.get("labels") or {}
             if labels.get("kubernetes.io/metadata.name") != meta["name"]:
-                obj["metadata"] = {**meta, "labels": {**labels,
-                                                      "kubernetes.io/metadata.name": meta["name"]}}
+                obj["metadata"] = {
+                    **meta,
+                    "labels": {**labels, "kubernetes.io/metadata.name": meta["name"]},
+                }
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj.setdefault("status", {"phase": "Active"})
         elif rt.key == ("", "secrets"):
@@ -370,8 +440,9 @@ class ObjectStore:
             if spec.get("ports"):
                 ports = []
                 for port in spec["ports"]:
-                    if isinstance(port, dict) and ("protocol" not in port or
-                                                   "targetPort" not in port):
+                    if isinstance(port, dict) and (
+                        "protocol" not in port or "targetPort" not in port
+                    ):
                         port = {"protocol": "TCP", "targetPort": port.get("port"), **port}
                     ports.append(port)
                 spec["ports"] = ports
@@ -403,12 +474,22 @@ class ObjectStore:
         *,
         dry_run: bool,
     ) -> Obj:
-        """Store ``new`` over ``old``; a no-op when nothing changed."""
+        """Store ``new`` over ``old``; a no-op when nothing changed.
+
+        The object's controller (if any) runs before the comparison, so a write answers
+        with the status a controller would give it at once, under one resourceVersion.
+        """
         meta = new["metadata"]
         if old is not None:
             old_meta = old["metadata"]
-            for field in ("uid", "creationTimestamp", "resourceVersion", "generation",
-                          "deletionTimestamp", "deletionGracePeriodSeconds"):
+            for field in (
+                "uid",
+                "creationTimestamp",
+                "resourceVersion",
+                "generation",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ):
                 if field in old_meta:
                     meta[field] = old_meta[field]
                 else:
@@ -416,8 +497,6 @@ class ObjectStore:
             spec_changed = self._spec_of(rt, old) != self._spec_of(rt, new)
             if rt.generation and spec_changed:
                 meta["generation"] = int(old_meta.get("generation") or 1) + 1
-            if new == old:
-                return old
         else:
             spec_changed = True
             meta["uid"] = str(uuid.uuid4())
@@ -425,29 +504,49 @@ class ObjectStore:
             if rt.generation:
                 meta["generation"] = 1
             meta.pop("deletionTimestamp", None)
+        controller = CONTROLLERS.get(rt.key)
+        rollout = None
+        world = _World(self)
+        if controller is not None:
+            rollout = self._rollout_after_write(rt, key, spec_changed)
+            new["status"] = controller(new, rollout, world)
+        if old is not None and new == old:
+            return old
         if dry_run:
             return new
         meta["resourceVersion"] = self._next_rv()
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             self._forget(rt, key)  # the last finalizer is gone: now it is deleted
             return new
+        _share_parts(new)
         self._objects.setdefault(rt.key, {})[key] = new
-        if rt.key in CONTROLLERS and spec_changed:
-            now = self.clock.now()
-            previous = self._rollouts.get((*rt.key, *key))
-            was_available = previous is not None and (
-                previous.was_available
-                or now >= previous.changed_at + self.clock.scaled(
-                    self.clock.delays.workload_available)
-            )
-            self._rollouts[(*rt.key, *key)] = Rollout(now, was_available)
+        if rt.key == _NODES:
+            self._node_epoch += 1
+        if rollout is not None:
+            rollout.checked, rollout.until = new, world.next_change
+            rollout.epoch = self._node_epoch
+            self._rollouts[(*rt.key, *key)] = rollout
         if rt.key == _CRDS:
             self._refresh_custom()
         return new
 
+    def _rollout_after_write(self, rt: ResourceType, key: Key, spec_changed: bool) -> Rollout:
+        """A new rollout when the spec changed; remembers whether the last one had finished."""
+        previous = self._rollouts.get((*rt.key, *key))
+        if previous is not None and not spec_changed:
+            return previous
+        now = self.clock.now()
+        delay = self.clock.scaled(self.clock.delays.workload_available)
+        was_available = previous is not None and (
+            previous.was_available or now >= previous.changed_at + delay
+        )
+        return Rollout(now, was_available)
+
     def _forget(self, rt: ResourceType, key: Key) -> None:
         old = self._objects.get(rt.key, {}).pop(key, None)
         self._rollouts.pop((*rt.key, *key), None)
+        if rt.key == _NODES:
+            self._node_epoch += 1
         if rt.key == _CRDS:
             self._refresh_custom()
             if old is not None:  # the API server deletes the custom resources too
@@ -497,8 +596,14 @@ class ObjectStore:
             if not meta.get("name") and meta.get("generateName"):
                 suffix = "".join(random.choices(_GENERATE_CHARS, k=5))
                 meta["name"] = f"{meta['generateName']}{suffix}"
-            for field in ("uid", "resourceVersion", "generation", "creationTimestamp",
-                          "deletionTimestamp", "managedFields"):
+            for field in (
+                "uid",
+                "resourceVersion",
+                "generation",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "managedFields",
+            ):
                 meta.pop(field, None)
             self._require_namespace(rt, namespace)
             obj = self._prepare(rt, obj, None, "")
@@ -506,8 +611,13 @@ class ObjectStore:
             if key in self.objects(rt.key):
                 raise already_exists(rt.group, rt.plural, key[1])
             managed = kubefields.update(
-                None, obj, manager=manager, api_version=rt.group_version,
-                status_subresource=rt.status, subresource="", now=wall_now(),
+                None,
+                obj,
+                manager=manager,
+                api_version=rt.group_version,
+                status_subresource=rt.status,
+                subresource="",
+                now=wall_now(),
             )
             if managed:
                 obj["metadata"]["managedFields"] = managed
@@ -526,8 +636,7 @@ class ObjectStore:
         body_name = obj["metadata"].get("name")
         if body_name and body_name != name:
             raise bad_request(
-                f"the name of the object ({body_name}) does not match the name on the URL "
-                f"({name})"
+                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
             )
         obj["metadata"]["name"] = name
 
@@ -548,8 +657,13 @@ class ObjectStore:
             raise conflict(rt.group, rt.plural, key[1])
         obj = self._prepare(rt, obj, old, subresource)
         obj["metadata"]["managedFields"] = kubefields.update(
-            old, obj, manager=manager, api_version=rt.group_version,
-            status_subresource=rt.status, subresource=subresource, now=wall_now(),
+            old,
+            obj,
+            manager=manager,
+            api_version=rt.group_version,
+            status_subresource=rt.status,
+            subresource=subresource,
+            now=wall_now(),
         )
         if not obj["metadata"]["managedFields"]:
             del obj["metadata"]["managedFields"]
@@ -576,8 +690,9 @@ class ObjectStore:
                 return self._write_scale(rt, key, old, obj, manager=manager, dry_run=dry_run)
             # Server-set metadata comes from the stored object; managedFields too.
             obj["metadata"]["managedFields"] = old["metadata"].get("managedFields")
-            return self._update(rt, key, old, obj, manager=manager, subresource=subresource,
-                                dry_run=dry_run)
+            return self._update(
+                rt, key, old, obj, manager=manager, subresource=subresource, dry_run=dry_run
+            )
 
     def patch(
         self,
@@ -596,18 +711,30 @@ class ObjectStore:
         if patch_type not in PATCH_TYPES:
             raise unsupported_media_type(patch_type)
         if patch_type == STRATEGIC_PATCH and rt.custom:
-            raise ApiError(415, "UnsupportedMediaType", "strategic merge patch is not supported "
-                           "for custom resources: use a merge patch or a JSON patch")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "strategic merge patch is not supported "
+                "for custom resources: use a merge patch or a JSON patch",
+            )
         if force and patch_type != APPLY_PATCH:
             raise bad_request("force is only allowed for apply patches")
         with self.lock:
             if patch_type == APPLY_PATCH:
-                return self._apply(rt, namespace, name, body, manager=manager, force=force,
-                                   subresource=subresource, dry_run=dry_run)
+                return self._apply(
+                    rt,
+                    namespace,
+                    name,
+                    body,
+                    manager=manager,
+                    force=force,
+                    subresource=subresource,
+                    dry_run=dry_run,
+                )
             key, old = self._current(rt, namespace, name)
             if old is None:
                 raise not_found(rt.group, rt.plural, name)
-            target = self._scale_of(rt, old) if subresource == "scale" else old
+            target = self._scale_of(rt, old) if subresource == "scale" else self._view(rt, old)
             if patch_type == JSON_PATCH:
                 patched = kubepatch.json_patch(copy_obj(target), body)
             elif not isinstance(body, dict):
@@ -617,13 +744,21 @@ class ObjectStore:
             else:
                 patched = kubepatch.merge_patch(target, body)
             if subresource == "scale":
-                return self._write_scale(rt, key, old, patched, manager=manager or "unknown",
-                                         dry_run=dry_run), False
+                return self._write_scale(
+                    rt, key, old, patched, manager=manager or "unknown", dry_run=dry_run
+                ), False
             obj = self._check_body(rt, patched, namespace)
             if obj["metadata"].get("name") != name:
                 raise bad_request("a patch may not change metadata.name")
-            return self._update(rt, key, old, obj, manager=manager or "unknown",
-                                subresource=subresource, dry_run=dry_run), False
+            return self._update(
+                rt,
+                key,
+                old,
+                obj,
+                manager=manager or "unknown",
+                subresource=subresource,
+                dry_run=dry_run,
+            ), False
 
     def _apply(
         self,
@@ -638,8 +773,10 @@ class ObjectStore:
         dry_run: bool,
     ) -> tuple[Obj, bool]:
         if not manager:
-            raise bad_request("PATCH requests with apply content type must have a fieldManager "
-                              "(fieldManager is required for apply requests)")
+            raise bad_request(
+                "PATCH requests with apply content type must have a fieldManager "
+                "(fieldManager is required for apply requests)"
+            )
         if not isinstance(body, dict) or not body.get("apiVersion") or not body.get("kind"):
             raise bad_request("invalid object type: apply patches must name apiVersion and kind")
         config = self._check_body(rt, body, namespace)
@@ -663,8 +800,14 @@ class ObjectStore:
             if wanted_rv and wanted_rv != old["metadata"].get("resourceVersion"):
                 raise conflict(rt.group, rt.plural, name)
         result = kubefields.apply(
-            live, config, manager=manager, force=force, api_version=rt.group_version,
-            status_subresource=rt.status, subresource=subresource, now=wall_now(),
+            live,
+            config,
+            manager=manager,
+            force=force,
+            api_version=rt.group_version,
+            status_subresource=rt.status,
+            subresource=subresource,
+            now=wall_now(),
         )
         if subresource != "status":
             if rt.status:
@@ -686,8 +829,11 @@ class ObjectStore:
         return {
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                              "creationTimestamp") if k in meta},
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
             "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
             "status": {
                 "replicas": (obj.get("status") or {}).get("replicas", 0),
@@ -703,20 +849,26 @@ class ObjectStore:
         self, rt: ResourceType, key: Key, old: Obj, scale: Any, *, manager: str, dry_run: bool
     ) -> Obj:
         self._scale_of(rt, old)  # 404 when the type has no scale subresource
-        replicas = ((scale or {}).get("spec") or {}).get("replicas") if isinstance(scale,
-                                                                                    dict) else None
+        replicas = (
+            ((scale or {}).get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
+        )
         if not isinstance(replicas, int) or replicas < 0:
-            raise invalid("Scale", "autoscaling", key[1], [
-                ("FieldValueInvalid", "spec.replicas", "Invalid value: must be an integer >= 0")
-            ])
-        wanted_rv = ((scale.get("metadata") or {}).get("resourceVersion"))
+            raise invalid(
+                "Scale",
+                "autoscaling",
+                key[1],
+                [("FieldValueInvalid", "spec.replicas", "Invalid value: must be an integer >= 0")],
+            )
+        wanted_rv = (scale.get("metadata") or {}).get("resourceVersion")
         if wanted_rv and wanted_rv != old["metadata"].get("resourceVersion"):
             raise conflict(rt.group, rt.plural, key[1])
-        obj = {**old, "spec": {**(old.get("spec") or {}), "replicas": replicas},
-               "metadata": dict(old["metadata"])}
+        obj = {
+            **old,
+            "spec": {**(old.get("spec") or {}), "replicas": replicas},
+            "metadata": dict(old["metadata"]),
+        }
         obj["metadata"].pop("resourceVersion", None)
-        updated = self._update(rt, key, old, obj, manager=manager, subresource="",
-                               dry_run=dry_run)
+        updated = self._update(rt, key, old, obj, manager=manager, subresource="", dry_run=dry_run)
         return self._scale_of(rt, updated)
 
     # --- delete --------------------------------------------------------------------------
@@ -741,17 +893,27 @@ class ObjectStore:
             for field in ("uid", "resourceVersion"):
                 wanted = preconditions.get(field)
                 if wanted and wanted != meta.get(field):
-                    raise ApiError(409, "Conflict", f"Precondition failed: {field} in "
-                                   f"precondition: {wanted}, {field} in object meta: "
-                                   f"{meta.get(field)}",
-                                   {"name": name, "group": rt.group, "kind": rt.plural})
+                    raise ApiError(
+                        409,
+                        "Conflict",
+                        f"Precondition failed: {field} in "
+                        f"precondition: {wanted}, {field} in object meta: "
+                        f"{meta.get(field)}",
+                        {"name": name, "group": rt.group, "kind": rt.plural},
+                    )
             if rt.key == _NAMESPACES and name in PROTECTED_NAMESPACES:
                 raise forbidden("", "namespaces", name, "this namespace may not be deleted")
             if meta.get("finalizers"):
                 if meta.get("deletionTimestamp"):
                     return self._view(rt, old)
-                pending = {**old, "metadata": {**meta, "deletionTimestamp": wall_now(),
-                                               "deletionGracePeriodSeconds": 0}}
+                pending = {
+                    **old,
+                    "metadata": {
+                        **meta,
+                        "deletionTimestamp": wall_now(),
+                        "deletionGracePeriodSeconds": 0,
+                    },
+                }
                 if not dry_run:
                     pending["metadata"]["resourceVersion"] = self._next_rv()
                     self._objects[rt.key][key] = pending
@@ -763,8 +925,13 @@ class ObjectStore:
             details: Obj = {"name": name, "kind": rt.plural, "uid": meta.get("uid")}
             if rt.group:
                 details["group"] = rt.group
-            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": details}
+            return {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": details,
+            }
 
     def _drop_custom_objects(self, crd: Obj) -> None:
         spec = crd.get("spec") or {}
@@ -791,8 +958,12 @@ class ObjectStore:
                     continue
                 self.remove(rt, key[0], key[1], dry_run=dry_run)
                 items.append(obj)
-            return {"kind": f"{rt.kind}List", "apiVersion": rt.group_version,
-                    "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+            return {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.group_version,
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": items,
+            }
 
     # --- plain Python access (drift injection, fixtures, the lifecycle) --------------------
 
@@ -802,8 +973,9 @@ class ObjectStore:
             raise KeyError(f"{resource}.{group}/{version} is not served")
         return rt
 
-    def get(self, group: str, version: str, resource: str, namespace: str | None,
-            name: str) -> Obj | None:
+    def get(
+        self, group: str, version: str, resource: str, namespace: str | None, name: str
+    ) -> Obj | None:
         """A copy of the object as a client would read it, or None."""
         try:
             rt = self._plain_type(group, version, resource)
@@ -811,8 +983,9 @@ class ObjectStore:
         except (KeyError, ApiError):
             return None
 
-    def delete(self, group: str, version: str, resource: str, namespace: str | None,
-               name: str) -> bool:
+    def delete(
+        self, group: str, version: str, resource: str, namespace: str | None, name: str
+    ) -> bool:
         """Delete like ``kubectl delete`` would (finalizers included); False if absent."""
         try:
             rt = self._plain_type(group, version, resource)
@@ -838,8 +1011,9 @@ class ObjectStore:
         changes, like a person's ``kubectl edit``). Returns the new object or None."""
         rt = self._plain_type(group, version, resource)
         try:
-            obj, _ = self.patch(rt, namespace or "", name, copy_obj(dict(patch)), MERGE_PATCH,
-                                manager=manager)
+            obj, _ = self.patch(
+                rt, namespace or "", name, copy_obj(dict(patch)), MERGE_PATCH, manager=manager
+            )
         except ApiError as exc:
             if exc.code == 404:
                 return None
@@ -854,8 +1028,15 @@ class ObjectStore:
             raise KeyError(f"{kind} in {api_version} is not served")
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or ("default" if rt.namespaced else "")
-        result, _ = self.patch(rt, namespace, meta.get("name", ""), copy_obj(dict(obj)),
-                               APPLY_PATCH, manager=manager, force=force)
+        result, _ = self.patch(
+            rt,
+            namespace,
+            meta.get("name", ""),
+            copy_obj(dict(obj)),
+            APPLY_PATCH,
+            manager=manager,
+            force=force,
+        )
         return copy_obj(result)
 
     def put_internal(self, rt: ResourceType, obj: Obj) -> Obj:
@@ -877,9 +1058,33 @@ class ObjectStore:
         with self.lock:
             for name in names:
                 if ("", name) not in self.objects(_NAMESPACES):
-                    obj = self._default(rt, {"apiVersion": "v1", "kind": "Namespace",
-                                             "metadata": {"name": name}})
+                    obj = self._default(
+                        rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+                    )
                     self._commit(rt, ("", name), None, obj, dry_run=False)
+
+
+def _share_parts(obj: Obj) -> None:
+    """Swap the parts of a new object that other objects likely hold too (the same add-on
+    in many clusters) for shared equal ones. ``obj`` and its metadata are fresh dicts."""
+    for key, value in obj.items():
+        if key == "metadata":
+            meta = value
+            for field in ("labels", "annotations"):
+                if field in meta:
+                    meta[field] = share(meta[field])
+            if meta.get("managedFields"):
+                meta["managedFields"] = [
+                    {**entry, "fieldsV1": share(entry["fieldsV1"])}
+                    if "fieldsV1" in entry
+                    else entry
+                    for entry in meta["managedFields"]
+                ]
+        elif key == "status":
+            if isinstance(value, dict):
+                obj[key] = {k: v if k == "conditions" else share(v) for k, v in value.items()}
+        elif key not in ("apiVersion", "kind"):
+            obj[key] = share(value)
 
 
 # --- validation helpers --------------------------------------------------------------------
@@ -889,25 +1094,42 @@ def _crd_problems(crd: Obj) -> list[tuple[str, str, str]]:
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     problems = []
-    for field, value in (("spec.group", spec.get("group")), ("spec.names.plural",
-                         names.get("plural")), ("spec.names.kind", names.get("kind"))):
+    for field, value in (
+        ("spec.group", spec.get("group")),
+        ("spec.names.plural", names.get("plural")),
+        ("spec.names.kind", names.get("kind")),
+    ):
         if not value:
             problems.append(("FieldValueRequired", field, "Required value"))
     expected = f"{names.get('plural')}.{spec.get('group')}"
     if not problems and crd["metadata"].get("name") != expected:
-        problems.append(("FieldValueInvalid", "metadata.name",
-                         f'Invalid value: "{crd["metadata"].get("name")}": must be spec.names.'
-                         f"plural+\".\"+spec.group"))
+        problems.append(
+            (
+                "FieldValueInvalid",
+                "metadata.name",
+                f'Invalid value: "{crd["metadata"].get("name")}": must be spec.names.'
+                f'plural+"."+spec.group',
+            )
+        )
     versions = spec.get("versions") or []
     if not versions:
         problems.append(("FieldValueRequired", "spec.versions", "Required value"))
     elif sum(1 for v in versions if v.get("storage")) != 1:
-        problems.append(("FieldValueInvalid", "spec.versions",
-                         "Invalid value: must have exactly one version marked as storage "
-                         "version"))
+        problems.append(
+            (
+                "FieldValueInvalid",
+                "spec.versions",
+                "Invalid value: must have exactly one version marked as storage version",
+            )
+        )
     if spec.get("scope") not in ("Namespaced", "Cluster"):
-        problems.append(("FieldValueNotSupported", "spec.scope",
-                         'Unsupported value: supported values: "Cluster", "Namespaced"'))
+        problems.append(
+            (
+                "FieldValueNotSupported",
+                "spec.scope",
+                'Unsupported value: supported values: "Cluster", "Namespaced"',
+            )
+        )
     return problems
 
 
@@ -919,6 +1141,11 @@ def _workload_problems(obj: Obj) -> list[tuple[str, str, str]]:
     want = selector.get("matchLabels") or {}
     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     if any(labels.get(k) != v for k, v in want.items()):
-        return [("FieldValueInvalid", "spec.template.metadata.labels",
-                 f"Invalid value: {labels}: `selector` does not match template `labels`")]
+        return [
+            (
+                "FieldValueInvalid",
+                "spec.template.metadata.labels",
+                f"Invalid value: {labels}: `selector` does not match template `labels`",
+            )
+        ]
     return []

@@ -49,6 +49,16 @@ RESET_TYPES = ("On", "ForceOff", "GracefulShutdown", "ForceRestart")
 BOOT_MODES = ("UEFI", "Legacy")
 MANAGER_ID = "1"  # the literal "1" in _route patterns (a bare name would capture)
 _UUID_NS = uuid.UUID("6f1c2f4e-6a57-4bd8-9d4a-7e3b5f0c2a10")
+# ComputerSystem.BootProgress.LastState (v1_13) for each lifecycle phase: a client can
+# tell a machine still in POST (a Once override not yet consumed) from one that booted.
+_BOOT_PROGRESS = {
+    "off": "None",
+    "post": "PrimaryProcessorInitializationStarted",
+    "installing": "OSBootStarted",
+    "stuck": "OSBootStarted",
+    "idle": "SystemHardwareInitializationComplete",
+    "running": "OSRunning",
+}
 _INSERT_FIELDS = frozenset(
     {"Image", "Inserted", "WriteProtected", "TransferProtocolType", "TransferMethod",
      "UserName", "Password"}
@@ -117,6 +127,8 @@ class RedfishService:
         self.fleet = fleet
         self._client = http_client
         self.allow_remote_media = allow_remote_media
+        self._uuids: dict[str, str] = {}
+        self._basic: dict[str, str] = {}  # the expected Authorization header, per machine
 
     async def handle(self, request: Request, name: str, rest: str) -> Response:
         """``rest`` is the path after ``/bmc/<name>``, e.g. ``/redfish/v1/Systems/1``."""
@@ -182,11 +194,25 @@ class RedfishService:
                 return post, functools.partial(fn, device=dev)
         return None
 
+    def _uuid(self, kind: str, machine: SimMachine) -> str:
+        key = f"{kind}/{machine.name}"
+        value = self._uuids.get(key)
+        if value is None:
+            value = self._uuids[key] = str(uuid.uuid5(_UUID_NS, key))
+        return value
+
     def _authorized(self, request: Request, machine: SimMachine) -> bool:
         expected = machine.spec.credentials
         if expected is None:
             return True
         header = request.headers.get("authorization", "")
+        token = self._basic.get(machine.name)
+        if token is None:
+            token = self._basic[machine.name] = (
+                "Basic " + base64.b64encode(f"{expected[0]}:{expected[1]}".encode()).decode()
+            )
+        if hmac.compare_digest(header.encode(), token.encode()):
+            return True  # the common case, without decoding
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "basic":
             return False
@@ -208,7 +234,7 @@ class RedfishService:
             "Id": "RootService",
             "Name": f"werft-sim BMC {machine.name}",
             "RedfishVersion": "1.11.0",
-            "UUID": str(uuid.uuid5(_UUID_NS, "service/" + machine.name)),
+            "UUID": self._uuid("service", machine),
             "Vendor": "werft-sim",
             "Product": "werft simulated BMC",
             "Systems": {"@odata.id": base + "/Systems"},
@@ -249,9 +275,10 @@ class RedfishService:
             "Manufacturer": "werft",
             "Model": "Simulated Server",
             "SerialNumber": machine.name.upper(),
-            "UUID": str(uuid.uuid5(_UUID_NS, "system/" + machine.name)),
+            "UUID": self._uuid("system", machine),
             "PowerState": "On" if machine.powered else "Off",
             "Status": {"State": "Enabled", "Health": "OK"},
+            "BootProgress": {"LastState": _BOOT_PROGRESS[machine.phase()]},
             "Boot": {
                 "BootSourceOverrideEnabled": machine.boot_enabled,
                 "BootSourceOverrideEnabled@Redfish.AllowableValues": list(BOOT_ENABLED),
@@ -310,7 +337,7 @@ class RedfishService:
             "Id": MANAGER_ID,
             "Name": "Manager",
             "ManagerType": "BMC",
-            "UUID": str(uuid.uuid5(_UUID_NS, "manager/" + machine.name)),
+            "UUID": self._uuid("manager", machine),
             "FirmwareVersion": "werft-sim 1.0",
             "Status": {"State": "Enabled", "Health": "OK"},
             "VirtualMedia": {"@odata.id": path + "/VirtualMedia"},

@@ -40,14 +40,23 @@ async def ensure_addons(cluster: ResolvedCluster, ctx: StageContext) -> Conditio
             raise StageFailed(RENDER_FAILED, str(exc)) from None
         kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
         async with ctx.kube(cluster, kubeconfig) as kube:
-            applied = [obj for obj in manifests if await _apply_if_drifted(kube, obj, progress)]
+            # observe: every object at once (round trips to a far site add up)
+            lives = await asyncio.gather(*(kube.get_live(obj) for obj in manifests))
+            drifted = [
+                obj for obj, live in zip(manifests, lives, strict=True) if managed_drift(obj, live)
+            ]
+            # act: apply only what is absent or differs, in render order
+            for obj in drifted:
+                await _apply(kube, obj, progress)
+            # wait
             workloads = [obj for obj in manifests if obj.get("kind") in WORKLOAD_KINDS]
             for obj in workloads:
                 await _wait_available(kube, obj, ctx, progress)
-        if applied:
+        # confirm
+        if drifted:
             return Done(
                 ADDONS_APPLIED,
-                f"applied {len(applied)} of {len(manifests)} object(s); "
+                f"applied {len(drifted)} of {len(manifests)} object(s); "
                 f"{len(workloads)} workload(s) available",
             )
         return Done(ADDONS_ALREADY_READY, f"{len(manifests)} object(s) already in place")
@@ -55,11 +64,7 @@ async def ensure_addons(cluster: ResolvedCluster, ctx: StageContext) -> Conditio
     return await run_stage(STAGE, cluster, ctx, body, classify)
 
 
-async def _apply_if_drifted(kube: KubeClient, obj: dict[str, Any], progress: Progress) -> bool:
-    meta = obj.get("metadata") or {}
-    live = await kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
-    if not managed_drift(obj, live):
-        return False
+async def _apply(kube: KubeClient, obj: dict[str, Any], progress: Progress) -> None:
     try:
         await kube.apply(obj)
     except WerftError as exc:
@@ -69,7 +74,6 @@ async def _apply_if_drifted(kube: KubeClient, obj: dict[str, Any], progress: Pro
     if obj["kind"] == "CustomResourceDefinition":
         # Custom resources of this kind further down the list need it served first.
         await _wait(kube, obj, "Established", progress)
-    return True
 
 
 async def _wait_available(

@@ -27,7 +27,9 @@ class NodeCheck:
     """Every machine of the cluster registered as a Node, Ready, at the desired version."""
 
     expected: int
-    ready: list[str]  # Ready, whatever their version = field(default_factory=list)
+    ready: list[str] = field(
+        default_factory=list
+    )  # Ready, whatever their version = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     not_ready: list[str] = field(default_factory=list)
     wrong_version: dict[str, str] = field(default_factory=dict)  # node -> kubeletVersion

@@ -20,7 +20,8 @@ from werft.kube import KubeClient
 from werft.providers.base import Provider
 from werft.providers.pool import ProviderPool
 from werft.render.pki import secret_name
-from werft.secrets import SecretStore, werft_home
+from werft.secrets import SecretStore
+from werft.secrets import werft_home as default_werft_home
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,21 @@ class StageTimeouts:
             ConditionType.VERIFIED: self.verify,
         }[stage]
 
-    def scaled(self, time_scale: float, *, min_poll: float = 0.02) -> StageTimeouts:
+    def scaled(
+        self, time_scale: float, *, min_deadline: float = 2.0, min_poll: float = 0.02
+    ) -> StageTimeouts:
         """The same deadlines in simulated time (``time_scale`` 600: 10 minutes -> 1 s).
 
-        The HTTP timeout is not scaled: the simulator answers at loopback speed.
+        Only the simulated infrastructure gets faster: werft's own work (HTTP round trips,
+        keys, seed images) does not, hence ``min_deadline``. The HTTP timeout is not
+        scaled either: the simulator answers at loopback speed.
         """
         return replace(
             self,
-            infrastructure=self.infrastructure / time_scale,
-            bootstrap=self.bootstrap / time_scale,
-            addons=self.addons / time_scale,
-            verify=self.verify / time_scale,
+            infrastructure=max(self.infrastructure / time_scale, min_deadline),
+            bootstrap=max(self.bootstrap / time_scale, min_deadline),
+            addons=max(self.addons / time_scale, min_deadline),
+            verify=max(self.verify / time_scale, min_deadline),
             poll_interval=max(self.poll_interval / time_scale, min_poll),
         )
 
@@ -81,6 +86,9 @@ class Deadline:
 
 @dataclass
 class StageContext:
+    """Shared by every cluster of a batch; holds no per-cluster state. Close it with
+    ``await ctx.aclose()`` (providers' connection pools, the kube thread pool)."""
+
     inventory: Inventory
     secrets: SecretStore
     artifacts_dir: Path  # fleet.spec.artifacts.publishDir, resolved
@@ -109,7 +117,7 @@ class StageContext:
         """The usual context: secrets under ``<werft_home>/secrets``, seeds published into
         the fleet's ``artifacts.publishDir`` (relative paths are relative to the current
         directory, like ``.werft`` itself)."""
-        home = werft_home or _default_home()
+        home = werft_home or default_werft_home()
         if artifacts_dir is None:
             artifacts_dir = Path(inventory.fleet.spec.artifacts.publish_dir)
         return cls(
@@ -158,7 +166,3 @@ class StageContext:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-
-
-def _default_home() -> Path:
-    return werft_home()

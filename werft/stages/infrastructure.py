@@ -16,7 +16,7 @@ from werft.conditions import Condition, ConditionType
 from werft.errors import PermanentError, SecretNotFound, TransientError, WerftError
 from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
-from werft.providers.base import MachineState
+from werft.render.kubeconfig import kubeconfig_for
 from werft.render.pki import ensure_cluster_pki
 from werft.render.seed import publish_seed
 from werft.stages.context import StageContext
@@ -72,8 +72,13 @@ async def ensure_infrastructure(cluster: ResolvedCluster, ctx: StageContext) -> 
 
 
 def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, str]:
-    """Each machine's seed URL; writes only seeds that are not published yet."""
+    """Each machine's seed URL; writes only seeds that are not published yet.
+
+    Also stores the admin kubeconfig: werft holds it from the moment it made the CA, and
+    ``observe_cluster`` takes its presence as "werft has started on this cluster".
+    """
     pki = ensure_cluster_pki(cluster, ctx.secrets)
+    kubeconfig_for(cluster, ctx.secrets)
     return {
         m.name: publish_seed(cluster, m, pki, ctx.artifacts_dir, ctx.artifacts_url)
         for m in cluster.machines
@@ -144,26 +149,29 @@ def _tail(url: str) -> str:
     return url.rsplit("/", 1)[-1]
 
 
+# What the providers' messages say, mapped to reasons. Providers classify transient vs
+# permanent once (werft.providers.errors); an error that carries a ``reason`` attribute
+# is taken at its word instead.
+_PERMANENT_REASONS = (
+    ("refused the credentials", BMC_UNAUTHORIZED),
+    ("unknown system", SYSTEM_NOT_FOUND),
+    ("could not fetch image", MEDIA_UNAVAILABLE),
+    ("insert media", MEDIA_UNAVAILABLE),
+    ("http 404", SYSTEM_NOT_FOUND),  # no BMC (or no hypervisor domain API) at that address
+)
+_UNREACHABLE_SIGNS = ("cannot connect", "timed out", "connection failed")
+
+
 def classify(exc: WerftError) -> str:
-    """The reason for a provider failure, from the class of error and what it says."""
+    """The reason for a provider failure."""
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
         return reason
-    text = str(exc).lower()
     if isinstance(exc, SecretNotFound):
         return CREDENTIALS_MISSING
+    text = str(exc).lower()
     if isinstance(exc, TransientError):
-        if any(s in text for s in ("cannot connect", "timed out", "connection failed")):
-            return UNREACHABLE
-        return PROVIDER_ERROR
+        return UNREACHABLE if any(s in text for s in _UNREACHABLE_SIGNS) else PROVIDER_ERROR
     if isinstance(exc, PermanentError):
-        if "refused the credentials" in text:
-            return BMC_UNAUTHORIZED
-        if "unknown system" in text or "no such domain" in text:
-            return SYSTEM_NOT_FOUND
-        if "insert media" in text or ("media" in text and "fetch" in text):
-            return MEDIA_UNAVAILABLE
+        return next((r for sign, r in _PERMANENT_REASONS if sign in text), PROVISIONING_FAILED)
     return PROVISIONING_FAILED
-
-
-__all__ = ["MachineState", "ensure_infrastructure", "publish_seeds"]

@@ -6,7 +6,7 @@ one look into the secret store and a provisioned one:
 
   one observe per machine (provider)   -> InfrastructureReady
   GET /readyz, LIST nodes              -> Bootstrapped
-  GET each add-on object               -> AddonsReady
+  LIST each add-on kind (werft's label)  -> AddonsReady
   GET /version                         -> Verified
 """
 
@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from werft.conditions import STAGE_ORDER, ConditionType
 from werft.errors import WerftError
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient
 from werft.providers.base import MachineState, is_seed_of
-from werft.render.addons import render_addons
+from werft.render.addons import LABEL_MANAGED_BY, MANAGED_BY, render_addons
 from werft.stages.checks import bare_version, check_addon, check_nodes
 from werft.stages.context import StageContext
 
 log = logging.getLogger("werft.stages")
 
 Observation = dict[ConditionType, bool]
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 async def observe_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Observation:
@@ -69,6 +71,8 @@ async def _observe(
     observed[ConditionType.INFRASTRUCTURE_READY] = True
 
     async with ctx.kube(cluster, kubeconfig) as kube:
+        if kube.server != cluster.api_endpoint.rstrip("/"):
+            return  # the inventory moved the endpoint: the bootstrap stage rewrites it
         if not await kube.readyz() or not check_nodes(cluster, await kube.list("v1", "Node")).ok:
             return
         observed[ConditionType.BOOTSTRAPPED] = True
@@ -95,10 +99,30 @@ def _boots_werft_media(cluster: ResolvedCluster, ctx: StageContext, state: Machi
 
 
 async def _addons_ready(cluster: ResolvedCluster, ctx: StageContext, kube: KubeClient) -> bool:
+    """Every add-on object present, undrifted, healthy -- one request per kind.
+
+    werft labels what it applies (``app.kubernetes.io/managed-by: werft``), so one LIST
+    with that selector across namespaces serves every object of a kind; a cluster's ~30
+    add-on objects cost ~10 requests. An object whose label someone removed is not
+    listed: it counts as absent, which is right -- it drifted.
+    """
     manifests = await asyncio.to_thread(render_addons, cluster, ctx.inventory)
+    by_kind: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for obj in manifests:
-        meta = obj.get("metadata") or {}
-        live = await kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
-        if not check_addon(obj, live).ok:
+        by_kind.setdefault((obj["apiVersion"], obj["kind"]), []).append(obj)
+    for (api_version, kind), wanted in by_kind.items():
+        if len(wanted) == 1:  # a GET costs the same as a LIST and returns less
+            meta = wanted[0]["metadata"]
+            found = await kube.get(api_version, kind, meta["name"], meta.get("namespace"))
+            live = {_name(wanted[0]): found} if found is not None else {}
+        else:
+            items = await kube.list(api_version, kind, label_selector=MANAGED_SELECTOR)
+            live = {_name(item): item for item in items}
+        if not all(check_addon(obj, live.get(_name(obj))).ok for obj in wanted):
             return False
     return True
+
+
+def _name(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name", "")

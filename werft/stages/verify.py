@@ -102,16 +102,13 @@ async def _nodes(kube: KubeClient, cluster: ResolvedCluster, checks: _Checks) ->
 
 
 async def _addons(kube: KubeClient, manifests: list[dict[str, Any]], checks: _Checks) -> None:
-    for obj in manifests:
-        meta = obj.get("metadata") or {}
-        live = await kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+    lives = await asyncio.gather(*(kube.get_live(obj) for obj in manifests))
+    for obj, live in zip(manifests, lives, strict=True):
         check = check_addon(obj, live)
         if not checks.record(check.present, f"{check.name} present"):
             continue
-        drift = ", ".join(check.drift[:3])
-        checks.record(
-            not check.drift, f"{check.name} not drifted" + (f" ({drift})" if drift else "")
-        )
+        drift = f" ({', '.join(check.drift[:3])})" if check.drift else ""
+        checks.record(not check.drift, f"{check.name} not drifted{drift}")
         checks.record(check.healthy, f"{check.name} healthy ({check.health})")
 
 

@@ -1,0 +1,196 @@
+"""Fleet-scale benchmarks of the Prefect layer (make bench).
+
+1. Planning a 10,000-edge-site fleet: how long plan + waves take (against loading the
+   inventory, measured in the same run), and how many Prefect task runs the rollout would
+   create against the one-task-per-cluster-per-stage baseline -- the point of batching,
+   given a local Prefect server records ~40 task runs/s.
+2. A real rollout of EDGE_SITES edge sites against the simulator with a real Prefect
+   server, in clusters/s, against the same stages over the same batches without Prefect
+   (werft.stages.run_stage_batch called directly), each on a fresh simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.simfixtures import free_port, reserve_port, running_sim, wait_for
+from werft.conditions import STAGE_ORDER
+from werft.demo import ensure_bmc_secrets
+from werft.inventory.generate import write_fleet
+from werft.inventory.load import load_inventory
+from werft.plan import plan_fleet, task_runs, waves
+from werft.stages import StageContext, StageTimeouts, run_stage_batch
+
+EDGE_SITES = int(os.environ.get("WERFT_BENCH_EDGE_SITES", "1000"))
+TIME_SCALE = 1000.0
+
+
+@pytest.mark.bench
+def test_plan_and_waves_for_10000_edge_sites(tmp_path: Path) -> None:
+    write_fleet(tmp_path, edge_sites=10_000, endpoint="http://127.0.0.1:8686")
+    start = time.perf_counter()
+    inventory = load_inventory(tmp_path)
+    load_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    plan = plan_fleet(inventory.clusters.values(), {})
+    wave_list = waves(plan, inventory.fleet.spec.rollout)
+    runs = task_runs(plan, wave_list)
+    plan_s = time.perf_counter() - start
+
+    clusters = len(plan)
+    naive = clusters * len(STAGE_ORDER)
+    batches = sum(len(w.batches) for w in wave_list)
+    print(
+        f"\nplan: {clusters} clusters -> {len(wave_list)} waves, {batches} batches in "
+        f"{plan_s * 1000:.0f} ms ({plan_s / load_s:.3f}x the {load_s:.2f} s it takes to load "
+        f"the inventory)\n"
+        f"task runs: {runs} batched vs {naive} one-per-cluster-per-stage: "
+        f"{runs / naive:.3f}x ({naive / runs:.0f}x fewer); at ~40 task runs/s a local "
+        f"server records them in ~{runs / 40:.0f} s instead of ~{naive / 40:.0f} s"
+    )
+    assert runs < naive / 10
+    assert plan_s < load_s
+
+
+# --- a real rollout ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """A real `prefect server start` (SQLite under ``home``), as the demo runs it."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    with open(home / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: _healthy(api), timeout=120, interval=0.5, what="the Prefect server")
+        yield api
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def edge_fleet(workdir: Path) -> Iterator[tuple[Path, object]]:
+    sock = reserve_port()
+    root = workdir / "inventory"
+    write_fleet(
+        root,
+        edge_sites=EDGE_SITES,
+        core_sites=0,
+        near_edge_sites=0,
+        endpoint=f"http://127.0.0.1:{sock.getsockname()[1]}",
+    )
+    ensure_bmc_secrets(root)
+    with running_sim(
+        root,
+        sock=sock,
+        time_scale=TIME_SCALE,
+        artifacts_dir=workdir / ".werft/artifacts",
+        default_credentials=None,
+    ) as sim:
+        yield root, sim
+
+
+async def _without_prefect(root: Path) -> int:
+    """The baseline: the same waves and batches, stages called directly."""
+    inventory = load_inventory(root)
+    plan = plan_fleet(inventory.clusters.values(), {})
+    ctx = StageContext.for_inventory(inventory, timeouts=StageTimeouts().scaled(TIME_SCALE))
+    verified = 0
+    try:
+        for wave in waves(plan, inventory.fleet.spec.rollout):
+            gate = asyncio.Semaphore(wave.batches_in_flight)
+
+            async def pipeline(
+                names: tuple[str, ...], limit: int, gate: asyncio.Semaphore = gate
+            ) -> int:
+                async with gate:
+                    clusters = [inventory.clusters[n] for n in names]
+                    for stage in STAGE_ORDER:
+                        results = await run_stage_batch(stage, clusters, ctx, limit)
+                        clusters = [c for c, r in zip(clusters, results, strict=True) if r.ok]
+                    return len(clusters)
+
+            per = wave.clusters_per_batch_in_flight
+            if wave.canary:
+                verified += await pipeline(wave.canary.clusters, per)
+            done = await asyncio.gather(*(pipeline(b.clusters, per) for b in wave.rest))
+            verified += sum(done)
+    finally:
+        await ctx.aclose()
+    return verified
+
+
+@pytest.mark.bench
+def test_rollout_of_edge_sites_with_prefect_vs_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.models import ProvisionRequest
+    from flows.provision import provision_fleet
+
+    base = tmp_path / "baseline"
+    base.mkdir()
+    monkeypatch.chdir(base)
+    monkeypatch.setenv("WERFT_HOME", str(base / ".werft"))
+    with edge_fleet(base) as (root, _sim):
+        start = time.perf_counter()
+        verified = asyncio.run(_without_prefect(root))
+        baseline_s = time.perf_counter() - start
+    assert verified == EDGE_SITES
+
+    flow = tmp_path / "prefect"
+    flow.mkdir()
+    monkeypatch.chdir(flow)
+    monkeypatch.setenv("WERFT_HOME", str(flow / ".werft"))
+    (flow / "prefect").mkdir()
+    with prefect_server(flow / "prefect") as api, edge_fleet(flow) as (root, _sim):
+        monkeypatch.setenv("PREFECT_API_URL", api)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api}):
+            request = ProvisionRequest(inventory=str(root), time_scale=TIME_SCALE)
+            start = time.perf_counter()
+            state = asyncio.run(provision_fleet(request, return_state=True))
+            prefect_s = time.perf_counter() - start
+        result = state.result(raise_on_failure=False)
+    assert result.all_verified, result.counts()
+
+    base_rate, prefect_rate = EDGE_SITES / baseline_s, EDGE_SITES / prefect_s
+    print(
+        f"\nrollout of {EDGE_SITES} edge sites (time scale {TIME_SCALE:g}): "
+        f"without Prefect {baseline_s:.1f} s ({base_rate:.1f} clusters/s); "
+        f"with Prefect {prefect_s:.1f} s ({prefect_rate:.1f} clusters/s, "
+        f"{result.task_runs} task runs): {prefect_rate / base_rate:.2f}x the baseline's rate"
+    )

@@ -1,0 +1,370 @@
+"""werft.kube against the simulator's Kubernetes API: apply, get, drift, wait, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests.simfixtures import SimHandle, kube_factories, running_sim
+from werft.errors import PermanentError, TransientError
+from werft.kube import KubeClient, WaitTimeout, health, managed_drift
+
+TOKEN = "t" * 43
+
+# 20 s of simulated rollout at time scale 200: 0.1 s.
+TIME_SCALE = 200.0
+
+
+def deployment(name: str = "web", *, replicas: int = 2, image: str = "nginx:1.27") -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{"name": name, "image": image, "ports": [{"containerPort": 80}]}]
+                },
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimHandle]:
+    with running_sim(
+        machines=[],
+        clusters={"c1": None, "down": None},
+        time_scale=TIME_SCALE,
+        **kube_factories(),
+    ) as handle:
+        handle.bootstrap("c1", TOKEN, nodes=2)
+        yield handle
+
+
+@pytest.fixture
+def kube(sim: SimHandle) -> Iterator[KubeClient]:
+    client = KubeClient.from_kubeconfig(sim.kubeconfig("c1"))
+    yield client
+    client.close()
+
+
+def cluster_mutations(sim: SimHandle) -> int:
+    return sum(sim.stats()["mutations"]["clusters"].values())
+
+
+async def test_apply_creates_the_object_and_get_returns_it(kube: KubeClient) -> None:
+    desired = deployment("create-me")
+    assert await kube.get("apps/v1", "Deployment", "create-me", "default") is None
+
+    live = await kube.apply(desired)
+
+    assert live["metadata"]["uid"]
+    fetched = await kube.get("apps/v1", "Deployment", "create-me", "default")
+    assert fetched is not None and fetched["spec"]["replicas"] == 2
+    managers = [m["manager"] for m in fetched["metadata"].get("managedFields", [])]
+    assert "werft" in managers
+
+
+async def test_reapply_of_unchanged_object_finds_no_drift_and_sends_nothing(
+    kube: KubeClient, sim: SimHandle
+) -> None:
+    desired = deployment("steady")
+    await kube.apply(desired)
+    sim.reset_stats()
+
+    live = await kube.get("apps/v1", "Deployment", "steady", "default")
+
+    # The server added uid, managedFields, status, defaulted strategy, ...: none is drift.
+    assert managed_drift(desired, live) == []
+    assert cluster_mutations(sim) == 0
+
+
+async def test_drift_is_reported_by_field_path_after_someone_edits_the_object(
+    kube: KubeClient, sim: SimHandle
+) -> None:
+    desired = deployment("edited")
+    await kube.apply(desired)
+
+    sim.drift(
+        kind="change-object",
+        cluster="c1",
+        apiVersion="apps/v1",
+        resource="deployments",
+        namespace="default",
+        name="edited",
+        patch={"spec": {"replicas": 5}},
+    )
+    live = await kube.get("apps/v1", "Deployment", "edited", "default")
+    assert managed_drift(desired, live) == [".spec.replicas"]
+
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "edited", "image": "evil:latest", "ports": [{"containerPort": 80}]}
+                    ]
+                }
+            }
+        }
+    }
+    sim.drift(
+        kind="change-object",
+        cluster="c1",
+        apiVersion="apps/v1",
+        resource="deployments",
+        namespace="default",
+        name="edited",
+        patch=patch,
+    )
+    live = await kube.get("apps/v1", "Deployment", "edited", "default")
+    assert ".spec.template.spec.containers[name=edited].image" in managed_drift(desired, live)
+
+    # Applying again heals it.
+    healed = await kube.apply(desired)
+    assert managed_drift(desired, healed) == []
+
+    sim.drift(
+        kind="delete-object",
+        cluster="c1",
+        apiVersion="apps/v1",
+        resource="deployments",
+        namespace="default",
+        name="edited",
+    )
+    assert managed_drift(desired, await kube.get("apps/v1", "Deployment", "edited", "default")) == [
+        "."
+    ]
+
+
+async def test_wait_returns_once_the_deployment_is_available(kube: KubeClient) -> None:
+    await kube.apply(deployment("rolling"))
+    fresh = await kube.get("apps/v1", "Deployment", "rolling", "default")
+    assert fresh is not None and not health(fresh)[0]
+
+    obj = await kube.wait("apps/v1", "Deployment", "rolling", "default", timeout=5, poll=0.01)
+
+    assert obj["status"]["availableReplicas"] == 2
+    assert health(obj) == (True, "2/2 available")
+
+
+async def test_wait_gives_up_at_its_deadline_with_a_transient_error(kube: KubeClient) -> None:
+    await kube.apply(deployment("slow"))
+    with pytest.raises(WaitTimeout, match=r"Deployment default/slow not Available after") as err:
+        await kube.wait("apps/v1", "Deployment", "slow", "default", timeout=0.01, poll=0.005)
+    assert isinstance(err.value, TransientError)
+
+
+async def test_list_filters_by_label_and_nodes_are_listed(kube: KubeClient) -> None:
+    await kube.apply(deployment("listed"))
+    names = [
+        d["metadata"]["name"]
+        for d in await kube.list("apps/v1", "Deployment", label_selector="app=listed")
+    ]
+    assert names == ["listed"]
+    assert len(await kube.list("v1", "Node")) == 2
+
+
+async def test_custom_resources_are_found_through_discovery(kube: KubeClient) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    await kube.apply(crd)
+    await kube.wait(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "widgets.example.com",
+        condition="Established",
+        timeout=5,
+        poll=0.01,
+    )
+    widget = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w1", "namespace": "default"},
+        "spec": {"size": 3},
+    }
+
+    await kube.apply(widget)
+
+    live = await kube.get("example.com/v1", "Widget", "w1", "default")
+    assert live is not None and managed_drift(widget, live) == []
+
+
+async def test_readyz_and_version(kube: KubeClient, sim: SimHandle) -> None:
+    assert await kube.readyz() is True
+    assert await kube.livez() is True
+    assert await kube.version() == "v1.31.1"
+
+
+async def test_api_that_is_not_up_is_not_ready_and_transient(sim: SimHandle) -> None:
+    text = sim.kubeconfig("c1").replace("/clusters/c1", "/clusters/down")
+    async with KubeClient.from_kubeconfig(text, cluster="down") as down:
+        assert await down.readyz() is False
+        with pytest.raises(TransientError, match=r"cluster down: GET Node list: 503"):
+            await down.list("v1", "Node")
+
+
+async def test_wrong_token_is_permanent_and_never_echoed(sim: SimHandle) -> None:
+    wrong = "w" * 43
+    text = sim.kubeconfig("c1").replace(TOKEN, wrong)
+    assert wrong in text
+    async with KubeClient.from_kubeconfig(text) as kube:
+        with pytest.raises(PermanentError) as err:
+            await kube.get("apps/v1", "Deployment", "web", "default")
+    message = str(err.value)
+    assert "cluster c1" in message and "401" in message and "Deployment default/web" in message
+    assert wrong not in message and TOKEN not in message
+    assert wrong not in repr(kube)
+
+
+async def test_invalid_object_is_a_permanent_error_naming_it(kube: KubeClient) -> None:
+    broken = deployment("broken")
+    del broken["spec"]["selector"]
+    with pytest.raises(PermanentError, match=r"cluster c1: PATCH Deployment default/broken: 422"):
+        await kube.apply(broken)
+
+
+async def test_unreachable_api_is_transient() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    text = _kubeconfig(f"http://127.0.0.1:{port}/clusters/gone", "x" * 43)
+    async with KubeClient.from_kubeconfig(text, timeout=1.0) as kube:
+        assert kube.cluster == "gone"
+        assert await kube.readyz() is False
+        with pytest.raises(TransientError, match=r"cluster gone: GET /version: connection refused"):
+            await kube.version()
+
+
+def test_each_client_has_its_own_configuration(sim: SimHandle) -> None:
+    before = kubernetes.client.Configuration.get_default_copy().host
+    a = KubeClient.from_kubeconfig(sim.kubeconfig("c1"))
+    b = KubeClient.from_kubeconfig(_kubeconfig("http://127.0.0.1:1/clusters/other", "y" * 43))
+    assert a.server != b.server
+    assert kubernetes.client.Configuration.get_default_copy().host == before
+    a.close()
+    b.close()
+
+
+async def test_calls_run_off_the_event_loop(kube: KubeClient, sim: SimHandle) -> None:
+    # A slow API must not stall other coroutines: 0.3 s of latency on every request.
+    fault = sim.add_fault(kind="slow", cluster="c1", seconds=0.3)
+    try:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await kube.version()
+        task.cancel()
+        assert ticks >= 10
+    finally:
+        sim.remove_fault(fault["id"])
+
+
+def test_invalid_kubeconfig_is_permanent_and_does_not_quote_it() -> None:
+    with pytest.raises(PermanentError, match="invalid kubeconfig") as err:
+        KubeClient.from_kubeconfig("users: [token: secret-ish", cluster="c9")
+    assert "secret-ish" not in str(err.value)
+
+
+# --- managed_drift, pure -------------------------------------------------------------------
+
+
+def test_managed_drift_ignores_what_the_server_adds() -> None:
+    desired = deployment()
+    live: dict[str, Any] = copy.deepcopy(desired)
+    live["metadata"].update(
+        uid="u1",
+        resourceVersion="7",
+        generation=3,
+        managedFields=[{}],
+        creationTimestamp="2024-01-01T00:00:00Z",
+    )
+    live["metadata"]["labels"]["added-by-someone"] = "x"
+    live["spec"]["strategy"] = {"type": "RollingUpdate"}
+    live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    live["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "s"})
+    live["status"] = {"replicas": 2}
+    assert managed_drift(desired, live) == []
+
+
+def test_managed_drift_reports_changed_missing_and_reordered_fields() -> None:
+    desired = deployment()
+    desired["metadata"]["annotations"] = {"example.com/owner": "team-a"}
+    desired["spec"]["template"]["spec"]["containers"][0]["args"] = ["--a", "--b"]
+    live = copy.deepcopy(desired)
+    live["metadata"]["annotations"] = {}
+    live["spec"]["template"]["spec"]["containers"][0]["args"] = ["--b", "--a"]
+    live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = 81
+    assert managed_drift(desired, live) == [
+        '.metadata.annotations["example.com/owner"]',
+        ".spec.template.spec.containers[name=web].ports[containerPort=80]",
+        ".spec.template.spec.containers[name=web].args[0]",
+        ".spec.template.spec.containers[name=web].args[1]",
+    ]
+
+
+def test_managed_drift_normalises_types_and_secret_string_data() -> None:
+    assert (
+        managed_drift(
+            {"kind": "Service", "spec": {"port": "443"}}, {"kind": "Service", "spec": {"port": 443}}
+        )
+        == []
+    )
+    assert managed_drift({"kind": "X", "spec": {"on": True}}, {"kind": "X", "spec": {"on": 1}}) == [
+        ".spec.on"
+    ]
+    assert managed_drift({"kind": "X", "spec": {"tags": []}}, {"kind": "X", "spec": {}}) == []
+    secret = {"kind": "Secret", "stringData": {"password": "hunter2"}}
+    assert managed_drift(secret, {"kind": "Secret", "data": {"password": "aHVudGVyMg=="}}) == []
+    assert managed_drift(secret, {"kind": "Secret", "data": {"password": "b3RoZXI="}}) == [
+        ".data.password"
+    ]
+    assert managed_drift(secret, None) == ["."]
+
+
+def _kubeconfig(server: str, token: str) -> str:
+    return (
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: gone, cluster: {{server: '{server}'}}}}]\n"
+        f"users: [{{name: u, user: {{token: '{token}'}}}}]\n"
+        "contexts: [{name: ctx, context: {cluster: gone, user: u}}]\n"
+        "current-context: ctx\n"
+    )

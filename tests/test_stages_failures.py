@@ -1,0 +1,272 @@
+"""Bad input and failure: each ends its stage with a clear reason, and a re-run after the
+cause is gone finishes the work (nothing is left half-done that a re-run cannot finish)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import httpx
+import yaml
+
+from tests.stagefixtures import EDGE, StageFleet, stage_fleet_fixture  # noqa: F401
+from werft.conditions import ConditionType
+from werft.inventory.resolved import ResolvedCluster
+from werft.render.addons import render_addons
+from werft.stages import (
+    ensure_addons,
+    ensure_bootstrapped,
+    ensure_infrastructure,
+    verify_cluster,
+)
+from werft.stages.result import run_stage
+
+
+async def test_bmc_refusing_credentials_is_permanent_and_never_shows_the_password(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    ref = cluster.machines[0].bmc.credentials_ref
+    right = f.ctx.secrets.get(ref)
+    f.ctx.secrets.put(ref, "admin:not-the-password")
+
+    refused = await ensure_infrastructure(cluster, f.ctx)
+
+    assert (refused.status, refused.reason, refused.transient) == (
+        "False",
+        "BMCUnauthorized",
+        False,
+    )
+    assert ref in refused.message and cluster.machines[0].name in refused.message
+    assert "not-the-password" not in refused.model_dump_json()
+    assert f.mutations(EDGE) == 0
+
+    f.ctx.secrets.put(ref, right)
+    assert (await ensure_infrastructure(cluster, f.ctx)).reason == "Provisioned"
+
+
+async def test_system_that_is_not_there_is_permanent(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    typo = _with_bmc_address(cluster, lambda a: a.replace("/Systems/1", "/Systems/7"))
+
+    missing = await ensure_infrastructure(typo, f.ctx)
+
+    assert (missing.status, missing.reason, missing.transient) == (
+        "False",
+        "SystemNotFound",
+        False,
+    )
+    assert "'7'" in missing.message
+    # The inventory fixed, the same cluster provisions.
+    assert (await ensure_infrastructure(cluster, f.ctx)).reason == "Provisioned"
+
+
+async def test_media_that_cannot_be_fetched_is_reported_and_a_rerun_recovers(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    missing_image = f"{f.sim.url}/artifacts/images/does-not-exist.iso"
+    broken = dataclasses.replace(cluster, os_image_url=missing_image)
+
+    failed = await ensure_infrastructure(broken, f.ctx)
+
+    assert (failed.status, failed.reason, failed.transient) == (
+        "False",
+        "MediaUnavailable",
+        False,
+    )
+    assert "does-not-exist.iso" in failed.message and "404" in failed.message
+    # Whatever the failed attempt inserted (the seed went in first), a re-run finishes.
+    fixed = await ensure_infrastructure(cluster, f.ctx)
+    assert (fixed.status, fixed.reason) == ("True", "Provisioned"), fixed.message
+    media = f.sim.machine(cluster.machines[0].name)["media"]
+    assert cluster.os_image_url in str(media)
+
+
+async def test_cluster_api_that_never_comes_up_times_out_transiently(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    assert (await ensure_infrastructure(cluster, f.ctx)).ok
+    fault = f.sim.add_fault(kind="offline", cluster=EDGE)
+    ctx = f.with_timeouts(bootstrap=0.5)
+
+    started = time.monotonic()
+    down = await ensure_bootstrapped(cluster, ctx)
+
+    assert (down.status, down.reason, down.transient) == ("False", "APIUnavailable", True)
+    assert cluster.api_endpoint in down.message and "0.5s" in down.message
+    assert 0.5 <= time.monotonic() - started < 3.0  # its own deadline, not the HTTP timeout
+    assert down.mutations == 0
+
+    f.sim.remove_fault(fault["id"])
+    up = await ensure_bootstrapped(cluster, f.ctx)
+    assert (up.status, up.reason) == ("True", "Bootstrapped"), up.message
+
+
+async def test_addon_that_never_becomes_available_is_named_and_a_rerun_finishes(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    for stage in (ensure_infrastructure, ensure_bootstrapped):
+        assert (await stage(cluster, f.ctx)).ok
+    # Someone created the GitOps controller by hand with an image the nodes cannot pull
+    # (the simulator's sim.werft.dev/unavailable annotation), before werft got to it.
+    manifests = render_addons(cluster, f.inventory)
+    namespace = next(o for o in manifests if o["metadata"]["name"] == "flux-system")
+    controller = next(
+        o
+        for o in manifests
+        if o["metadata"]["name"] == "kustomize-controller" and o["kind"] == "Deployment"
+    )
+    stuck = {
+        **controller,
+        "metadata": {
+            **controller["metadata"],
+            "annotations": {
+                **controller["metadata"].get("annotations", {}),
+                "sim.werft.dev/unavailable": "ImagePullBackOff",
+            },
+        },
+    }
+    _kubectl_apply(f, cluster, [namespace, stuck])
+
+    ctx = f.with_timeouts(addons=0.5)
+    failed = await ensure_addons(cluster, ctx)
+
+    assert (failed.status, failed.reason, failed.transient) == (
+        "False",
+        "AddonNotAvailable",
+        True,
+    )
+    assert "Deployment flux-system/kustomize-controller not Available" in failed.message
+    assert failed.mutations > 0  # everything else was applied
+    checked = await verify_cluster(cluster, f.ctx)
+    assert not checked.ok
+    assert any(
+        line.startswith("fail: Deployment flux-system/kustomize-controller healthy")
+        for line in checked.checks
+    )
+
+    f.sim.drift(
+        kind="change-object",
+        cluster=EDGE,
+        apiVersion="apps/v1",
+        resource="deployments",
+        namespace="flux-system",
+        name="kustomize-controller",
+        patch={"metadata": {"annotations": {"sim.werft.dev/unavailable": None}}},
+    )
+    f.sim.reset_stats()
+    finished = await ensure_addons(cluster, f.ctx)
+    assert (finished.status, finished.reason, finished.mutations) == (
+        "True",
+        "AddonsAlreadyReady",
+        0,
+    )
+    assert f.mutations(EDGE) == 0
+    assert (await verify_cluster(cluster, f.ctx)).reason == "Verified"
+
+
+async def test_transient_server_errors_are_marked_transient(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    machine = cluster.machines[0].name
+    fault = f.sim.add_fault(kind="error", status=500, machine=machine)
+
+    bmc_error = await ensure_infrastructure(cluster, f.ctx)
+
+    assert (bmc_error.status, bmc_error.reason, bmc_error.transient) == (
+        "False",
+        "ProviderError",
+        True,
+    )
+    f.sim.remove_fault(fault["id"])
+    for stage in (ensure_infrastructure, ensure_bootstrapped):
+        assert (await stage(cluster, f.ctx)).ok
+
+    fault = f.sim.add_fault(kind="error", status=503, cluster=EDGE, methods=["PATCH"])
+    api_error = await ensure_addons(cluster, f.ctx)
+    assert (api_error.status, api_error.reason, api_error.transient) == (
+        "False",
+        "ApplyFailed",
+        True,
+    )
+    assert "503" in api_error.message
+    f.sim.remove_fault(fault["id"])
+    assert (await ensure_addons(cluster, f.ctx)).reason == "AddonsApplied"
+
+
+async def test_unreachable_site_is_deferrable(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    fault = f.sim.add_fault(kind="offline", site=cluster.site)
+
+    gone = await ensure_infrastructure(cluster, f.ctx)
+
+    # "Unreachable" + transient is what the planner defers at edge sites.
+    assert (gone.status, gone.reason, gone.transient) == ("False", "Unreachable", True)
+    f.sim.remove_fault(fault["id"])
+    assert (await ensure_infrastructure(cluster, f.ctx)).ok
+
+
+async def test_a_bug_becomes_an_internal_error_without_secrets(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    await ensure_infrastructure(cluster, f.ctx)  # generates the cluster's tokens
+    token = f.ctx.secrets.get(f"clusters/{EDGE}/admin-token")
+    assert token
+
+    async def buggy(progress: object) -> None:
+        raise KeyError(f"no such field in {token}")
+
+    condition = await run_stage(
+        ConditionType.ADDONS_READY, cluster, f.ctx, buggy, lambda exc: "Never"
+    )
+
+    assert (condition.status, condition.reason, condition.transient) == (
+        "False",
+        "InternalError",
+        False,
+    )
+    assert "KeyError" in condition.message
+    assert token not in condition.model_dump_json()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _with_bmc_address(cluster: ResolvedCluster, change: object) -> ResolvedCluster:
+    machines = tuple(
+        m.model_copy(update={"bmc": m.bmc.model_copy(update={"address": change(m.bmc.address)})})
+        for m in cluster.machines
+    )
+    return dataclasses.replace(cluster, machines=machines)
+
+
+def _kubectl_apply(f: StageFleet, cluster: ResolvedCluster, objects: list[dict]) -> None:
+    """What an operator's kubectl would do: server-side apply under its own field manager."""
+    kubeconfig = yaml.safe_load(f.ctx.stored_kubeconfig(cluster) or "")
+    token = kubeconfig["users"][0]["user"]["token"]
+    with httpx.Client(base_url=cluster.api_endpoint, timeout=5.0, trust_env=False) as client:
+        for obj in objects:
+            meta = obj["metadata"]
+            group = obj["apiVersion"]
+            prefix = "/api/v1" if group == "v1" else f"/apis/{group}"
+            plural = {"Namespace": "namespaces", "Deployment": "deployments"}[obj["kind"]]
+            ns = f"/namespaces/{meta['namespace']}" if meta.get("namespace") else ""
+            response = client.patch(
+                f"{prefix}{ns}/{plural}/{meta['name']}",
+                params={"fieldManager": "kubectl", "force": "true"},
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/apply-patch+yaml",
+                },
+                content=yaml.safe_dump(obj),
+            )
+            assert response.status_code in (200, 201), response.text

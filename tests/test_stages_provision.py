@@ -1,0 +1,164 @@
+"""The four stages against the real simulator: from bare hardware to Verified, re-runs that
+touch nothing, and drift that only the drifted object is re-applied for."""
+
+from __future__ import annotations
+
+from tests.stagefixtures import BARE_METAL, EDGE, VMS, StageFleet, run_all, stage_fleet_fixture  # noqa: F401
+from werft.conditions import STAGE_ORDER, ConditionType
+from werft.stages import (
+    ensure_addons,
+    ensure_infrastructure,
+    observe_cluster,
+    run_stage_batch,
+    verify_cluster,
+)
+
+NOTHING = dict.fromkeys(STAGE_ORDER, False)
+EVERYTHING = dict.fromkeys(STAGE_ORDER, True)
+
+
+async def test_bare_metal_and_vm_clusters_go_from_nothing_to_verified(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    clusters = [f.cluster(BARE_METAL), f.cluster(VMS)]
+    assert [await observe_cluster(c, f.ctx) for c in clusters] == [NOTHING, NOTHING]
+
+    expected = {
+        ConditionType.INFRASTRUCTURE_READY: "Provisioned",
+        ConditionType.BOOTSTRAPPED: "Bootstrapped",
+        ConditionType.ADDONS_READY: "AddonsApplied",
+        ConditionType.VERIFIED: "Verified",
+    }
+    for stage in STAGE_ORDER:
+        conditions = await run_stage_batch(stage, clusters, f.ctx, max_concurrency=2)
+        for cluster, condition in zip(clusters, conditions, strict=True):
+            assert condition.type == stage
+            assert (condition.status, condition.reason) == ("True", expected[stage]), (
+                cluster.name,
+                condition.message,
+            )
+            assert condition.transient is False
+            assert condition.duration_s > 0
+            # Only infrastructure and add-ons change anything; bootstrap and verify watch.
+            if stage in (ConditionType.INFRASTRUCTURE_READY, ConditionType.ADDONS_READY):
+                assert condition.mutations > 0
+            else:
+                assert condition.mutations == 0
+        # What the planner sees after each stage: a satisfied prefix that reaches at least
+        # this stage (the nodes may have bootstrapped themselves already; Verified asks no
+        # more than healthy add-ons on a healthy cluster, so it comes with AddonsReady).
+        observed = await observe_cluster(clusters[0], f.ctx)
+        satisfied = [s for s in STAGE_ORDER if observed[s]]
+        assert satisfied == list(STAGE_ORDER[: len(satisfied)])
+        assert stage in satisfied
+        if stage == ConditionType.ADDONS_READY:
+            assert satisfied == list(STAGE_ORDER)
+
+    verified = conditions
+    bm_checks = verified[0].checks
+    assert all(line.startswith("pass: ") for line in bm_checks)
+    assert "pass: nodes Ready 2/2" in bm_checks
+    assert "pass: kubelet v1.31.4 on 2/2" in bm_checks
+    assert "pass: Deployment kube-system/metrics-server healthy (1/1 available)" in bm_checks
+    assert any(line.startswith("pass: smoke GET /version over httpx: 200") for line in bm_checks)
+    assert "pass: nodes Ready 3/3" in verified[1].checks
+    # The machines really are installed and running the cluster's nodes.
+    for machine in f.cluster(BARE_METAL).machines:
+        assert f.sim.machine(machine.name)["powerState"] == "On"
+    assert f.sim.cluster(BARE_METAL)["apiUp"] is True
+    assert [await observe_cluster(c, f.ctx) for c in clusters] == [EVERYTHING, EVERYTHING]
+
+
+async def test_rerun_of_ready_cluster_makes_no_mutating_calls(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    # Bare metal (BMC) and VMs (hypervisor): every kind of endpoint werft mutates.
+    clusters = [f.cluster(EDGE), f.cluster(VMS)]
+    for cluster in clusters:
+        assert [c.reason for c in await run_all(cluster, f.ctx)][-1] == "Verified"
+    assert f.mutations() > 0
+    f.sim.reset_stats()
+
+    for cluster in clusters:
+        again = await run_all(cluster, f.ctx)
+        assert [c.reason for c in again] == [
+            "AlreadyProvisioned",
+            "Bootstrapped",
+            "AddonsAlreadyReady",
+            "Verified",
+        ]
+        assert [c.mutations for c in again] == [0, 0, 0, 0]
+    stats = f.sim.stats()
+    assert stats["mutations"] == {"bmc": {}, "hypervisor": {}, "clusters": {}}
+    assert stats["requests"] > 0  # it did look
+
+
+async def test_observe_is_one_cheap_read_only_pass(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(BARE_METAL)
+    await run_all(cluster, f.ctx)
+    f.sim.reset_stats()
+
+    assert await observe_cluster(cluster, f.ctx) == EVERYTHING
+
+    stats = f.sim.stats()
+    assert f.mutations() == 0
+    # 30 add-on objects, 2 machines: per kind one LIST, not one GET per object.
+    api_requests = stats["requestsByTarget"]["clusters"][BARE_METAL]
+    assert api_requests <= 15, api_requests
+
+
+async def test_drifted_addon_is_detected_and_only_it_is_reapplied(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    await run_all(cluster, f.ctx)
+    f.sim.drift(
+        kind="change-object",
+        cluster=EDGE,
+        apiVersion="apps/v1",
+        resource="deployments",
+        namespace="flux-system",
+        name="kustomize-controller",
+        patch={"spec": {"template": {"spec": {"serviceAccountName": "default"}}}},
+    )
+    f.sim.drift(
+        kind="delete-object",
+        cluster=EDGE,
+        apiVersion="v1",
+        resource="configmaps",
+        namespace="kube-flannel",
+        name="kube-flannel-cfg",
+    )
+
+    observed = await observe_cluster(cluster, f.ctx)
+    assert observed[ConditionType.BOOTSTRAPPED] and not observed[ConditionType.ADDONS_READY]
+    checked = await verify_cluster(cluster, f.ctx)
+    assert (checked.status, checked.reason) == ("False", "VerificationFailed")
+    assert (
+        "fail: Deployment flux-system/kustomize-controller not drifted "
+        "(.spec.template.spec.serviceAccountName)"
+    ) in checked.checks
+    assert "fail: ConfigMap kube-flannel/kube-flannel-cfg present" in checked.checks
+
+    f.sim.reset_stats()
+    healed = await ensure_addons(cluster, f.ctx)
+
+    assert (healed.status, healed.reason, healed.mutations) == ("True", "AddonsApplied", 2)
+    assert f.mutations(EDGE) == 2
+    assert (await verify_cluster(cluster, f.ctx)).reason == "Verified"
+
+
+async def test_machine_that_lost_power_is_brought_back(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    await run_all(cluster, f.ctx)
+    node = cluster.machines[0].name
+    f.sim.drift(kind="power-off", machine=node)
+    assert (await observe_cluster(cluster, f.ctx))[ConditionType.INFRASTRUCTURE_READY] is False
+
+    condition = await ensure_infrastructure(cluster, f.ctx)
+
+    assert (condition.status, condition.reason) == ("True", "Provisioned"), condition.message
+    assert condition.mutations > 0
+    assert f.sim.machine(node)["powerState"] == "On"
+    assert [c.reason for c in await run_all(cluster, f.ctx)][-1] == "Verified"
