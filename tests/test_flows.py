@@ -374,8 +374,8 @@ def test_via_api_with_werft_serve_runs_the_deployment(workdir: Path, prefect_api
             [sys.executable, "-m", "werft.cli", "serve", "--time-scale", str(TIME_SCALE)],
             env=env,
             cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=open("/tmp/exp/serve.log", "w"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
