@@ -45,12 +45,20 @@ def _check(response: httpx.Response, what: str) -> dict[str, Any]:
 def create_run(
     api_url: str, parameters: dict[str, Any], deployment: str = "provision-fleet/provision-fleet"
 ) -> RunState:
+    """Create a flow run of ``deployment``. The server replaces top-level parameters whole,
+    so an object parameter (``request``) given here is merged onto the deployment's default
+    first: what is not said keeps the deployment's value (e.g. `werft serve --time-scale`)."""
     with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
         found = _check(client.get(f"deployments/name/{deployment}"), f"deployment {deployment}")
+        defaults = found.get("parameters") or {}
+        merged = {
+            key: {**defaults[key], **value}
+            if isinstance(value, dict) and isinstance(defaults.get(key), dict)
+            else value
+            for key, value in parameters.items()
+        }
         created = _check(
-            client.post(
-                f"deployments/{found['id']}/create_flow_run", json={"parameters": parameters}
-            ),
+            client.post(f"deployments/{found['id']}/create_flow_run", json={"parameters": merged}),
             "create_flow_run",
         )
     return _state(created)

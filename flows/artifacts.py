@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.artifacts import (
     acreate_markdown_artifact,
     acreate_progress_artifact,
@@ -46,6 +47,13 @@ async def publish_problems(source: str, problems: Sequence[Problem]) -> None:
 
 
 async def publish_plan(plan: Plan, wave_list: Sequence[Wave], task_runs: int) -> None:
+    get_run_logger().info(
+        "plan: %d of %d cluster(s) need work: %d wave(s), %d task run(s)",
+        len(plan.work),
+        len(plan),
+        len(wave_list),
+        task_runs,
+    )
     rows = plan.rows()
     work = [r for r in rows if r["needs"] != "nothing (in shape)"]
     wave_of = {name: w.name for w in wave_list for name in w.clusters}

@@ -75,7 +75,6 @@ async def provision_cluster(
 async def provision(request: ProvisionRequest) -> Any:
     """The body both flows share. Returns a FleetResult, or a Failed state carrying one."""
     start = time.monotonic()
-    logger = get_run_logger()
     use_secret_blocks()
     result = FleetResult(
         flow_run_id=flow_run.id,
@@ -83,40 +82,29 @@ async def provision(request: ProvisionRequest) -> Any:
         selector=request.selector.describe(),
         dry_run=request.dry_run,
     )
-
     inventory = await load(request.source, request.selector, result)
     if inventory is None:
         return await finish(result, start)
+
     clusters = request.selector.select(inventory)
     ref = RunRef(key=flow_run.id or "local", source=request.source, time_scale=request.time_scale)
     async with open_run(ref, inventory):
         observed = await observe(
-            ref,
-            [c.name for c in clusters],
-            request.selector.describe(),
-            request.observe_concurrency,
+            ref, [c.name for c in clusters], result.selector, request.observe_concurrency
         )
         plan = plan_fleet(clusters, observed)
-        policy = override_rollout(inventory.fleet.spec.rollout, request.rollout)
-        wave_list = waves(plan, policy)
-        planned_runs = task_runs(plan, wave_list)
-        await publish_plan(plan, wave_list, planned_runs)
-        logger.info(
-            "plan: %d of %d cluster(s) need work: %d wave(s), %d task run(s)",
-            len(plan.work),
-            len(plan),
-            len(wave_list),
-            planned_runs,
-        )
+        wave_list = waves(plan, override_rollout(inventory.fleet.spec.rollout, request.rollout))
+        await publish_plan(plan, wave_list, task_runs(plan, wave_list))
+
         rollout = Rollout(inventory, plan, ref, request)
         if request.dry_run:
             result.waves = rollout.not_started(wave_list)
         else:
             result.waves = await rollout.run(wave_list)
-        result.clusters = list(rollout.records.values())
-        result.task_runs = rollout.task_runs if not request.dry_run else planned_runs
-        if rollout.halted:
-            result.succeeded, result.reason = False, rollout.halted
+    result.task_runs = rollout.task_runs
+    result.clusters = list(rollout.records.values())
+    if rollout.halted:
+        result.succeeded, result.reason = False, rollout.halted
     return await finish(result, start)
 
 

@@ -39,7 +39,7 @@ from tasks.policy import with_retry_policy
 from werft.conditions import STAGE_ORDER, Condition, ConditionType
 from werft.inventory.model import Tier
 from werft.inventory.resolved import Inventory
-from werft.plan import Batch, Outcome, Plan, Wave, WaveTally, outcome
+from werft.plan import Batch, Outcome, Plan, Wave, WaveTally, outcome, task_runs
 
 TASK_FAILED = "TaskFailed"
 ROLLOUT_HALTED = "RolloutHalted"
@@ -105,7 +105,8 @@ class Rollout:
         return reports
 
     def not_started(self, waves: list[Wave]) -> list[WaveReport]:
-        """The waves as planned (a dry run)."""
+        """The waves as planned (a dry run); ``task_runs`` counts the runs it would create."""
+        self.task_runs = task_runs(self.plan, waves)
         return [self._report(WaveTally(w), started=False, seconds=0.0) for w in waves]
 
     async def run_wave(self, wave: Wave) -> WaveReport:

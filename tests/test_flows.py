@@ -374,8 +374,8 @@ def test_via_api_with_werft_serve_runs_the_deployment(workdir: Path, prefect_api
             [sys.executable, "-m", "werft.cli", "serve", "--time-scale", str(TIME_SCALE)],
             env=env,
             cwd=workdir,
-            stdout=open("/tmp/exp/serve.log", "w"),
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
@@ -402,6 +402,11 @@ def test_via_api_with_werft_serve_runs_the_deployment(workdir: Path, prefect_api
             serve.wait(timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2 Verified" in out.stdout
+    run_id = out.stdout.split("/runs/flow-run/")[1].split()[0]
+    run = httpx.get(f"{prefect_api}/flow_runs/{run_id}").json()
+    # what the CLI did not say kept the deployment's value (werft serve --time-scale)
+    assert run["parameters"]["request"]["time_scale"] == TIME_SCALE
+    assert run["parameters"]["request"]["inventory"] == str(f.root)
 
 
 def _deployment_exists(api_url: str) -> bool:

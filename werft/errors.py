@@ -56,16 +56,43 @@ class InventoryError(WerftError):
 # --- runtime ---------------------------------------------------------------------------
 
 
-class TransientError(WerftError):
+def default_reason(cls: type[BaseException]) -> str:
+    """The reason an error carries when nobody named one: its class name without the
+    ``Error`` suffix (``TransientError`` -> ``Transient``, ``SecretNotFound`` ->
+    ``SecretNotFound``)."""
+    return cls.__name__.removesuffix("Error")
+
+
+class _Classified(WerftError):
+    """A runtime failure, classified once where it happens.
+
+    ``reason`` is a machine-readable CamelCase word a Condition can carry as it is
+    (``Unreachable``, ``BMCUnauthorized``, ``MediaUnavailable``): whoever maps a low-level
+    failure onto this class names it (``TransientError(msg, reason="Unreachable")``), so
+    nobody downstream guesses it from the message text. Without one, it is derived from
+    the class (``default_reason``).
+    """
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason: str = reason or default_reason(type(self))
+
+
+class TransientError(_Classified):
     """Worth retrying: timeouts, 5xx, connection refused, a busy BMC, a site offline."""
 
 
-class PermanentError(WerftError):
+class PermanentError(_Classified):
     """Retrying cannot help: bad credentials, unknown system, invalid spec."""
 
 
 class SecretNotFound(PermanentError):
     """A credentialsRef that resolves to nothing."""
+
+
+# The reasons that say no more than the class: whoever reports the failure names it in
+# its own words (a stage: "ProvisioningFailed").
+GENERIC_REASONS = frozenset({default_reason(TransientError), default_reason(PermanentError)})
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -5,9 +5,12 @@
 - ``libvirt``   VMs on a libvirt hypervisor (``vm.host``: a libvirt URI; optional extra).
 
 Stage code asks a ``ProviderPool`` for the provider of each machine and calls
-``observe`` / ``ensure`` / ``wait_powered_on``, and ``release`` once the node has joined
-its cluster (so a reboot does not reinstall it); every failure arrives as a
-``TransientError`` or ``PermanentError`` (classified in ``werft.providers.errors``).
+``observe`` / ``ensure`` / ``wait_powered_on``, ``release`` once the node has joined
+its cluster (so a reboot does not reinstall it), and ``power_on`` for an installed
+machine that lost power (from its disk, never the installer). ``mutations_sent`` counts
+the mutating calls per machine, those of failed operations included. Every failure
+arrives as a ``TransientError`` or ``PermanentError`` with a ``reason`` (classified in
+``werft.providers.errors``).
 """
 
 from werft.providers._http import HttpOptions

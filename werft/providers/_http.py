@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from werft.errors import PermanentError
+from werft.providers.base import MutationLedger
 from werft.providers.errors import Target, classify
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -67,7 +68,8 @@ class Calls:
     """Requests made on behalf of one machine in one operation.
 
     Every failure leaves as a classified werft error; ``mutations`` counts the mutating
-    requests sent (what ``Provider.ensure`` returns).
+    requests sent (what ``Provider.ensure`` returns), and so does the provider's
+    ``ledger`` (what ``Provider.mutations_sent`` reads, failed operations included).
     """
 
     def __init__(
@@ -77,11 +79,13 @@ class Calls:
         *,
         auth: tuple[str, str] | None = None,
         action_timeout: httpx.Timeout | None = None,
+        ledger: MutationLedger | None = None,
     ) -> None:
         self._client = client
         self._target = target
         self._auth = auth
         self._action_timeout = action_timeout
+        self._ledger = ledger
         self.mutations = 0
 
     @property
@@ -97,8 +101,11 @@ class Calls:
         json: Any = None,
         headers: dict[str, str] | None = None,
         allow: frozenset[int] = frozenset(),
+        fetches_media: bool = False,
     ) -> httpx.Response:
-        """Send; raise the classified error for a failure unless its status is in ``allow``."""
+        """Send; raise the classified error for a failure unless its status is in ``allow``
+        (``fetches_media``: the endpoint downloads an image for this request, see
+        ``werft.providers.errors.classify``)."""
         mutating = method in _MUTATING
         kwargs: dict[str, Any] = {"json": json, "headers": headers}
         if self._auth is not None:
@@ -108,12 +115,14 @@ class Calls:
         if mutating:
             # Counted when sent: a request that times out may still have been applied.
             self.mutations += 1
+            if self._ledger is not None:
+                self._ledger.add(self._target.machine)
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise classify(exc, self._target, action) from None
         if response.status_code >= 400 and response.status_code not in allow:
-            raise classify(response, self._target, action) from None
+            raise classify(response, self._target, action, fetches_media=fetches_media) from None
         return response
 
     async def get_json(self, path: str, action: str) -> tuple[dict[str, Any], httpx.Response]:

@@ -1,15 +1,19 @@
 """What every infrastructure provider promises: observe a machine, make it boot an image,
-and, once it has joined its cluster, stop it from booting the installer again.
+once it has joined its cluster stop it from booting the installer again, and power an
+installed machine back on from its disk.
 
-A provider is level-triggered like every werft stage: ``ensure`` and ``release`` observe
-first and act only on the difference, and return how many mutating calls they made, so a
-re-run on a machine that is already where it should be makes none (the tests count them).
+A provider is level-triggered like every werft stage: ``ensure``, ``release``,
+``power_on`` and ``power_off`` observe first and act only on the difference, and return
+how many mutating calls they made, so a re-run on a machine that is already where it
+should be makes none (the tests count them). ``mutations_sent`` counts the same per
+machine, including the calls of an operation that then failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from typing import Literal, Protocol, runtime_checkable
 
@@ -17,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from werft.errors import TransientError
 from werft.inventory.model import Machine
+from werft.providers.errors import TIMEOUT
 
 ProviderKind = Literal["redfish", "simulated", "libvirt"]
 
@@ -50,6 +55,13 @@ class MachineState(BaseModel):
     # reports it (every provider), "system" (Redfish: the system's path), "boot"
     # (libvirt: the boot order).
     details: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def cd_override(self) -> bool:
+        """The next boot starts from the CD (with werft's media in: the installer): a boot
+        override to Cd, Once or Continuous (libvirt reports a boot order with the CD-ROM
+        first as ``Cd/Continuous``). ``Provider.release`` clears it."""
+        return (self.boot_override or "").startswith("Cd/")
 
     @property
     def boot_pending(self) -> bool:
@@ -94,6 +106,9 @@ class Provider(Protocol):
         ``MachineState.seed_outdated``). A machine that runs with both inserted but has
         not booted them yet (``MachineState.boot_pending``: werft stopped before the
         restart) is restarted.
+
+        A machine that is off is (re)installed: never call this for a machine that was
+        installed already and only lost power -- that is ``power_on``.
         """
         ...
 
@@ -108,6 +123,17 @@ class Provider(Protocol):
         """
         ...
 
+    async def power_on(self, machine: Machine) -> int:
+        """Power an installed machine back on from its disk: never the installer.
+
+        ``release`` first (a Cd override, or libvirt's CD-ROM-first boot order, would boot
+        the installer and re-image the machine), then power on. The media are left as they
+        are. Returns the mutating calls made: 0 when the machine is on already (whatever
+        it boots: this does not restart anything). For a machine that lost power after
+        its install; whether it was installed is the caller's judgement.
+        """
+        ...
+
     async def power_off(self, machine: Machine) -> int:
         """Hard power off; returns the mutating calls made (0 when already off)."""
         ...
@@ -118,7 +144,31 @@ class Provider(Protocol):
         """Poll until the machine reports power on; TransientError after ``timeout`` s."""
         ...
 
+    def mutations_sent(self, machine: Machine) -> int:
+        """Mutating calls this instance has sent for ``machine`` so far, counted when sent:
+        unlike the return values, this includes the calls of an operation that then
+        failed (a request that timed out may still have been applied). Callers read it
+        before and after an operation (in a ``finally``)."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+class MutationLedger:
+    """Per machine, the mutating calls a provider instance has sent; what
+    ``Provider.mutations_sent`` reads. Thread-safe (libvirt calls run in worker threads)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, machine: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[machine] = self._counts.get(machine, 0) + n
+
+    def get(self, machine: str) -> int:
+        with self._lock:
+            return self._counts.get(machine, 0)
 
 
 def is_seed_of(url: str, desired_seed_url: str, machine: str) -> bool:
@@ -158,6 +208,8 @@ async def poll_until_powered_on(
         if left <= 0:
             power = state.details.get("power_state", "off")
             raise TransientError(
-                f"machine {machine.name} did not power on within {timeout:g}s (power state {power})"
+                f"machine {machine.name} did not power on within {timeout:g}s "
+                f"(power state {power})",
+                reason=TIMEOUT,
             )
         await asyncio.sleep(min(poll_interval, left))

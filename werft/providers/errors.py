@@ -7,6 +7,10 @@ reset connections, DNS failures, 5xx, 429, a busy BMC) or
 unknown system, a request the BMC rejects). Messages name the machine and the endpoint
 (host:port) and never carry credentials: the exceptions are raised ``from None`` so no
 request object (which holds the Authorization header) travels with them.
+
+Each error also carries a machine-readable ``reason`` (the constants below), set here and
+nowhere else; the infrastructure stage puts it into its Condition as it is. A failure
+none of them fits keeps the class's generic reason and the stage names it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,20 @@ BUSY_MESSAGES = frozenset(
 
 # Statuses that are worth retrying even though they are < 500.
 _TRANSIENT_4XX = frozenset({408, 412, 425, 429})
+# What a BMC (or hypervisor) answers when it could not use the image it was told to
+# fetch: the sim and sushy-tools say 400, some BMCs 422.
+_MEDIA_REFUSED = frozenset({400, 422})
+
+# Reasons (Condition vocabulary).
+UNREACHABLE = "Unreachable"  # transient: no answer (refused, reset, timed out, DNS)
+PROVIDER_ERROR = "ProviderError"  # transient: the endpoint answered (5xx, busy, 429)
+BMC_UNAUTHORIZED = "BMCUnauthorized"  # permanent: 401/403 from a BMC
+UNAUTHORIZED = "Unauthorized"  # permanent: 401/403 from a hypervisor
+SYSTEM_NOT_FOUND = "SystemNotFound"  # permanent: no such system/domain (or no API) there
+MEDIA_UNAVAILABLE = "MediaUnavailable"  # permanent: the endpoint could not fetch an image
+CERTIFICATE_UNTRUSTED = "CertificateUntrusted"  # permanent: TLS verification failed
+CREDENTIALS_MISSING = "CredentialsMissing"  # permanent: the credentialsRef resolves to nothing
+TIMEOUT = "Timeout"  # transient: a wait of the provider's own ran out
 
 
 @dataclass(frozen=True)
@@ -48,15 +66,23 @@ class Target:
 
 
 def classify(
-    failure: httpx.HTTPError | httpx.Response, target: Target, action: str
+    failure: httpx.HTTPError | httpx.Response,
+    target: Target,
+    action: str,
+    *,
+    fetches_media: bool = False,
 ) -> TransientError | PermanentError:
-    """The one place that decides transient vs permanent for HTTP-speaking providers.
+    """The one place that decides transient vs permanent, and the reason, for
+    HTTP-speaking providers.
 
     ``action`` says what werft was doing ("read the service root", "insert media"), so
     the message reads: ``machine m1 (BMC 10.0.0.5:443): insert media: HTTP 400: ...``.
+    ``fetches_media``: the request makes the endpoint download an image (Redfish
+    InsertMedia; defining a simulated domain, whose CD-ROMs are fetched then); its
+    refusal (400/422) means the image could not be fetched or used: MediaUnavailable.
     """
     if isinstance(failure, httpx.Response):
-        return _classify_response(failure, target, action)
+        return _classify_response(failure, target, action, fetches_media=fetches_media)
     return _classify_exception(failure, target, action)
 
 
@@ -89,7 +115,7 @@ def _is_busy(message_ids: list[str]) -> bool:
 
 
 def _classify_response(
-    response: httpx.Response, target: Target, action: str
+    response: httpx.Response, target: Target, action: str, *, fetches_media: bool
 ) -> TransientError | PermanentError:
     status = response.status_code
     try:
@@ -105,18 +131,23 @@ def _classify_response(
         ref = target.credentials_ref or "this endpoint"
         return PermanentError(
             f"{head}: {target.kind} refused the credentials for {ref}"
-            + (" (not allowed to do this)" if status == 403 else "")
+            + (" (not allowed to do this)" if status == 403 else ""),
+            reason=BMC_UNAUTHORIZED if target.kind == "BMC" else UNAUTHORIZED,
         )
     if status == 503 or status in _TRANSIENT_4XX or _is_busy(ids):
-        return TransientError(f"{head} (busy or rate limited, retry later){detail}")
+        return TransientError(
+            f"{head} (busy or rate limited, retry later){detail}", reason=PROVIDER_ERROR
+        )
     if status == 404:
+        # No such system (a typo in the address) or no BMC / hypervisor API at all there.
         path = response.request.url.path
-        return PermanentError(f"{head}: {path} not found{detail}")
+        return PermanentError(f"{head}: {path} not found{detail}", reason=SYSTEM_NOT_FOUND)
     if status == 501:  # the BMC does not implement the operation: no retry changes that
         return PermanentError(f"{head}: not implemented by this endpoint{detail}")
     if status >= 500:
-        return TransientError(f"{head}{detail}")
-    return PermanentError(f"{head}{detail or ': ' + response.reason_phrase}")
+        return TransientError(f"{head}{detail}", reason=PROVIDER_ERROR)
+    reason = MEDIA_UNAVAILABLE if fetches_media and status in _MEDIA_REFUSED else None
+    return PermanentError(f"{head}{detail or ': ' + response.reason_phrase}", reason=reason)
 
 
 def _classify_exception(
@@ -124,20 +155,21 @@ def _classify_exception(
 ) -> TransientError | PermanentError:
     head = f"{target}: {action}"
     if isinstance(exc, httpx.TimeoutException):
-        return TransientError(f"{head}: timed out ({type(exc).__name__})")
+        return TransientError(f"{head}: timed out ({type(exc).__name__})", reason=UNREACHABLE)
     if isinstance(exc, httpx.ConnectError) and _tls_verification_failed(exc):
         # An untrusted certificate does not heal by retrying; the inventory must say
         # which CA to trust.
         return PermanentError(
             f"{head}: TLS certificate not trusted ({_reason(exc)}); set caBundle "
-            "or disableCertificateVerification on the BMC"
+            "or disableCertificateVerification on the BMC",
+            reason=CERTIFICATE_UNTRUSTED,
         )
     if isinstance(exc, httpx.ConnectError):  # refused, unreachable, DNS failure
-        return TransientError(f"{head}: cannot connect ({_reason(exc)})")
+        return TransientError(f"{head}: cannot connect ({_reason(exc)})", reason=UNREACHABLE)
     if isinstance(exc, httpx.TransportError) and not isinstance(
         exc, httpx.UnsupportedProtocol | httpx.ProxyError
     ):  # reset, closed mid-response, protocol garbage from a rebooting BMC
-        return TransientError(f"{head}: connection failed ({_reason(exc)})")
+        return TransientError(f"{head}: connection failed ({_reason(exc)})", reason=UNREACHABLE)
     return PermanentError(f"{head}: {_reason(exc)}")
 
 
@@ -157,11 +189,14 @@ def _reason(exc: BaseException) -> str:
 
 # libvirt error codes worth retrying: the hypervisor host is unreachable or busy, or the
 # domain changed state under us (another actor started it a moment ago). Looked up by
-# name so this module needs no libvirt import.
-_LIBVIRT_TRANSIENT = (
+# name so this module needs no libvirt import. The first three mean "no answer".
+_LIBVIRT_UNREACHABLE = (
     "VIR_ERR_NO_CONNECT",
     "VIR_ERR_SYSTEM_ERROR",  # socket/ssh failures: connection refused, host down
     "VIR_ERR_RPC",
+)
+_LIBVIRT_TRANSIENT = (
+    *_LIBVIRT_UNREACHABLE,
     "VIR_ERR_OPERATION_TIMEOUT",
     "VIR_ERR_AGENT_UNRESPONSIVE",
     "VIR_ERR_RESOURCE_BUSY",
@@ -176,9 +211,18 @@ def classify_libvirt(
     """The same decision for a ``libvirt.libvirtError`` (``module`` is the imported
     libvirt module, passed in because libvirt is an optional dependency)."""
     code = exc.get_error_code() if hasattr(exc, "get_error_code") else None
-    transient = {getattr(module, name, None) for name in _LIBVIRT_TRANSIENT} - {None}
     message = (exc.get_error_message() if hasattr(exc, "get_error_message") else None) or exc
     head = f"{target}: {action}"
-    if code in transient:
-        return TransientError(f"{head}: {message}")
+    if code in _codes(module, _LIBVIRT_UNREACHABLE):
+        return TransientError(f"{head}: {message}", reason=UNREACHABLE)
+    if code in _codes(module, _LIBVIRT_TRANSIENT):
+        return TransientError(f"{head}: {message}", reason=PROVIDER_ERROR)
+    if code in _codes(module, ("VIR_ERR_AUTH_FAILED", "VIR_ERR_AUTH_CANCELLED")):
+        return PermanentError(f"{head}: {message}", reason=UNAUTHORIZED)
+    if code in _codes(module, ("VIR_ERR_NO_DOMAIN",)):
+        return PermanentError(f"{head}: {message}", reason=SYSTEM_NOT_FOUND)
     return PermanentError(f"{head}: {message}")
+
+
+def _codes(module: Any, names: tuple[str, ...]) -> set[int]:
+    return {code for name in names if (code := getattr(module, name, None)) is not None}

@@ -14,6 +14,9 @@ hypervisor must reach the URL); a path or file:// URL is a local file on the hyp
 domain holding the desired media either booted them or is shut off (and gets started).
 ``release`` (the node has joined) redefines the domain with boot order hd first, so a
 reboot starts the installed OS instead of the installer; the CD-ROMs stay attached.
+Until then, the CD-ROM-first boot order is reported as a ``Cd/Continuous`` boot
+override: that is what it amounts to. ``power_on`` (an installed machine lost power)
+releases, then starts the domain.
 """
 
 from __future__ import annotations
@@ -30,8 +33,14 @@ import jinja2
 
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine, VMSpec
-from werft.providers.base import MachineState, ProviderKind, assess, poll_until_powered_on
-from werft.providers.errors import Target, classify_libvirt
+from werft.providers.base import (
+    MachineState,
+    MutationLedger,
+    ProviderKind,
+    assess,
+    poll_until_powered_on,
+)
+from werft.providers.errors import SYSTEM_NOT_FOUND, Target, classify_libvirt
 
 T = TypeVar("T")
 
@@ -227,6 +236,7 @@ class LibvirtProvider:
         self._lib = load_libvirt()
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._ledger = MutationLedger()
 
     def __repr__(self) -> str:
         return f"LibvirtProvider({self.uri!r})"
@@ -247,6 +257,9 @@ class LibvirtProvider:
     async def release(self, machine: Machine) -> int:
         return await self._run(machine, "boot the domain from disk", self._release_sync, machine)
 
+    async def power_on(self, machine: Machine) -> int:
+        return await self._run(machine, "start the domain from disk", self._power_on_sync, machine)
+
     async def power_off(self, machine: Machine) -> int:
         return await self._run(machine, "stop the domain", self._power_off_sync, machine)
 
@@ -256,6 +269,9 @@ class LibvirtProvider:
         return await poll_until_powered_on(
             self, machine, timeout=timeout, poll_interval=poll_interval
         )
+
+    def mutations_sent(self, machine: Machine) -> int:
+        return self._ledger.get(machine.name)
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
@@ -291,23 +307,36 @@ class LibvirtProvider:
                 return None
             raise
 
+    def _sent(self, machine: Machine) -> int:
+        """Count one mutating call, before it is made (it may fail after taking effect)."""
+        self._ledger.add(machine.name)
+        return 1
+
     def _observe_sync(self, machine: Machine) -> MachineState:
         return self._state(machine, self._lookup(machine.name))
 
-    @staticmethod
-    def _state(machine: Machine, domain: Any | None) -> MachineState:
+    def _state(self, machine: Machine, domain: Any | None) -> MachineState:
         if domain is None:
             return MachineState(
                 name=machine.name, provider="libvirt", exists=False, powered_on=False
             )
         facts = DomainFacts.parse(domain.XMLDesc(0))
         active = bool(domain.isActive())
+        # The next boot follows the persistent definition (a running domain's live XML
+        # keeps the order it started with).
+        persistent = (
+            DomainFacts.parse(domain.XMLDesc(self._lib.VIR_DOMAIN_XML_INACTIVE))
+            if active
+            else facts
+        )
+        cd_first = persistent.boot.split(",", 1)[0] == "cdrom"
         return MachineState(
             name=machine.name,
             provider="libvirt",
             exists=True,
             powered_on=active,
             media=facts.media,
+            boot_override="Cd/Continuous" if cd_first else None,
             details={"power_state": "running" if active else "shutoff", "boot": facts.boot},
         )
 
@@ -332,8 +361,8 @@ class LibvirtProvider:
         if differs:
             if active:
                 # Running something else: stop it, like a BMC restart into the installer.
+                mutations += self._sent(machine)
                 domain.destroy()
-                mutations += 1
                 active = False
             disk_path, created = self._root_volume(conn, machine, vm)
             mutations += created
@@ -346,11 +375,11 @@ class LibvirtProvider:
                 domain_type=_domain_type(conn),
                 uuid=facts.uuid if facts else None,  # redefine in place, same identity
             )
+            mutations += self._sent(machine)
             domain = conn.defineXML(xml)
-            mutations += 1
         if not active:
+            mutations += self._sent(machine)
             domain.create()
-            mutations += 1
         return mutations
 
     def _release_sync(self, machine: Machine) -> int:
@@ -366,15 +395,32 @@ class LibvirtProvider:
             return 0
         for boot, dev in zip(boots, ["hd", *(d for d in devices if d != "hd")], strict=False):
             boot.set("dev", dev)
+        made = self._sent(machine)
         self._connection().defineXML(ET.tostring(root, encoding="unicode"))
-        return 1
+        return made
+
+    def _power_on_sync(self, machine: Machine) -> int:
+        domain = self._lookup(machine.name)
+        if domain is None:
+            raise PermanentError(
+                f"machine {machine.name}: no domain to start on {_endpoint(self.uri)} "
+                "(it was never defined)",
+                reason=SYSTEM_NOT_FOUND,
+            )
+        if domain.isActive():
+            return 0
+        made = self._release_sync(machine)  # hd first: the installed OS, not the installer
+        made += self._sent(machine)
+        self._connection().lookupByName(machine.name).create()
+        return made
 
     def _power_off_sync(self, machine: Machine) -> int:
         domain = self._lookup(machine.name)
         if domain is None or not domain.isActive():
             return 0
+        made = self._sent(machine)
         domain.destroy()
-        return 1
+        return made
 
     def _root_volume(self, conn: Any, machine: Machine, vm: VMSpec) -> tuple[str, int]:
         """(path of the machine's root volume, 1 if it had to be created else 0)."""
@@ -395,6 +441,7 @@ class LibvirtProvider:
             return pool.storageVolLookupByName(volume_name).path(), 0
         except self._lib.libvirtError:
             pass
+        self._sent(machine)
         volume = pool.createXML(
             f"<volume><name>{volume_name}</name>"
             f'<capacity unit="GiB">{vm.disk_gib}</capacity>'

@@ -16,6 +16,10 @@ ensure(), in order, each step only when needed:
 
 release(), once the node has joined its cluster: clear a Cd override (a Continuous one
 would reinstall the machine at every reboot); the media stay inserted.
+
+power_on(), for an installed machine that lost power: release() (so it boots its disk),
+then power on; no media change, no override to Cd. ensure() on such a machine would set
+the override and re-image it.
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ from werft.providers._redfish_resources import (
 )
 from werft.providers.base import (
     MachineState,
+    MutationLedger,
     ProviderKind,
     assess,
     poll_until_powered_on,
 )
-from werft.providers.errors import Target
+from werft.providers.errors import CREDENTIALS_MISSING, SYSTEM_NOT_FOUND, Target
 from werft.secrets import SecretStore, basic_auth
 
 log = logging.getLogger(__name__)
@@ -151,7 +156,8 @@ class _Session:
             listed = ", ".join(m.odata_id.rsplit("/", 1)[-1] for m in systems.members)
             raise PermanentError(
                 f"{self.calls.target}: unknown system {wanted!r} "
-                f"(the BMC lists: {listed or 'none'})"
+                f"(the BMC lists: {listed or 'none'})",
+                reason=SYSTEM_NOT_FOUND,
             )
         return parse(System, body, direct, f"{self.calls.target}: read system {wanted}")
 
@@ -242,6 +248,7 @@ class RedfishProvider:
         verify = tls_verify(disable=not verify_tls, ca_bundle=ca_bundle)
         self._client = new_client(origin, self._options, verify=verify)
         self._locations: dict[str, _Location] = {}
+        self._ledger = MutationLedger()
 
     def __repr__(self) -> str:
         return f"RedfishProvider({self.origin!r})"
@@ -300,6 +307,20 @@ class RedfishProvider:
         await self._clear_cd_override(view.session, view.location, view.etag)
         return view.session.calls.mutations
 
+    async def power_on(self, machine: Machine) -> int:
+        view = await self._look(machine, with_media=False)
+        session, system = view.session, view.system
+        if system.powered_on:
+            return 0
+        if system.power_state == "PoweringOff":
+            raise TransientError(f"{session.calls.target}: the machine is powering off")
+        if system.boot.to_cd:
+            # Left by an install on a BMC that keeps overrides (or never released): it
+            # would boot the installer again.
+            await self._clear_cd_override(session, view.location, view.etag)
+        await self._reset(session, system, view.location, ("On", "ForceOn"))
+        return session.calls.mutations
+
     async def power_off(self, machine: Machine) -> int:
         view = await self._look(machine, with_media=False)
         if view.system.power_state == "Off":
@@ -316,6 +337,9 @@ class RedfishProvider:
             self, machine, timeout=timeout, poll_interval=poll_interval
         )
 
+    def mutations_sent(self, machine: Machine) -> int:
+        return self._ledger.get(machine.name)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -331,8 +355,14 @@ class RedfishProvider:
         try:
             auth = basic_auth(bmc.credentials_ref, self._secrets)
         except SecretNotFound as exc:
-            raise SecretNotFound(f"{target}: {exc}") from None
-        calls = Calls(self._client, target, auth=auth, action_timeout=self._options.action_timeout)
+            raise SecretNotFound(f"{target}: {exc}", reason=CREDENTIALS_MISSING) from None
+        calls = Calls(
+            self._client,
+            target,
+            auth=auth,
+            action_timeout=self._options.action_timeout,
+            ledger=self._ledger,
+        )
         session = _Session(calls, address)
 
         location = self._locations.get(bmc.address)
@@ -344,7 +374,10 @@ class RedfishProvider:
             self._locations[bmc.address] = location
             found = await session.system(location)
             if found is None:
-                raise PermanentError(f"{target}: the system vanished while werft looked at it")
+                raise PermanentError(
+                    f"{target}: the system vanished while werft looked at it",
+                    reason=SYSTEM_NOT_FOUND,
+                )
         system, etag = found
         devices = await session.media(location) if with_media else []
         return _View(session, location, system, etag, devices)
@@ -376,7 +409,11 @@ class RedfishProvider:
         )
         verb = "eject media from" if action == "EjectMedia" else "insert media into"
         await session.calls.request(
-            "POST", session.path(target), f"{verb} {device.id or device.odata_id}", json=body
+            "POST",
+            session.path(target),
+            f"{verb} {device.id or device.odata_id}",
+            json=body,
+            fetches_media=action == "InsertMedia",  # the BMC downloads the image now
         )
 
     async def _boot_from_cd(
@@ -401,7 +438,9 @@ class RedfishProvider:
             )
             found = await session.system(location)
             if found is None:
-                raise PermanentError(f"{session.calls.target}: the system vanished")
+                raise PermanentError(
+                    f"{session.calls.target}: the system vanished", reason=SYSTEM_NOT_FOUND
+                )
             after, etag = found
             took = quirks.override_took(after.boot, "Cd")
             if took is not None:
@@ -436,7 +475,9 @@ class RedfishProvider:
             )
             found = await session.system(location)
             if found is None:
-                raise PermanentError(f"{session.calls.target}: the system vanished")
+                raise PermanentError(
+                    f"{session.calls.target}: the system vanished", reason=SYSTEM_NOT_FOUND
+                )
             after, etag = found
             if response.status_code < 400 and not after.boot.to_cd:
                 return

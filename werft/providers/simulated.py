@@ -7,9 +7,12 @@ machine in the simulator.
 
 It has no boot override to leave behind: a simulated domain boots its disk once the OS
 is installed (as a libvirt domain with boot order hd, cdrom would), so ``release`` has
-nothing to do. Nor has
-``ensure`` a crash window: the API refuses new media for a running domain, so a domain
-holding the desired media either booted them or is shut off (and gets started).
+nothing to do and ``power_on`` only starts the domain. Nor has ``ensure`` a crash
+window: the API refuses new media for a running domain, so a domain holding the desired
+media either booted them or is shut off (and gets started).
+
+The hypervisor downloads a domain's media when it is defined (PUT), so a refused PUT is
+classified as MediaUnavailable (``fetches_media``).
 """
 
 from __future__ import annotations
@@ -20,8 +23,14 @@ from urllib.parse import quote, urlsplit
 from werft.errors import PermanentError
 from werft.inventory.model import Machine, VMSpec
 from werft.providers._http import Calls, HttpOptions, new_client
-from werft.providers.base import MachineState, ProviderKind, assess, poll_until_powered_on
-from werft.providers.errors import Target
+from werft.providers.base import (
+    MachineState,
+    MutationLedger,
+    ProviderKind,
+    assess,
+    poll_until_powered_on,
+)
+from werft.providers.errors import SYSTEM_NOT_FOUND, Target
 
 _SCHEMES = {"sim+http": "http", "sim+https": "https"}
 API = "/hypervisor/v1"
@@ -57,6 +66,7 @@ class SimulatedProvider:
         self.origin = origin
         self._options = options or HttpOptions()
         self._client = new_client(origin, self._options)
+        self._ledger = MutationLedger()
 
     def __repr__(self) -> str:
         return f"SimulatedProvider({self.origin!r})"
@@ -89,7 +99,7 @@ class SimulatedProvider:
             await calls.request("POST", f"{path}/stop", "stop the domain")
             running = False
         if differs:
-            await calls.request("PUT", path, "define the domain", json=desired)
+            await calls.request("PUT", path, "define the domain", json=desired, fetches_media=True)
         if not running:
             await calls.request("POST", f"{path}/start", "start the domain")
         return calls.mutations
@@ -97,6 +107,19 @@ class SimulatedProvider:
     async def release(self, machine: Machine) -> int:
         self._calls(machine)  # only checks that the machine is served here
         return 0
+
+    async def power_on(self, machine: Machine) -> int:
+        calls, path = self._calls(machine)
+        domain = await self._get(calls, path)
+        if domain is None:
+            raise PermanentError(
+                f"{calls.target}: no domain to power on (it was never defined)",
+                reason=SYSTEM_NOT_FOUND,
+            )
+        if domain.get("state") == "running":
+            return 0
+        await calls.request("POST", f"{path}/start", "start the domain")
+        return calls.mutations
 
     async def power_off(self, machine: Machine) -> int:
         calls, path = self._calls(machine)
@@ -113,6 +136,9 @@ class SimulatedProvider:
             self, machine, timeout=timeout, poll_interval=poll_interval
         )
 
+    def mutations_sent(self, machine: Machine) -> int:
+        return self._ledger.get(machine.name)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -123,7 +149,12 @@ class SimulatedProvider:
         if sim_origin(vm.host) != self.origin:
             raise ValueError(f"{self!r} asked about {machine.name} on {vm.host}")
         target = Target(machine.name, urlsplit(self.origin).netloc, "hypervisor")
-        calls = Calls(self._client, target, action_timeout=self._options.action_timeout)
+        calls = Calls(
+            self._client,
+            target,
+            action_timeout=self._options.action_timeout,
+            ledger=self._ledger,
+        )
         return calls, f"{API}/domains/{quote(machine.name, safe='')}"
 
     async def _get(self, calls: Calls, path: str) -> dict[str, Any] | None:

@@ -1,11 +1,15 @@
 """Stage 2, Bootstrapped: the API answers and every machine is a Ready Node at the
-desired version. The nodes bootstrap themselves from their seeds; werft holds the admin
-kubeconfig from the start (it made the CA), so this stage only watches: read-only.
+desired version, and booting its disk from now on. The nodes bootstrap themselves from
+their seeds; werft holds the admin kubeconfig from the start (it made the CA), so on the
+cluster this stage only watches: it never writes to the cluster API.
 
 observe  /readyz, then the Node list
-act      nothing: kubeadm/k3s on the machines do the work
+act      nothing on the cluster: kubeadm/k3s on the machines do the work
 wait     for /readyz, then for every Node Ready (deadline)
-confirm  every machine a Node, Ready, kubelet v<kubernetesVersion>
+act      once every Node is Ready: ``release`` each machine through its provider (clear a
+         boot override to the CD, put libvirt's disk first), so a reboot or a power cut
+         does not boot the installer again; nothing to do on a re-run (0 mutations)
+confirm  every machine a Node, Ready, kubelet v<kubernetesVersion>, released
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import asyncio
 
 from werft.conditions import Condition, ConditionType
-from werft.errors import TransientError, WerftError
+from werft.errors import TransientError, WerftError, is_transient
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient
 from werft.render.kubeconfig import kubeconfig_for
 from werft.stages.checks import NodeCheck, check_nodes
 from werft.stages.context import StageContext
+from werft.stages.machines import act_on_each, provider_reason, worst
 from werft.stages.result import Done, Progress, StageFailed, default_classify, run_stage
 
 STAGE = ConditionType.BOOTSTRAPPED
@@ -28,6 +33,9 @@ API_UNAVAILABLE = "APIUnavailable"  # transient: the API did not answer /readyz 
 NODES_NOT_READY = "NodesNotReady"  # transient: missing or NotReady nodes at the deadline
 VERSION_MISMATCH = "VersionMismatch"  # permanent: waiting does not change a kubelet
 BOOTSTRAP_FAILED = "BootstrapFailed"  # permanent, e.g. the API refuses werft's token
+# A machine could not be released and the provider named no reason (it usually does:
+# Unreachable, BMCUnauthorized, ...). Transient or not as the provider's error was.
+RELEASE_FAILED = "ReleaseFailed"
 
 
 async def ensure_bootstrapped(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
@@ -36,9 +44,12 @@ async def ensure_bootstrapped(cluster: ResolvedCluster, ctx: StageContext) -> Co
         async with ctx.kube(cluster, kubeconfig) as kube:
             await wait_for_api(kube, cluster, ctx, progress)
             nodes = await _wait_for_nodes(kube, cluster, ctx, progress)
+        await _release(cluster, ctx, progress)
+        released = f"; {progress.mutations} boot change(s) to disk" if progress.mutations else ""
         return Done(
             BOOTSTRAPPED,
-            f"API ready; {nodes.expected} node(s) Ready at v{cluster.kubernetes_version}",
+            f"API ready; {nodes.expected} node(s) Ready at v{cluster.kubernetes_version}"
+            + released,
         )
 
     return await run_stage(STAGE, cluster, ctx, body, classify)
@@ -84,6 +95,25 @@ async def _wait_for_nodes(
                 transient=True,
             )
         await asyncio.sleep(min(ctx.timeouts.poll_interval, progress.deadline.remaining()))
+
+
+async def _release(cluster: ResolvedCluster, ctx: StageContext, progress: Progress) -> None:
+    """Every node has joined: make each machine boot its disk from now on. Providers
+    observe first, so a machine with nothing to clear costs one read and no mutation."""
+    errors = await act_on_each(
+        cluster.machines, ctx, progress, lambda provider, machine: provider.release(machine)
+    )
+    error = worst(errors)
+    if error is None:
+        return
+    if not isinstance(error, WerftError):
+        raise error
+    raise StageFailed(
+        provider_reason(error, transient=RELEASE_FAILED, permanent=RELEASE_FAILED),
+        f"cluster {cluster.name}: every node Ready, but a machine still boots the installer "
+        f"next (release failed): {error}",
+        transient=is_transient(error),
+    )
 
 
 def classify(exc: WerftError) -> str:

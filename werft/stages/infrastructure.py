@@ -1,46 +1,44 @@
 """Stage 1, InfrastructureReady: every machine powered on, booting the OS image + its seed.
 
-observe  each machine through its provider (BMC or hypervisor)
-act      ensure only the machines that do not boot the desired media yet
+observe  each machine through its provider (BMC or hypervisor); for machines that are off
+         but carry werft's seed, whether they were installed already (``installed``)
+act      ensure only the machines that do not boot the desired media yet -- except an
+         installed machine that lost power: it is only powered back on, from its disk
 wait     until every machine reports power on (deadline)
 confirm  Provisioned (mutations made) or AlreadyProvisioned (none)
+
+The Condition's reason for a provider failure is the one the provider classified it with
+(``werft.providers.errors``: Unreachable, BMCUnauthorized, SystemNotFound,
+MediaUnavailable, ...); mutations count every call sent, also those of a failed ensure.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+import logging
+from collections.abc import Mapping, Sequence
 
 from werft.conditions import Condition, ConditionType
-from werft.errors import PermanentError, SecretNotFound, TransientError, WerftError
+from werft.errors import TransientError, WerftError
 from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
+from werft.providers.base import MachineState, Provider, is_seed_of
+from werft.providers.errors import PROVIDER_ERROR
 from werft.render.kubeconfig import kubeconfig_for
 from werft.render.pki import ensure_cluster_pki
 from werft.render.seed import publish_seed
 from werft.stages.context import StageContext
-from werft.stages.result import (
-    TIMEOUT,
-    UNREACHABLE,
-    Done,
-    Progress,
-    StageFailed,
-    run_stage,
-)
+from werft.stages.machines import act_on_each, each, provider_reason, raise_worst
+from werft.stages.result import TIMEOUT, Done, Progress, StageFailed, run_stage
+
+log = logging.getLogger("werft.stages")
 
 STAGE = ConditionType.INFRASTRUCTURE_READY
-T = TypeVar("T")
 
-# Reasons (besides Timeout/Unreachable/InternalError from werft.stages.result).
+# Reasons (besides the providers' own, and Timeout/InternalError from werft.stages.result).
 PROVISIONED = "Provisioned"
 ALREADY_PROVISIONED = "AlreadyProvisioned"
-BMC_UNAUTHORIZED = "BMCUnauthorized"
-SYSTEM_NOT_FOUND = "SystemNotFound"
-MEDIA_UNAVAILABLE = "MediaUnavailable"
-CREDENTIALS_MISSING = "CredentialsMissing"
-PROVIDER_ERROR = "ProviderError"  # transient, but the endpoint did answer (5xx, busy)
-PROVISIONING_FAILED = "ProvisioningFailed"  # permanent, none of the above
+PROVISIONING_FAILED = "ProvisioningFailed"  # permanent, and the provider named no reason
 
 
 async def ensure_infrastructure(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
@@ -51,24 +49,98 @@ async def ensure_infrastructure(cluster: ResolvedCluster, ctx: StageContext) -> 
         seeds = await asyncio.to_thread(publish_seeds, cluster, ctx)
 
         # observe
-        states, errors = await _each(cluster.machines, lambda m: ctx.provider(m).observe(m))
-        _raise_worst(errors)
-        todo = [m for m, s in states.items() if not s.boots(image, seeds[m.name])]
+        states, errors = await each(cluster.machines, lambda m: ctx.provider(m).observe(m))
+        raise_worst(errors)
+        todo = {m: s for m, s in states.items() if not s.boots(image, seeds[m.name])}
+        installed = await installed_machines(cluster, ctx, todo, seeds)
+
         # act: only on machines that do not boot the desired media yet
-        made, errors = await _each(todo, lambda m: ctx.provider(m).ensure(m, image, seeds[m.name]))
-        progress.mutations += sum(made.values())
-        _raise_worst(errors)
+        async def act(provider: Provider, machine: Machine) -> int:
+            if machine in installed:
+                return await provider.power_on(machine)
+            return await provider.ensure(machine, image, seeds[machine.name])
+
+        raise_worst(await act_on_each(list(todo), ctx, progress, act))
         # wait
         off = [m for m, s in states.items() if m in todo or not s.powered_on]
         await _wait_powered_on(cluster, ctx, progress, off)
 
         # confirm
         n = len(cluster.machines)
-        if progress.mutations:
-            return Done(PROVISIONED, f"{n} machine(s) powered on, booting {_tail(image)}")
-        return Done(ALREADY_PROVISIONED, f"{n} machine(s) already powered on")
+        if not progress.mutations:
+            return Done(ALREADY_PROVISIONED, f"{n} machine(s) already powered on")
+        message = f"{n} machine(s) powered on, booting {_tail(image)}"
+        if installed:
+            names = ", ".join(sorted(m.name for m in installed))
+            message += f"; installed already, powered back on from disk: {names}"
+        return Done(PROVISIONED, message)
 
     return await run_stage(STAGE, cluster, ctx, body, classify)
+
+
+async def installed_machines(
+    cluster: ResolvedCluster,
+    ctx: StageContext,
+    states: Mapping[Machine, MachineState],
+    seeds: Mapping[str, str],
+) -> set[Machine]:
+    """Which of these machines are off although they were installed already (they lost
+    power): those are only powered back on from their disks, never re-imaged -- on real
+    hardware a re-image wipes a working node.
+
+    Only machines that are off and carry a werft seed of their own are in question (werft
+    installs nothing without its seed), so a first provisioning asks nothing more. For
+    them, the evidence, strongest first:
+
+    1. The cluster: a Node named after the machine is registered (one LIST of Nodes with
+       the admin kubeconfig werft holds). A Node exists only once the OS was installed,
+       booted and joined, which is what "installed" means; it is also what werft's own
+       bootstrap stage waits for. An API that answers without that Node says the machine
+       never joined (its install was cut short, or it was removed from the cluster):
+       installing it is what makes it join.
+    2. When the cluster cannot say -- its API does not answer, which is exactly what a
+       power loss of a single-node site or of every control plane looks like -- the
+       machine itself: it carries its werft seed and no boot override to the CD is left
+       (the one-time override was consumed by the installer's boot, or ``release``
+       cleared it once the node had joined). This is weaker on its own: a machine that
+       lost power in the middle of its install looks the same. Powered on from its disk
+       it then comes up empty, the bootstrap stage names it (NodesNotReady), and
+       re-imaging it is an explicit operation, as for any machine that runs werft's
+       media. The other way round -- re-imaging on a guess -- would wipe every node of a
+       site after each power cut.
+
+    The machine-side signal is not used when the cluster answers: before ``release``, a
+    BMC that keeps overrides (Continuous) shows a Cd override on an installed machine,
+    and after an interrupted install a consumed Once shows none.
+    """
+    candidates = {
+        m: s
+        for m, s in states.items()
+        if s.exists
+        and not s.powered_on
+        and any(is_seed_of(url, seeds[m.name], m.name) for url in s.media)
+    }
+    if not candidates:
+        return set()
+    registered = await _registered_nodes(cluster, ctx)
+    if registered is not None:
+        return {m for m in candidates if m.name in registered}
+    return {m for m, s in candidates.items() if not s.cd_override}
+
+
+async def _registered_nodes(cluster: ResolvedCluster, ctx: StageContext) -> set[str] | None:
+    """The names of the cluster's Nodes; None when the cluster cannot say (no kubeconfig,
+    API down or refusing)."""
+    kubeconfig = ctx.stored_kubeconfig(cluster)
+    if kubeconfig is None:
+        return None
+    try:
+        async with ctx.kube(cluster, kubeconfig) as kube:
+            nodes = await kube.list("v1", "Node")
+    except WerftError as exc:
+        log.debug("cluster %s: cannot list Nodes (%s); judging by the machines", cluster.name, exc)
+        return None
+    return {str((node.get("metadata") or {}).get("name")) for node in nodes}
 
 
 def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, str]:
@@ -119,59 +191,11 @@ async def _wait_powered_on(
         await asyncio.sleep(min(ctx.timeouts.poll_interval, progress.deadline.remaining()))
 
 
-async def _each(
-    machines: Sequence[Machine], call: Callable[[Machine], Awaitable[T]]
-) -> tuple[dict[Machine, T], list[BaseException]]:
-    """``call`` for every machine concurrently: the results that came back, the errors."""
-    outcomes = await asyncio.gather(*(call(m) for m in machines), return_exceptions=True)
-    results: dict[Machine, T] = {}
-    errors: list[BaseException] = []
-    for machine, outcome in zip(machines, outcomes, strict=True):
-        if isinstance(outcome, BaseException):
-            errors.append(outcome)
-        else:
-            results[machine] = outcome
-    return results, errors
-
-
-def _raise_worst(errors: list[BaseException]) -> None:
-    """The most telling error first: a bug, then a permanent failure ("wrong password"
-    must not hide behind "machine 3 was slow"), then a transient one."""
-    if not errors:
-        return
-    for error in errors:
-        if not isinstance(error, WerftError):
-            raise error
-    raise next((e for e in errors if not isinstance(e, TransientError)), errors[0])
-
-
 def _tail(url: str) -> str:
     return url.rsplit("/", 1)[-1]
 
 
-# What the providers' messages say, mapped to reasons. Providers classify transient vs
-# permanent once (werft.providers.errors); an error that carries a ``reason`` attribute
-# is taken at its word instead.
-_PERMANENT_REASONS = (
-    ("refused the credentials", BMC_UNAUTHORIZED),
-    ("unknown system", SYSTEM_NOT_FOUND),
-    ("could not fetch image", MEDIA_UNAVAILABLE),
-    ("insert media", MEDIA_UNAVAILABLE),
-    ("http 404", SYSTEM_NOT_FOUND),  # no BMC (or no hypervisor domain API) at that address
-)
-_UNREACHABLE_SIGNS = ("cannot connect", "timed out", "connection failed")
-
-
 def classify(exc: WerftError) -> str:
-    """The reason for a provider failure."""
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, str) and reason:
-        return reason
-    if isinstance(exc, SecretNotFound):
-        return CREDENTIALS_MISSING
-    text = str(exc).lower()
-    if isinstance(exc, TransientError):
-        return UNREACHABLE if any(s in text for s in _UNREACHABLE_SIGNS) else PROVIDER_ERROR
-    if isinstance(exc, PermanentError):
-        return next((r for sign, r in _PERMANENT_REASONS if sign in text), PROVISIONING_FAILED)
-    return PROVISIONING_FAILED
+    """The reason for a failure: the provider's own, else ProviderError (transient; the
+    endpoint answered) or ProvisioningFailed."""
+    return provider_reason(exc, transient=PROVIDER_ERROR, permanent=PROVISIONING_FAILED)

@@ -5,7 +5,8 @@ The checks build on each other, as the stages do, and stop at the first one that
 one look into the secret store and a provisioned one:
 
   one observe per machine (provider)   -> InfrastructureReady
-  GET /readyz, LIST nodes              -> Bootstrapped
+  GET /readyz, LIST nodes              -> Bootstrapped (and no machine still set to boot
+                                          the installer next: released)
   LIST each add-on kind (werft's label)  -> AddonsReady
   GET /version                         -> Verified
 """
@@ -74,6 +75,8 @@ async def _observe(
         if kube.server != cluster.api_endpoint.rstrip("/"):
             return  # the inventory moved the endpoint: the bootstrap stage rewrites it
         if not await kube.readyz() or not check_nodes(cluster, await kube.list("v1", "Node")).ok:
+            return
+        if any(s.cd_override for s in states):  # the bootstrap stage releases them
             return
         observed[ConditionType.BOOTSTRAPPED] = True
 

@@ -10,9 +10,11 @@ batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from werft.conditions import Condition, ConditionType, Status
 from werft.errors import WerftError, is_transient
@@ -20,6 +22,10 @@ from werft.inventory.resolved import ResolvedCluster
 from werft.kube import WaitTimeout
 from werft.render.pki import secret_name
 from werft.stages.context import Deadline, StageContext
+
+if TYPE_CHECKING:
+    from werft.inventory.model import Machine
+    from werft.providers.base import Provider
 
 log = logging.getLogger("werft.stages")
 
@@ -51,6 +57,17 @@ class Progress:
     deadline: Deadline
     mutations: int = 0
     checks: list[str] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def counting(self, provider: Provider, machine: Machine) -> Iterator[None]:
+        """Adds the mutating calls ``provider`` sends for ``machine`` inside the block --
+        also when the block fails or is cancelled (the stage's hard stop): a call that
+        was sent changed the machine whether or not the operation finished."""
+        before = provider.mutations_sent(machine)
+        try:
+            yield
+        finally:
+            self.mutations += provider.mutations_sent(machine) - before
 
 
 Body = Callable[[Progress], Awaitable[Done]]

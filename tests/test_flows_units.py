@@ -1,0 +1,191 @@
+"""The Prefect shell's pieces that need no server: the retry decision, results, the
+deployment definitions, the API parameter merge (against a loopback stand-in server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prefect.states import Completed, Failed
+
+from flows import api
+from flows.artifacts import summary
+from flows.deployments import _schedule_options, deployment_specs, flow_of
+from flows.models import ClusterRecord, FleetResult, ProvisionRequest, WaveReport
+from tasks.batch import retry_worthy
+from tasks.policy import retry_if_transient, retry_options
+from werft.conditions import Condition, ConditionType
+from werft.errors import PermanentError, TransientError
+from werft.inventory.model import Tier
+from werft.plan import Outcome
+
+INFRA = ConditionType.INFRASTRUCTURE_READY
+
+
+def failed(reason: str, transient: bool) -> Condition:
+    return Condition(type=INFRA, status="False", reason=reason, transient=transient)
+
+
+def test_only_transient_failures_are_worth_a_retry() -> None:
+    assert retry_worthy(failed("ProviderError", transient=True), defer_unreachable=False)
+    assert not retry_worthy(failed("BMCUnauthorized", transient=False), defer_unreachable=False)
+    assert not retry_worthy(Condition(type=INFRA, status="True", reason="Provisioned"), False)
+    # an offline edge site is deferred to the next run, not retried within this one
+    assert retry_worthy(failed("Unreachable", transient=True), defer_unreachable=False)
+    assert not retry_worthy(failed("Unreachable", transient=True), defer_unreachable=True)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (TransientError("3 of 25 clusters failed transiently"), True),
+        (PermanentError("BMC refused the credentials"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_retry_condition_asks_is_transient_about_the_raised_exception(
+    exc: Exception, expected: bool
+) -> None:
+    state = Failed(data=exc)
+    assert asyncio.run(retry_if_transient(None, None, state)) is expected  # type: ignore[arg-type]
+
+
+def test_retry_condition_never_retries_a_success() -> None:
+    assert asyncio.run(retry_if_transient(None, None, Completed(data=1))) is False  # type: ignore[arg-type]
+
+
+def test_retry_policy_is_exponential_with_jitter() -> None:
+    options = retry_options(retries=4, backoff_s=0.5)
+    assert options["retries"] == 4
+    assert options["retry_delay_seconds"](4) == [0.5, 1.0, 2.0, 4.0]
+    assert options["retry_jitter_factor"] > 0
+
+
+def test_fleet_table_row_and_summary_name_every_condition_and_failure() -> None:
+    record = ClusterRecord(
+        cluster="edge-00007",
+        site="edge-00007",
+        tier=Tier.EDGE,
+        outcome=Outcome.FAILED,
+        observed=[],
+        conditions={INFRA: failed("BMCUnauthorized", transient=False)},
+        attempts={INFRA: 1},
+        reason="BMCUnauthorized",
+        message="edge-00007-n0: the BMC refused the credentials",
+    )
+    row = record.row()
+    assert row["InfrastructureReady"] == "False"
+    assert row["Verified"] == "Unknown"
+    assert row["attempts"] == "1,-,-,-"
+    result = FleetResult(
+        source="inventory",
+        selector="the whole fleet",
+        succeeded=False,
+        reason="edge-wave-3: 3 of 20 clusters failed, over its failure budget of 1",
+        clusters=[record],
+        waves=[
+            WaveReport(
+                name="edge-wave-3",
+                tier=Tier.EDGE,
+                clusters=20,
+                batches=2,
+                failed=3,
+                failure_budget=1,
+                started=True,
+                halted=True,
+            )
+        ],
+    )
+    text = summary(result)
+    assert "# werft provisioning: Failed" in text
+    assert "| edge-wave-3 | 20 | 2 | 0 | 3 | 0 | 1 | halted |" in text
+    assert "| edge-00007 | BMCUnauthorized |" in text
+
+
+def test_request_is_a_form_friendly_model_with_per_tier_overrides() -> None:
+    request = ProvisionRequest.model_validate(
+        {"selector": {"tiers": ["edge"]}, "rollout": {"edge": {"batch_size": 50}}}
+    )
+    assert request.rollout[Tier.EDGE].batch_size == 50
+    schema = ProvisionRequest.model_json_schema()
+    assert {"inventory", "git_ref", "selector", "dry_run", "rollout"} <= set(schema["properties"])
+    with pytest.raises(ValueError):
+        ProvisionRequest.model_validate({"rollout": {"edge": {"batch_size": 0}}})
+
+
+def test_prefect_yaml_declares_the_three_deployments_and_the_15_minute_schedule() -> None:
+    specs = {s["name"]: s for s in deployment_specs()}
+    assert set(specs) == {"provision-fleet", "provision-cluster", "drift-check"}
+    assert _schedule_options(specs["drift-check"])["interval"][0].total_seconds() == 900
+    assert all(s["work_pool"]["name"] == "werft-process" for s in specs.values())
+    names = {flow_of(s["entrypoint"]).name for s in specs.values()}
+    assert names == {"provision-fleet", "provision-cluster", "drift-check"}
+
+
+# --- the REST client against a loopback stand-in for the Prefect API --------------------------
+
+
+@pytest.fixture
+def fake_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    posted: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, body: dict[str, Any], status: int = 200) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/api/deployments/name/provision-fleet/provision-fleet":
+                defaults = {"request": {"inventory": "inventory", "time_scale": 150}}
+                self._send({"id": "d1", "parameters": defaults})
+            else:
+                self._send({"detail": "Not Found"}, 404)
+
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            posted.append(json.loads(self.rfile.read(length)))
+            self._send(
+                {
+                    "id": "r1",
+                    "name": "brave-run",
+                    "state": {"type": "SCHEDULED", "name": "Scheduled"},
+                },
+                201,
+            )
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api", posted
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_create_run_merges_the_request_onto_the_deployment_defaults(fake_api) -> None:
+    url, posted = fake_api
+    run = api.create_run(url, {"request": {"dry_run": True}})
+    assert (run.id, run.state_type) == ("r1", "SCHEDULED")
+    assert posted == [
+        {"parameters": {"request": {"inventory": "inventory", "time_scale": 150, "dry_run": True}}}
+    ]
+    assert api.ui_url(url, run.id) == url.removesuffix("/api") + "/runs/flow-run/r1"
+
+
+def test_create_run_of_a_missing_deployment_says_what_to_start(fake_api) -> None:
+    url, _ = fake_api
+    with pytest.raises(api.ApiError, match="werft serve"):
+        api.create_run(url, {}, deployment="nope/nope")
