@@ -500,7 +500,7 @@ def kube_factories() -> dict[str, Any]:
     Kept for callers written while werft/sim/cluster.py was being built; the real
     SimCluster and kube_api_app are the defaults now, so this returns them explicitly.
     """
-    from werft.sim.cluster import SimCluster
-    from werft.sim.kubeapi import kube_api_app
+    from werft.sim.kube.api import kube_api_app
+    from werft.sim.kube.cluster import SimCluster
 
     return {"cluster_factory": SimCluster, "kube_app_factory": kube_api_app}

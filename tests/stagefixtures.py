@@ -19,14 +19,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.simfixtures import SimHandle, reserve_port, running_sim
 from werft.conditions import STAGE_ORDER, Condition
 from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
+from werft.inventory.model import Machine
 from werft.inventory.resolved import Inventory, ResolvedCluster
-from werft.secrets import SecretStore
+from werft.providers import parse_bmc_address
+from werft.secrets import SecretStore, basic_auth
 from werft.stages import STAGES, StageContext, StageTimeouts
 
 TIME_SCALE = 2000.0
@@ -72,6 +75,36 @@ class StageFleet:
         return counts["clusters"].get(cluster, 0) + sum(
             counts["bmc"].get(m, 0) + counts["hypervisor"].get(m, 0) for m in machines
         )
+
+    def phases_until(self, machine: str, phase: str, *, timeout: float = 10.0) -> list[str]:
+        """The phases the simulator reports for ``machine``, polled (with a deadline) until
+        it reaches ``phase``: e.g. whether it went through "installing" on its way."""
+        seen: list[str] = []
+
+        def reached() -> bool:
+            current = str(self.sim.machine(machine)["phase"])
+            if not seen or seen[-1] != current:
+                seen.append(current)
+            return current == phase
+
+        self.sim.wait_for(reached, timeout=timeout, what=f"{machine} to be {phase}")
+        return seen
+
+    def set_boot_override(self, machine: Machine, target: str, enabled: str) -> None:
+        """Set a bare-metal machine's boot override behind werft's back, over its BMC (as
+        a BMC that keeps every override Continuous leaves it after the install)."""
+        assert machine.bmc is not None
+        address = parse_bmc_address(machine.bmc.address)
+        auth = basic_auth(machine.bmc.credentials_ref, self.ctx.secrets)
+        boot = {"BootSourceOverrideTarget": target, "BootSourceOverrideEnabled": enabled}
+        response = httpx.patch(
+            f"{address.origin}{address.root}/Systems/{address.system_id}",
+            json={"Boot": boot},
+            auth=auth,
+            timeout=5.0,
+            trust_env=False,
+        )
+        assert response.status_code == 204, response.text
 
 
 async def run_all(cluster: ResolvedCluster, ctx: StageContext) -> list[Condition]:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from tests.test_providers_helpers import LoopbackHttp, Reply, free_port
-from werft.errors import PermanentError, TransientError, is_transient
+from werft.errors import (
+    GENERIC_REASONS,
+    PermanentError,
+    SecretNotFound,
+    TransientError,
+    is_transient,
+)
 from werft.providers.errors import Target, classify, redfish_message
 
 TARGET = Target("node-7", "127.0.0.1:8443", "BMC", "bmc-fra1")
@@ -150,3 +157,91 @@ def test_redfish_message_falls_back_to_the_error_message() -> None:
     )
     assert redfish_message({"not": "redfish"}) == (None, [])
     assert redfish_message(None) == (None, [])
+
+
+# --- reasons: machine-readable, set here once ---------------------------------------------
+
+
+async def reason_of(
+    server: LoopbackHttp, reply: Reply, *, target: Target = TARGET, fetches_media: bool = False
+) -> str:
+    server.routes[("POST", "/x")] = reply
+    async with httpx.AsyncClient(base_url=server.origin, timeout=0.5) as client:
+        try:
+            response = await client.post("/x", json={})
+        except httpx.HTTPError as exc:
+            error = classify(exc, target, "insert media")
+        else:
+            error = classify(response, target, "insert media", fetches_media=fetches_media)
+    assert isinstance(error, TransientError | PermanentError)
+    return error.reason
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (Reply(500, redfish_error("Base.1.8.InternalError", "boom")), "ProviderError"),
+        (Reply(503, {}), "ProviderError"),
+        (Reply(429, {}), "ProviderError"),
+        (Reply(401, {}), "BMCUnauthorized"),
+        (Reply(403, {}), "BMCUnauthorized"),
+        (Reply(404, {}), "SystemNotFound"),
+        (Reply(drop=True), "Unreachable"),
+        (Reply(200, {}, delay=2.0), "Unreachable"),  # read timeout (0.5 s)
+        # A plain rejection: nothing more specific to say; the stage names it.
+        (Reply(400, redfish_error("Base.1.8.PropertyValueNotInList")), "Permanent"),
+        (Reply(501, {}), "Permanent"),
+    ],
+)
+async def test_errors_carry_a_reason_from_the_source(
+    server: LoopbackHttp, reply: Reply, reason: str
+) -> None:
+    assert await reason_of(server, reply) == reason
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        # What the simulator's BMC answers when it cannot fetch the image.
+        (
+            Reply(400, redfish_error("Base.1.8.ActionParameterValueError", "HTTP 404")),
+            "MediaUnavailable",
+        ),
+        (Reply(422, {}), "MediaUnavailable"),
+        # The simulated hypervisor's error shape, for a PUT whose media it cannot fetch.
+        (Reply(400, {"error": "could not fetch image 'x': HTTP 404"}), "MediaUnavailable"),
+        # Not about the image: a drive holding media, a busy BMC, an unreachable one.
+        (Reply(409, {"error": {"message": "media already inserted"}}), "Permanent"),
+        (Reply(503, {}), "ProviderError"),
+        (Reply(drop=True), "Unreachable"),
+    ],
+)
+async def test_a_refused_media_fetch_is_media_unavailable(
+    server: LoopbackHttp, reply: Reply, reason: str
+) -> None:
+    assert await reason_of(server, reply, fetches_media=True) == reason
+    if reason == "MediaUnavailable":  # only where the request makes the endpoint fetch
+        assert await reason_of(server, reply, fetches_media=False) == "Permanent"
+
+
+async def test_a_hypervisor_refusing_credentials_is_unauthorized(server: LoopbackHttp) -> None:
+    hypervisor = Target("vm-1", "127.0.0.1:8686", "hypervisor")
+    assert await reason_of(server, Reply(401, {}), target=hypervisor) == "Unauthorized"
+
+
+async def test_connection_refused_is_unreachable() -> None:
+    async with httpx.AsyncClient(timeout=2) as client:
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.get(f"http://127.0.0.1:{free_port()}/")
+    error = classify(caught.value, TARGET, "read the service root")
+    assert (type(error), error.reason) == (TransientError, "Unreachable")
+
+
+def test_reason_defaults_to_the_class_and_survives_pickling() -> None:
+    assert TransientError("x").reason == "Transient"
+    assert PermanentError("x").reason == "Permanent"
+    assert SecretNotFound("x").reason == "SecretNotFound"
+    assert {"Transient", "Permanent"} == GENERIC_REASONS
+    # Prefect may carry a task's exception across processes.
+    error = pickle.loads(pickle.dumps(TransientError("gone", reason="Unreachable")))
+    assert (str(error), error.reason, is_transient(error)) == ("gone", "Unreachable", True)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.test_providers_helpers import free_port, seed_url, vm_machine
-from werft.errors import TransientError
+from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine
 from werft.providers.libvirt import DomainFacts, LibvirtProvider, render_domain_xml
 
@@ -167,8 +167,41 @@ async def test_release_puts_the_disk_first_and_keeps_the_cdroms(
     assert facts.boot == "hd,cdrom"
     assert facts.media == [IMAGE, seed]  # the seed stays: it marks the machine as werft's
     assert 'xmlns:werft="https://werft.dev/libvirt/1"' in xml
+    # The next boot follows the persistent definition: no CD first any more.
+    assert not (await provider.observe(machine)).cd_override
     assert await provider.release(machine) == 0
     assert await provider.ensure(machine, IMAGE, seed) == 0
+
+
+async def test_power_on_puts_the_disk_first_then_starts_the_domain(
+    provider: LibvirtProvider, names: list[str]
+) -> None:
+    machine = machine_named(names, "poweron")
+    seed = seed_url(BASE, "c1", machine.name)
+    await provider.ensure(machine, IMAGE, seed)
+    # CD-ROM first until released: what a Cd/Continuous override is on a BMC.
+    assert (await provider.observe(machine)).boot_override == "Cd/Continuous"
+    assert await provider.power_on(machine) == 0  # on already
+    await provider.power_off(machine)  # the host lost power before werft released it
+    sent = provider.mutations_sent(machine)
+
+    assert await provider.power_on(machine) == 2  # defineXML (hd first), create
+
+    state = await provider.observe(machine)
+    assert state.powered_on and state.boot_override is None
+    assert state.details["boot"] == "hd,cdrom" and state.media == [IMAGE, seed]
+    assert provider.mutations_sent(machine) == sent + 2
+    await provider.power_off(machine)
+    assert await provider.power_on(machine) == 1  # released already: create only
+
+
+async def test_power_on_of_a_domain_never_defined_is_system_not_found(
+    provider: LibvirtProvider, names: list[str]
+) -> None:
+    machine = machine_named(names, "undefined")
+    with pytest.raises(PermanentError, match="never defined") as caught:
+        await provider.power_on(machine)
+    assert caught.value.reason == "SystemNotFound"
 
 
 async def test_running_domain_with_foreign_media_is_redefined_and_restarted(
@@ -207,5 +240,6 @@ async def test_unreachable_hypervisor_is_transient(names: list[str]) -> None:
         with pytest.raises(TransientError, match="far-away") as caught:
             await provider.observe(machine)
         assert "Connection refused" in str(caught.value)
+        assert caught.value.reason == "Unreachable"
     finally:
         await provider.aclose()

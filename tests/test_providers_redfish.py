@@ -52,10 +52,11 @@ SYSTEMS = {
     "node-creds": "11111111-0000-0000-0000-000000000004",
     "node-alias": "11111111-0000-0000-0000-000000000005",
     "node-release": "11111111-0000-0000-0000-000000000006",
+    "node-poweron": "11111111-0000-0000-0000-000000000007",
 }
 # Machines in a previous life: powered on.
 RUNNING = ("node-stale", "node-installed", "node-release")
-SIM_ONLY = ("node-faulty", "node-crashed")
+SIM_ONLY = ("node-faulty", "node-crashed", "node-nomedia")
 BATCH = [f"batch-{i:02d}" for i in range(12)]  # simulator only
 TWO_CDS = {
     "Cd": {"Name": "Virtual CD 1", "MediaTypes": ["CD", "DVD"]},
@@ -395,6 +396,45 @@ async def test_release_clears_a_lingering_cd_override_and_keeps_the_media(
         assert backend.mutations(name) == before + made
 
 
+async def test_power_on_boots_an_installed_machine_from_its_disk(
+    backend: Backend, pool: ProviderPool, request: pytest.FixtureRequest
+) -> None:
+    # Installed through a BMC that keeps its overrides, then it lost power before werft
+    # released it: powered on as it is, it would boot the installer and be re-imaged.
+    name = "node-poweron"
+    image, seed = backend.image(), backend.make_seed(name, "0123456789ab")
+    await backend.insert_raw(name, 0, image)
+    await backend.insert_raw(name, 1, seed)
+    await backend.set_boot_override(name, "Cd", "Continuous")
+    machine = backend.machine(name)
+    provider = pool.get(machine)
+    state = await provider.observe(machine)
+    assert not state.powered_on and state.cd_override
+    before = backend.mutations(name) if backend.mutations is not None else 0
+
+    made = await provider.power_on(machine)
+
+    state = await provider.observe(machine)
+    if backend.kind == "sushy":
+        # Disable refused (400), override to Hdd, power on.
+        assert (made, state.boot_override) == (3, "Hdd/Continuous")
+    else:
+        assert (made, state.boot_override) == (2, None)  # disable the override, power on
+    assert not state.cd_override
+    assert state.media == [image, seed]  # the media are left alone
+    assert provider.mutations_sent(machine) == made
+    if backend.mutations is not None:
+        assert backend.mutations(name) == before + made
+    if backend.kind == "sim":
+        sim = request.getfixturevalue("sim")
+        # It booted its disk -- empty here, the simulator never installed it -- and never
+        # the installer on its CD.
+        idle = sim.wait_phase(name, "idle", timeout=10)
+        assert idle["reason"] == "no operating system on the disk"
+        assert await provider.power_on(machine) == 0  # on already: nothing to do
+        assert backend.mutations(name) == before + made
+
+
 async def test_refused_credentials_are_permanent_and_never_show_the_password(
     backend: Backend, pool: ProviderPool
 ) -> None:
@@ -406,35 +446,53 @@ async def test_refused_credentials_are_permanent_and_never_show_the_password(
     assert "node-creds" in message and backend.origin.split("://")[1] in message
     assert "not-the-Pa55word-42" not in message and PASSWORD not in message
     assert caught.value.__cause__ is None  # no request (with its auth header) rides along
+    assert caught.value.reason == "BMCUnauthorized"
 
 
 async def test_unknown_system_is_permanent(backend: Backend, pool: ProviderPool) -> None:
     address = backend.address("node-fresh").rsplit("/", 1)[0] + "/no-such-system"
     machine = bmc_machine("node-fresh", address)
-    with pytest.raises(PermanentError, match="unknown system 'no-such-system'"):
+    with pytest.raises(PermanentError, match="unknown system 'no-such-system'") as caught:
         await pool.get(machine).observe(machine)
+    assert caught.value.reason == "SystemNotFound"
 
 
 async def test_missing_secret_is_permanent_and_names_the_machine(
     backend: Backend, pool: ProviderPool
 ) -> None:
     machine = backend.machine("node-fresh", ref="bmc-nowhere")
-    with pytest.raises(PermanentError, match=r"node-fresh.*bmc-nowhere"):
+    with pytest.raises(PermanentError, match=r"node-fresh.*bmc-nowhere") as caught:
         await pool.get(machine).observe(machine)
+    assert caught.value.reason == "CredentialsMissing"
 
 
 @pytest.mark.parametrize(
-    ("rule", "error", "text"),
+    ("rule", "error", "text", "reason"),
     [
-        ({"kind": "error", "status": 503}, TransientError, "HTTP 503"),
-        ({"kind": "error", "status": 500}, TransientError, "HTTP 500: injected fault"),
-        ({"kind": "offline"}, TransientError, "connection failed"),
-        ({"kind": "timeout", "seconds": 5}, TransientError, "timed out"),
-        ({"kind": "auth"}, PermanentError, "refused the credentials for bmc-test"),
+        ({"kind": "error", "status": 503}, TransientError, "HTTP 503", "ProviderError"),
+        (
+            {"kind": "error", "status": 500},
+            TransientError,
+            "HTTP 500: injected fault",
+            "ProviderError",
+        ),
+        ({"kind": "offline"}, TransientError, "connection failed", "Unreachable"),
+        ({"kind": "timeout", "seconds": 5}, TransientError, "timed out", "Unreachable"),
+        (
+            {"kind": "auth"},
+            PermanentError,
+            "refused the credentials for bmc-test",
+            "BMCUnauthorized",
+        ),
     ],
 )
 async def test_simulator_faults_are_classified(
-    sim: Any, secrets: SecretStore, rule: dict[str, Any], error: type[Exception], text: str
+    sim: Any,
+    secrets: SecretStore,
+    rule: dict[str, Any],
+    error: type[Exception],
+    text: str,
+    reason: str,
 ) -> None:
     backend = sim_backend(sim)
     machine = backend.machine("node-faulty")
@@ -442,8 +500,9 @@ async def test_simulator_faults_are_classified(
     options = HttpOptions(timeout=httpx.Timeout(0.5), action_timeout=httpx.Timeout(0.5))
     try:
         async with ProviderPool(secrets, options=options) as pool:
-            with pytest.raises(error, match=text):
+            with pytest.raises(error, match=text) as caught:
                 await pool.get(machine).ensure(machine, backend.image(), "http://x/s.iso")
+            assert caught.value.reason == reason  # type: ignore[attr-defined]
     finally:
         sim.remove_fault(rule_id)
     async with ProviderPool(secrets, options=FAST) as pool:  # and it heals
@@ -470,6 +529,23 @@ async def test_one_pooled_provider_serves_a_batch_concurrently(
 
 
 # --- the simulator only --------------------------------------------------------------------
+
+
+async def test_image_the_bmc_cannot_fetch_is_media_unavailable_and_its_calls_count(
+    sim: Any, pool: ProviderPool
+) -> None:
+    backend = sim_backend(sim)
+    name = "node-nomedia"
+    machine = backend.machine(name)
+    provider = pool.get(machine)
+    missing = f"{sim.url}/artifacts/images/does-not-exist.iso"
+
+    with pytest.raises(PermanentError, match=r"does-not-exist\.iso") as caught:
+        await provider.ensure(machine, missing, backend.make_seed(name, "0123456789ab"))
+
+    assert caught.value.reason == "MediaUnavailable"
+    # The refused InsertMedia was sent: ensure() returned no count, the ledger has it.
+    assert provider.mutations_sent(machine) == backend.mutations(name) == 1
 
 
 async def test_machine_set_up_but_never_restarted_is_restarted_and_installs(

@@ -29,6 +29,7 @@ VMS = (
     "vm-installed",
     "vm-noseed",
     "vm-faulty",
+    "vm-poweron",
 )
 FAST = HttpOptions(timeout=httpx.Timeout(5.0), action_timeout=httpx.Timeout(15.0))
 
@@ -80,6 +81,20 @@ def image(sim: Any, name: str = "ubuntu-24.04-server") -> str:
 
 def hypervisor_mutations(sim: Any, machine: str) -> int:
     return int(sim.stats()["mutations"].get("hypervisor", {}).get(machine, 0))
+
+
+def phases_until(sim: Any, machine: str, phase: str) -> list[str]:
+    """The phases the simulator reports for ``machine``, polled until ``phase``."""
+    seen: list[str] = []
+
+    def reached() -> bool:
+        current = str(sim.machine(machine)["phase"])
+        if not seen or seen[-1] != current:
+            seen.append(current)
+        return current == phase
+
+    sim.wait_for(reached, timeout=10, what=f"{machine} to be {phase}")
+    return seen
 
 
 def test_sim_host_becomes_an_http_origin() -> None:
@@ -181,29 +196,64 @@ async def test_seed_the_hypervisor_cannot_fetch_is_permanent(
 ) -> None:
     machine = vm_machine("vm-noseed", host(sim))
     missing = f"{sim.url}/artifacts/seeds/c1/vm-noseed-ffffffffffff.iso"
+    sent = provider.mutations_sent(machine)
     with pytest.raises(PermanentError, match=r"machine vm-noseed \(hypervisor .*HTTP 400") as e:
         await provider.ensure(machine, image(sim), missing)
     assert "could not fetch image" in str(e.value) and missing in str(e.value)
+    assert e.value.reason == "MediaUnavailable"
+    # The refused PUT was sent: it counts, although ensure() returned nothing.
+    assert provider.mutations_sent(machine) == sent + 1 == hypervisor_mutations(sim, "vm-noseed")
+
+
+async def test_power_on_starts_an_installed_domain_from_its_disk(
+    sim: Any, provider: SimulatedProvider
+) -> None:
+    machine = vm_machine("vm-poweron", host(sim))
+    img, sd = image(sim), seed(sim, "vm-poweron")
+    await provider.ensure(machine, img, sd)
+    sim.wait_phase("vm-poweron", "running", timeout=10)
+    assert await provider.power_on(machine) == 0  # on already
+    await provider.power_off(machine)  # the host lost power
+    before = hypervisor_mutations(sim, "vm-poweron")
+
+    assert await provider.power_on(machine) == 1  # start; the definition stays as it is
+
+    assert hypervisor_mutations(sim, "vm-poweron") == before + 1
+    assert provider.mutations_sent(machine) == before + 1  # this provider sent every one
+    assert "installing" not in phases_until(sim, "vm-poweron", "running")
+    state = await provider.observe(machine)
+    assert state.powered_on and state.media == [img, sd] and not state.cd_override
+
+
+async def test_power_on_of_a_domain_never_defined_is_system_not_found(
+    sim: Any, provider: SimulatedProvider
+) -> None:
+    machine = vm_machine("vm-never-defined", host(sim))
+    with pytest.raises(PermanentError, match="never defined") as caught:
+        await provider.power_on(machine)
+    assert caught.value.reason == "SystemNotFound"
+    assert provider.mutations_sent(machine) == 0
 
 
 @pytest.mark.parametrize(
-    ("rule", "error"),
+    ("rule", "error", "reason"),
     [
-        ({"kind": "error", "status": 503}, TransientError),
-        ({"kind": "offline"}, TransientError),
-        ({"kind": "timeout", "seconds": 5}, TransientError),
+        ({"kind": "error", "status": 503}, TransientError, "ProviderError"),
+        ({"kind": "offline"}, TransientError, "Unreachable"),
+        ({"kind": "timeout", "seconds": 5}, TransientError, "Unreachable"),
     ],
 )
 async def test_simulator_faults_are_classified(
-    sim: Any, rule: dict[str, Any], error: type[Exception]
+    sim: Any, rule: dict[str, Any], error: type[Exception], reason: str
 ) -> None:
     machine = vm_machine("vm-faulty", host(sim))
     rule_id = sim.add_fault(machine="vm-faulty", **rule)["id"]
     options = HttpOptions(timeout=httpx.Timeout(0.5), action_timeout=httpx.Timeout(0.5))
     hypervisor = SimulatedProvider(sim.url, options=options)
     try:
-        with pytest.raises(error, match="machine vm-faulty"):
+        with pytest.raises(error, match="machine vm-faulty") as caught:
             await hypervisor.observe(machine)
+        assert caught.value.reason == reason  # type: ignore[attr-defined]
     finally:
         sim.remove_fault(rule_id)
         await hypervisor.aclose()

@@ -19,7 +19,7 @@ import yaml
 
 from tests.test_sim_kube_support import KubeServer, poll
 from werft.sim.clock import Clock
-from werft.sim.kubetls import self_signed
+from werft.sim.kube.tls import self_signed
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 from tests.test_sim_kube_support import ManualClock
-from werft.sim.cluster import SimCluster
-from werft.sim.discovery import BUILTIN_BY_GV
-from werft.sim.kubeerrors import ApiError
-from werft.sim.objects import (
+from werft.sim.kube.cluster import SimCluster
+from werft.sim.kube.discovery import BUILTIN_BY_GV
+from werft.sim.kube.errors import ApiError
+from werft.sim.kube.objects import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,

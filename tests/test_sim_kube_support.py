@@ -23,9 +23,9 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from werft.sim.clock import Clock
-from werft.sim.cluster import SimCluster
-from werft.sim.kubeapi import kube_api_app
-from werft.sim.kubetls import ServingCert
+from werft.sim.kube.api import kube_api_app
+from werft.sim.kube.cluster import SimCluster
+from werft.sim.kube.tls import ServingCert
 
 
 class ManualClock(Clock):

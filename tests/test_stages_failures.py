@@ -9,7 +9,7 @@ import time
 import httpx
 import yaml
 
-from tests.stagefixtures import EDGE, StageFleet, stage_fleet_fixture  # noqa: F401
+from tests.stagefixtures import EDGE, VMS, StageFleet, stage_fleet_fixture  # noqa: F401
 from werft.conditions import ConditionType
 from werft.inventory.resolved import ResolvedCluster
 from werft.render.addons import render_addons
@@ -79,11 +79,53 @@ async def test_media_that_cannot_be_fetched_is_reported_and_a_rerun_recovers(
         False,
     )
     assert "does-not-exist.iso" in failed.message and "404" in failed.message
+    # The calls sent before (and with) the refused insert count, as the BMC counted them.
+    assert failed.mutations == f.mutations(EDGE) > 0
     # Whatever the failed attempt inserted (the seed went in first), a re-run finishes.
     fixed = await ensure_infrastructure(cluster, f.ctx)
     assert (fixed.status, fixed.reason) == ("True", "Provisioned"), fixed.message
     media = f.sim.machine(cluster.machines[0].name)["media"]
     assert cluster.os_image_url in str(media)
+
+
+async def test_vm_whose_media_cannot_be_fetched_is_media_unavailable(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(VMS)
+    missing_image = f"{f.sim.url}/artifacts/images/does-not-exist.iso"
+    broken = dataclasses.replace(cluster, os_image_url=missing_image)
+
+    failed = await ensure_infrastructure(broken, f.ctx)
+
+    # The hypervisor fetches a domain's media when it is defined, and refuses the PUT.
+    assert (failed.status, failed.reason, failed.transient) == (
+        "False",
+        "MediaUnavailable",
+        False,
+    )
+    assert "does-not-exist.iso" in failed.message and "404" in failed.message
+    # Each machine's refused PUT was sent: counted, as the simulator counted them.
+    assert failed.mutations == f.mutations(VMS) == len(cluster.machines)
+    fixed = await ensure_infrastructure(cluster, f.ctx)
+    assert (fixed.status, fixed.reason) == ("True", "Provisioned"), fixed.message
+
+
+async def test_release_failure_carries_the_providers_reason(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    assert (await ensure_infrastructure(cluster, f.ctx)).ok
+    machine = cluster.machines[0]
+    # The cluster answers; its machine's BMC does not.
+    fault = f.sim.add_fault(kind="offline", machine=machine.name)
+
+    failed = await ensure_bootstrapped(cluster, f.ctx)
+
+    assert (failed.status, failed.reason, failed.transient) == ("False", "Unreachable", True)
+    assert "release failed" in failed.message and machine.name in failed.message
+    f.sim.remove_fault(fault["id"])
+    up = await ensure_bootstrapped(cluster, f.ctx)
+    assert (up.status, up.reason, up.mutations) == ("True", "Bootstrapped", 0), up.message
 
 
 async def test_cluster_api_that_never_comes_up_times_out_transiently(

@@ -1,12 +1,16 @@
 """The four stages against the real simulator: from bare hardware to Verified, re-runs that
-touch nothing, and drift that only the drifted object is re-applied for."""
+touch nothing, drift that only the drifted object is re-applied for, and machines that
+lost power coming back from their disks instead of being re-imaged."""
 
 from __future__ import annotations
 
 from tests.stagefixtures import BARE_METAL, EDGE, VMS, StageFleet, run_all, stage_fleet_fixture  # noqa: F401
 from werft.conditions import STAGE_ORDER, ConditionType
+from werft.inventory.model import Machine
+from werft.inventory.resolved import ResolvedCluster
 from werft.stages import (
     ensure_addons,
+    ensure_bootstrapped,
     ensure_infrastructure,
     observe_cluster,
     run_stage_batch,
@@ -15,6 +19,10 @@ from werft.stages import (
 
 NOTHING = dict.fromkeys(STAGE_ORDER, False)
 EVERYTHING = dict.fromkeys(STAGE_ORDER, True)
+INFRA = ConditionType.INFRASTRUCTURE_READY
+# No boot override in effect (a BMC may keep the target of a disabled one).
+NO_OVERRIDE = {"BootSourceOverrideEnabled": "Disabled"}
+ALREADY_DONE = ["AlreadyProvisioned", "Bootstrapped", "AddonsAlreadyReady", "Verified"]
 
 
 async def test_bare_metal_and_vm_clusters_go_from_nothing_to_verified(
@@ -148,17 +156,113 @@ async def test_drifted_addon_is_detected_and_only_it_is_reapplied(stage_fleet: S
     assert (await verify_cluster(cluster, f.ctx)).reason == "Verified"
 
 
-async def test_machine_that_lost_power_is_brought_back(stage_fleet: StageFleet) -> None:
+async def test_machine_that_lost_power_is_powered_back_on_from_disk_not_reinstalled(
+    stage_fleet: StageFleet,
+) -> None:
+    # A single-node site lost power: its API went down with its only machine, so the
+    # cluster cannot say whether the machine was installed. The machine can: werft's seed
+    # is in, and the one-time override to the installer was consumed by its first boot.
     f = stage_fleet
     cluster = f.cluster(EDGE)
-    await run_all(cluster, f.ctx)
+    assert [c.reason for c in await run_all(cluster, f.ctx)][-1] == "Verified"
     node = cluster.machines[0].name
+    before = f.sim.machine(node)
     f.sim.drift(kind="power-off", machine=node)
-    assert (await observe_cluster(cluster, f.ctx))[ConditionType.INFRASTRUCTURE_READY] is False
+    assert (await observe_cluster(cluster, f.ctx))[INFRA] is False
+    f.sim.reset_stats()
 
     condition = await ensure_infrastructure(cluster, f.ctx)
 
     assert (condition.status, condition.reason) == ("True", "Provisioned"), condition.message
-    assert condition.mutations > 0
-    assert f.sim.machine(node)["powerState"] == "On"
+    assert f"powered back on from disk: {node}" in condition.message
+    # Exactly the power-on: no media change, no boot override to the installer.
+    assert condition.mutations == 1
+    assert f.sim.stats()["mutations"] == {"bmc": {node: 1}, "hypervisor": {}, "clusters": {}}
+    assert "installing" not in f.phases_until(node, "running")
+    after = f.sim.machine(node)
+    assert after["powerState"] == "On" and NO_OVERRIDE.items() <= after["boot"].items()
+    assert (after["media"], after["installed"]) == (before["media"], before["installed"])
+    again = await run_all(cluster, f.ctx)
+    assert [c.reason for c in again][-1] == "Verified", again[-1].message
+    assert [c.mutations for c in again] == [0, 0, 0, 0]
+
+
+async def test_worker_whose_node_is_registered_is_powered_on_even_with_a_cd_override_left(
+    stage_fleet: StageFleet,
+) -> None:
+    # A BMC that keeps its boot override (Continuous), and werft never got to release the
+    # machine. The machine alone would look "set up for the installer"; the cluster, whose
+    # API still answers, knows the worker's Node: it was installed.
+    f = stage_fleet
+    cluster = f.cluster(BARE_METAL)
     assert [c.reason for c in await run_all(cluster, f.ctx)][-1] == "Verified"
+    worker = _worker(cluster)
+    f.set_boot_override(worker, "Cd", "Continuous")
+    f.sim.drift(kind="power-off", machine=worker.name)
+    media = f.sim.machine(worker.name)["media"]
+    f.sim.reset_stats()
+
+    condition = await ensure_infrastructure(cluster, f.ctx)
+
+    assert (condition.status, condition.reason) == ("True", "Provisioned"), condition.message
+    assert condition.mutations == 2  # clear the Cd override, power on: nothing else
+    assert f.sim.stats()["mutations"]["bmc"] == {worker.name: 2}
+    assert "installing" not in f.phases_until(worker.name, "running")
+    after = f.sim.machine(worker.name)
+    assert NO_OVERRIDE.items() <= after["boot"].items() and after["media"] == media
+    bootstrapped = await ensure_bootstrapped(cluster, f.ctx)
+    assert (bootstrapped.reason, bootstrapped.mutations) == ("Bootstrapped", 0)
+    assert (await verify_cluster(cluster, f.ctx)).reason == "Verified"
+
+
+async def test_machine_the_cluster_has_no_node_for_is_reinstalled(stage_fleet: StageFleet) -> None:
+    # The API answers and no Node is registered for the machine (here: removed from the
+    # cluster; as after an install cut short by the power loss): installing it is what
+    # makes it join.
+    f = stage_fleet
+    cluster = f.cluster(BARE_METAL)
+    assert [c.reason for c in await run_all(cluster, f.ctx)][-1] == "Verified"
+    worker = _worker(cluster).name
+    f.sim.drift(kind="power-off", machine=worker)
+    f.sim.drift(
+        kind="delete-object", cluster=BARE_METAL, apiVersion="v1", resource="nodes", name=worker
+    )
+    f.sim.reset_stats()
+
+    condition = await ensure_infrastructure(cluster, f.ctx)
+
+    assert (condition.status, condition.reason) == ("True", "Provisioned"), condition.message
+    assert "powered back on from disk" not in condition.message
+    # The media are werft's already: the override to the installer, and power on.
+    assert condition.mutations == 2
+    assert f.sim.stats()["mutations"]["bmc"] == {worker: 2}
+    again = [await stage(cluster, f.ctx) for stage in (ensure_bootstrapped, verify_cluster)]
+    assert [c.reason for c in again] == ["Bootstrapped", "Verified"], again[-1].message
+    assert f.sim.machine(worker)["node"]["name"] == worker
+
+
+async def test_bootstrap_releases_machines_so_a_reboot_boots_the_disk(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    assert [c.reason for c in await run_all(cluster, f.ctx)][-1] == "Verified"
+    machine = cluster.machines[0]
+    # As a BMC that turns every override into Continuous leaves an installed machine.
+    f.set_boot_override(machine, "Cd", "Continuous")
+    observed = await observe_cluster(cluster, f.ctx)
+    assert observed[INFRA] and not observed[ConditionType.BOOTSTRAPPED]
+    f.sim.reset_stats()
+
+    released = await ensure_bootstrapped(cluster, f.ctx)
+
+    assert (released.status, released.reason, released.mutations) == ("True", "Bootstrapped", 1)
+    assert f.sim.stats()["mutations"]["bmc"] == {machine.name: 1}
+    assert NO_OVERRIDE.items() <= f.sim.machine(machine.name)["boot"].items()
+    assert await observe_cluster(cluster, f.ctx) == EVERYTHING
+    again = await run_all(cluster, f.ctx)
+    assert ([c.reason for c in again], [c.mutations for c in again]) == (ALREADY_DONE, [0] * 4)
+
+
+def _worker(cluster: ResolvedCluster) -> Machine:
+    return next(m for m in cluster.machines if m.role == "worker")

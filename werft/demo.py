@@ -285,6 +285,10 @@ def stay_up(inventory: Path, port: int, time_scale: float) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m werft.demo",
@@ -300,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         "--time-scale", type=float, default=float(os.environ.get("WERFT_TIME_SCALE", TIME_SCALE))
     )
     args = parser.parse_args(argv)
+    # Ctrl-C and a plain `kill` both end in the same clean shutdown (even where the shell
+    # started us with SIGINT ignored, as non-interactive shells do for background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     run = stay_up if args.stay_up else demo
     try:
         return run(args.inventory, args.port, args.time_scale)

@@ -31,7 +31,7 @@ from werft.inventory.load import load_inventory
 from werft.plan import plan_fleet, task_runs, waves
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
 
-EDGE_SITES = int(os.environ.get("WERFT_BENCH_EDGE_SITES", "1000"))
+EDGE_SITES = int(os.environ.get("WERFT_BENCH_EDGE_SITES", "500"))
 TIME_SCALE = 1000.0
 
 

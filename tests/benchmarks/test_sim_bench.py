@@ -43,7 +43,7 @@ import psutil
 proc = psutil.Process()
 from werft.inventory.load import load_inventory
 from werft.sim.server import SimOptions, app_from_inventory
-import werft.sim.cluster, werft.sim.kubeapi  # noqa: F401 (part of the baseline)
+import werft.sim.kube.cluster, werft.sim.kube.api  # noqa: F401 (part of the baseline)
 gc.collect()
 baseline = proc.memory_info().rss
 started = time.perf_counter()

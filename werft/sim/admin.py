@@ -43,7 +43,7 @@ def _error(status: int, message: str) -> Response:
 @dataclass(frozen=True)
 class TlsEndpoint:
     """The simulator's HTTPS listener (same app), for kubectl: client-go sends a token
-    only over TLS. ``ca_pem`` is the self-signed serving certificate (werft.sim.kubetls)."""
+    only over TLS. ``ca_pem`` is the self-signed serving certificate (werft.sim.kube.tls)."""
 
     port: int
     ca_pem: bytes = field(repr=False)

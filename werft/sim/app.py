@@ -2,7 +2,7 @@
 
     /bmc/<machine>/redfish/v1/...          Redfish BMC (werft.sim.redfish)
     /hypervisor/v1/domains/<machine>...    simulated hypervisor (werft.sim.hypervisor)
-    /clusters/<cluster>/...                Kubernetes API (werft.sim.kubeapi, mounted here)
+    /clusters/<cluster>/...                Kubernetes API (werft.sim.kube.api, mounted here)
     /images/<name>.iso                     synthetic installer images
     /artifacts/...                         --artifacts-dir, read-only
     /_sim/...                              admin API (werft.sim.admin)
@@ -44,13 +44,13 @@ KubeAppFactory = Callable[[dict[str, Any], Clock], ASGIApp]
 
 
 def _default_cluster_factory() -> ClusterFactory:
-    from werft.sim.cluster import SimCluster
+    from werft.sim.kube.cluster import SimCluster
 
     return SimCluster
 
 
 def _default_kube_app_factory() -> KubeAppFactory:
-    from werft.sim.kubeapi import kube_api_app
+    from werft.sim.kube.api import kube_api_app
 
     return kube_api_app
 

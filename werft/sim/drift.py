@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from werft.sim.kubeerrors import ApiError
+from werft.sim.kube.errors import ApiError
 from werft.sim.lifecycle import Fleet
 
 

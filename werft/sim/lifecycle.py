@@ -27,7 +27,7 @@ from werft.sim.machines import SimMachine, SimMachineSpec
 
 
 class ClusterLike(Protocol):
-    """The part of werft.sim.cluster.SimCluster the lifecycle drives (agreed contract)."""
+    """The part of werft.sim.kube.cluster.SimCluster the lifecycle drives (agreed contract)."""
 
     @property
     def api_up(self) -> bool: ...

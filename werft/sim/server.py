@@ -95,7 +95,7 @@ def tls_server(
 ) -> Iterator[uvicorn.Server]:
     """A uvicorn server for ``app`` on HTTPS with a fresh self-signed certificate; sets
     ``app.tls`` so the admin kubeconfig points kubectl at it."""
-    from werft.sim.kubetls import self_signed
+    from werft.sim.kube.tls import self_signed
 
     cert = self_signed((host, "localhost") if host != "localhost" else ("localhost",))
     with tempfile.TemporaryDirectory(prefix="werft-sim-tls-") as folder:

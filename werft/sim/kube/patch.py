@@ -20,7 +20,7 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 
-from werft.sim.kubeerrors import bad_request, unprocessable
+from werft.sim.kube.errors import bad_request, unprocessable
 
 # Field name -> patchMergeKey for lists with patchStrategy "merge" in the built-in types.
 SMP_MERGE_KEYS: dict[str, str] = {

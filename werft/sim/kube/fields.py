@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from werft.sim.kubeerrors import ApiError
+from werft.sim.kube.errors import ApiError
 
 Obj = dict[str, Any]
 Path = tuple[str, ...]

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from werft.sim.discovery import ResourceType
-from werft.sim.kubeselectors import lookup
+from werft.sim.kube.discovery import ResourceType
+from werft.sim.kube.selectors import lookup
 
 Obj = dict[str, Any]
 Column = tuple[str, str, int, Callable[[Obj], Any]]  # (name, type, priority, cell)

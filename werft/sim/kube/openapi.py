@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from werft.sim.discovery import ResourceType
+from werft.sim.kube.discovery import ResourceType
 
 Obj = dict[str, Any]
 

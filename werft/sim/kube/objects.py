@@ -36,16 +36,17 @@ from typing import Any
 
 import orjson
 
-from werft.sim import kubefields, kubepatch
 from werft.sim.clock import Clock
-from werft.sim.discovery import (
+from werft.sim.kube import fields as kubefields
+from werft.sim.kube import patch as kubepatch
+from werft.sim.kube.controllers import CONTROLLERS, Rollout
+from werft.sim.kube.discovery import (
     BUILTIN_BY_GV,
     BUILTIN_GROUPS,
     ResourceType,
     crd_resource_types,
 )
-from werft.sim.kubecontrollers import CONTROLLERS, Rollout
-from werft.sim.kubeerrors import (
+from werft.sim.kube.errors import (
     ApiError,
     already_exists,
     bad_request,
@@ -56,8 +57,8 @@ from werft.sim.kubeerrors import (
     not_found,
     unsupported_media_type,
 )
-from werft.sim.kubeselectors import field_selector, label_selector
-from werft.sim.kubeshared import share
+from werft.sim.kube.selectors import field_selector, label_selector
+from werft.sim.kube.shared import share
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)

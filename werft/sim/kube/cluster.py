@@ -10,8 +10,8 @@ store at all, so 10,000 clusters waiting for their machines cost a few hundred b
 from __future__ import annotations
 
 from werft.sim.clock import Clock
-from werft.sim.discovery import BUILTIN_BY_GV
-from werft.sim.objects import NodeState, ObjectStore
+from werft.sim.kube.discovery import BUILTIN_BY_GV
+from werft.sim.kube.objects import NodeState, ObjectStore
 
 _NODES = BUILTIN_BY_GV["v1"]["nodes"]
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"

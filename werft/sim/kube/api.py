@@ -43,17 +43,18 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 import yaml
 
-from werft.sim import kubeopenapi, kubetables
 from werft.sim.clock import Clock
-from werft.sim.cluster import SimCluster
-from werft.sim.discovery import (
+from werft.sim.kube import openapi as kubeopenapi
+from werft.sim.kube import tables as kubetables
+from werft.sim.kube.cluster import SimCluster
+from werft.sim.kube.discovery import (
     ResourceType,
     api_group,
     api_group_list,
     api_versions,
     resource_list,
 )
-from werft.sim.kubeerrors import (
+from werft.sim.kube.errors import (
     ApiError,
     bad_request,
     cluster_not_found,
@@ -62,7 +63,7 @@ from werft.sim.kubeerrors import (
     service_unavailable,
     unauthorized,
 )
-from werft.sim.objects import APPLY_PATCH, ObjectStore
+from werft.sim.kube.objects import APPLY_PATCH, ObjectStore
 
 Obj = dict[str, Any]
 Scope = dict[str, Any]

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from werft.sim.kubeerrors import bad_request
+from werft.sim.kube.errors import bad_request
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 

@@ -1,0 +1,1 @@
+"""The Kubernetes API emulation: one object store and API per simulated cluster."""
