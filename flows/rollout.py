@@ -45,19 +45,12 @@ TASK_FAILED = "TaskFailed"
 ROLLOUT_HALTED = "RolloutHalted"
 
 
-# Loggers that speak per task run or per connection; quiet during bulk (edge) waves.
-BULK_LOGGERS = {"prefect.task_runs": logging.WARNING, "urllib3.connectionpool": logging.ERROR}
-
-
 @contextmanager
-def quiet_bulk_logs(quiet: bool) -> Iterator[None]:
-    """Edge waves run hundreds of task runs: their INFO lines ("Finished in state
-    Completed()") cost a quarter of a task's client time and tell nobody anything (the
-    kubernetes client's "connection pool is full" warnings neither). Keep task warnings and
-    errors; the flow logs one line per batch instead."""
-    loggers = {logging.getLogger(name): level for name, level in BULK_LOGGERS.items()}
+def log_levels(levels: dict[str, int], enabled: bool = True) -> Iterator[None]:
+    """Raise the level of some loggers for a while (process-wide; waves run one at a time)."""
+    loggers = {logging.getLogger(name): level for name, level in levels.items()}
     before = {logger: logger.level for logger in loggers}
-    if quiet:
+    if enabled:
         for logger, level in loggers.items():
             logger.setLevel(level)
     try:
@@ -65,6 +58,15 @@ def quiet_bulk_logs(quiet: bool) -> Iterator[None]:
     finally:
         for logger, level in before.items():
             logger.setLevel(level)
+
+
+# Edge waves run hundreds of task runs: their INFO lines ("Finished in state Completed()")
+# cost a quarter of a task's client time and tell nobody anything. Warnings and errors
+# stay; the flow logs one line per batch instead.
+BULK = {"prefect.task_runs": logging.WARNING}
+# The kubernetes client's urllib3 pool warns "Connection pool is full" under concurrency:
+# not actionable for whoever reads the run's log.
+NOISE = {"urllib3.connectionpool": logging.ERROR}
 
 
 @dataclass
@@ -95,13 +97,14 @@ class Rollout:
 
     async def run(self, waves: list[Wave]) -> list[WaveReport]:
         reports = []
-        for wave in waves:
-            if self.halted:
-                reports.append(self._report(WaveTally(wave), started=False, seconds=0.0))
-                for name in wave.clusters:
-                    self._not_started(name)
-                continue
-            reports.append(await self.run_wave(wave))
+        with log_levels(NOISE):
+            for wave in waves:
+                if self.halted:
+                    reports.append(self._report(WaveTally(wave), started=False, seconds=0.0))
+                    for name in wave.clusters:
+                        self._not_started(name)
+                    continue
+                reports.append(await self.run_wave(wave))
         return reports
 
     def not_started(self, waves: list[Wave]) -> list[WaveReport]:
@@ -123,7 +126,7 @@ class Rollout:
                     return
                 await self.run_batch(wave, batch, tally, progress)
 
-        with quiet_bulk_logs(wave.tier == Tier.EDGE):
+        with log_levels(BULK, enabled=wave.tier == Tier.EDGE):
             if wave.canary:
                 await self.run_batch(wave, wave.canary, tally, progress)
             await asyncio.gather(*(gated(b) for b in wave.rest))

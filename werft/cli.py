@@ -294,8 +294,13 @@ def provision_command(
     full: bool = typer.Option(False, "--full", help="Print every cluster's row."),
 ) -> None:
     """Provision the fleet (or the selection) in waves; exit 0 iff every cluster is Verified."""
+    import os
+
     from pydantic import ValidationError
 
+    # Without PREFECT_API_URL Prefect starts an ephemeral server; on a busy machine it needs
+    # more than its default 20 s (set before Prefect is imported: it reads settings then).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from flows import commands
     from flows.models import ProvisionRequest
 

@@ -4,9 +4,10 @@
    inventory, measured in the same run), and how many Prefect task runs the rollout would
    create against the one-task-per-cluster-per-stage baseline -- the point of batching,
    given a local Prefect server records ~40 task runs/s.
-2. A real rollout of EDGE_SITES edge sites against the simulator with a real Prefect
-   server, in clusters/s, against the same stages over the same batches without Prefect
-   (werft.stages.run_stage_batch called directly), each on a fresh simulator.
+2. A real rollout of EDGE_SITES edge sites (WERFT_BENCH_EDGE_SITES, default 300) against
+   the simulator with a real Prefect server, in clusters/s, against the same stages over
+   the same batches without Prefect (werft.stages.run_stage_batch called directly), each
+   on a fresh simulator.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from werft.inventory.load import load_inventory
 from werft.plan import plan_fleet, task_runs, waves
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
 
-EDGE_SITES = int(os.environ.get("WERFT_BENCH_EDGE_SITES", "500"))
+EDGE_SITES = int(os.environ.get("WERFT_BENCH_EDGE_SITES", "300"))
+ROUNDS = int(os.environ.get("WERFT_BENCH_ROUNDS", "2"))
 TIME_SCALE = 1000.0
 
 
@@ -153,44 +155,53 @@ async def _without_prefect(root: Path) -> int:
     return verified
 
 
+def _with_prefect(root: Path, api: str) -> tuple[float, int]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.models import ProvisionRequest
+    from flows.provision import provision_fleet
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        request = ProvisionRequest(inventory=str(root), time_scale=TIME_SCALE)
+        start = time.perf_counter()
+        state = asyncio.run(provision_fleet(request, return_state=True))
+        seconds = time.perf_counter() - start
+    result = state.result(raise_on_failure=False)
+    assert result.all_verified, result.counts()
+    return seconds, result.task_runs
+
+
 @pytest.mark.bench
 def test_rollout_of_edge_sites_with_prefect_vs_without(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.models import ProvisionRequest
-    from flows.provision import provision_fleet
+    """Alternating rounds (baseline, Prefect, baseline, Prefect), each on a fresh simulator
+    and secret store, with the Prefect server up throughout; best round of each counts, so
+    load from other processes on the machine skews the ratio less."""
+    (tmp_path / "prefect").mkdir()
+    best = {"baseline": float("inf"), "prefect": float("inf")}
+    runs = 0
+    with prefect_server(tmp_path / "prefect") as api:
+        for round_ in range(ROUNDS):
+            for kind in ("baseline", "prefect"):
+                work = tmp_path / f"{kind}-{round_}"
+                work.mkdir()
+                monkeypatch.chdir(work)
+                monkeypatch.setenv("WERFT_HOME", str(work / ".werft"))
+                with edge_fleet(work) as (root, _sim):
+                    if kind == "baseline":
+                        start = time.perf_counter()
+                        assert asyncio.run(_without_prefect(root)) == EDGE_SITES
+                        seconds = time.perf_counter() - start
+                    else:
+                        seconds, runs = _with_prefect(root, api)
+                print(f"\n{kind} round {round_ + 1}: {seconds:.1f} s")
+                best[kind] = min(best[kind], seconds)
 
-    base = tmp_path / "baseline"
-    base.mkdir()
-    monkeypatch.chdir(base)
-    monkeypatch.setenv("WERFT_HOME", str(base / ".werft"))
-    with edge_fleet(base) as (root, _sim):
-        start = time.perf_counter()
-        verified = asyncio.run(_without_prefect(root))
-        baseline_s = time.perf_counter() - start
-    assert verified == EDGE_SITES
-
-    flow = tmp_path / "prefect"
-    flow.mkdir()
-    monkeypatch.chdir(flow)
-    monkeypatch.setenv("WERFT_HOME", str(flow / ".werft"))
-    (flow / "prefect").mkdir()
-    with prefect_server(flow / "prefect") as api, edge_fleet(flow) as (root, _sim):
-        monkeypatch.setenv("PREFECT_API_URL", api)
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: api}):
-            request = ProvisionRequest(inventory=str(root), time_scale=TIME_SCALE)
-            start = time.perf_counter()
-            state = asyncio.run(provision_fleet(request, return_state=True))
-            prefect_s = time.perf_counter() - start
-        result = state.result(raise_on_failure=False)
-    assert result.all_verified, result.counts()
-
-    base_rate, prefect_rate = EDGE_SITES / baseline_s, EDGE_SITES / prefect_s
+    base_rate, prefect_rate = EDGE_SITES / best["baseline"], EDGE_SITES / best["prefect"]
     print(
-        f"\nrollout of {EDGE_SITES} edge sites (time scale {TIME_SCALE:g}): "
-        f"without Prefect {baseline_s:.1f} s ({base_rate:.1f} clusters/s); "
-        f"with Prefect {prefect_s:.1f} s ({prefect_rate:.1f} clusters/s, "
-        f"{result.task_runs} task runs): {prefect_rate / base_rate:.2f}x the baseline's rate"
+        f"\nrollout of {EDGE_SITES} edge sites (time scale {TIME_SCALE:g}, best of {ROUNDS}): "
+        f"without Prefect {best['baseline']:.1f} s ({base_rate:.2f} clusters/s); "
+        f"with Prefect {best['prefect']:.1f} s ({prefect_rate:.2f} clusters/s, {runs} task "
+        f"runs): {prefect_rate / base_rate:.2f}x the baseline's rate"
     )
