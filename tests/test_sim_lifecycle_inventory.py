@@ -131,9 +131,13 @@ def test_seed_rendered_by_werft_is_understood(tmp_path: Path, fleet_dir: Path) -
 def test_unresolvable_credentials_name_every_ref(
     fleet_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from werft import secrets
     from werft.inventory.load import load_inventory
     from werft.secrets import SecretStore, env_var_for
 
+    # Only the environment and the (empty) store may answer: a Prefect Secret-block
+    # backend registered by another test's session fixture must not.
+    monkeypatch.setattr(secrets, "_extra_backends", [])
     inventory = load_inventory(fleet_dir)
     refs = sorted(
         {m.bmc.credentials_ref for c in inventory.clusters.values() for m in c.machines if m.bmc}
