@@ -45,12 +45,19 @@ def provision(request: ProvisionRequest, *, report: Path | None = None, full: bo
 
 
 def provision_via_api(
-    request: ProvisionRequest, *, api_url: str, timeout_s: float, full: bool = False
+    request: ProvisionRequest, *, api_url: str | None, timeout_s: float, full: bool = False
 ) -> int:
-    """Create a flow run of the provision-fleet deployment over REST and follow it."""
+    """Create a flow run of the provision-fleet deployment over REST and follow it.
+    ``api_url`` defaults to Prefect's configured PREFECT_API_URL; exit 2 when neither is set."""
+    from prefect.settings import PREFECT_API_URL
+
     from flows import api
 
     console = Console()
+    api_url = api_url or PREFECT_API_URL.value()
+    if not api_url:
+        console.print("[red]werft: --via-api needs PREFECT_API_URL or --api-url[/]")
+        return 2
     parameters = {"request": request.model_dump(mode="json", exclude_defaults=True)}
     try:
         run = api.create_run(api_url, parameters)

@@ -64,9 +64,6 @@ def log_levels(levels: dict[str, int], enabled: bool = True) -> Iterator[None]:
 # cost a quarter of a task's client time and tell nobody anything. Warnings and errors
 # stay; the flow logs one line per batch instead.
 BULK = {"prefect.task_runs": logging.WARNING}
-# The kubernetes client's urllib3 pool warns "Connection pool is full" under concurrency:
-# not actionable for whoever reads the run's log.
-NOISE = {"urllib3.connectionpool": logging.ERROR}
 
 
 @dataclass
@@ -97,14 +94,13 @@ class Rollout:
 
     async def run(self, waves: list[Wave]) -> list[WaveReport]:
         reports = []
-        with log_levels(NOISE):
-            for wave in waves:
-                if self.halted:
-                    reports.append(self._report(WaveTally(wave), started=False, seconds=0.0))
-                    for name in wave.clusters:
-                        self._not_started(name)
-                    continue
-                reports.append(await self.run_wave(wave))
+        for wave in waves:
+            if self.halted:
+                reports.append(self._report(WaveTally(wave), started=False, seconds=0.0))
+                for name in wave.clusters:
+                    self._not_started(name)
+                continue
+            reports.append(await self.run_wave(wave))
         return reports
 
     def not_started(self, waves: list[Wave]) -> list[WaveReport]:

@@ -11,7 +11,7 @@ import git
 import pytest
 from typer.testing import CliRunner
 
-from tests.test_inventory_support import SmallFleet
+from tests.inventoryfixtures import SmallFleet
 from werft.cli import app
 
 runner = CliRunner()

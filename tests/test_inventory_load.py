@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 import pytest
 
-from tests.test_inventory_support import SmallFleet
+from tests.inventoryfixtures import SmallFleet
 from werft.errors import InventoryError
 from werft.inventory import InventoryNotFound, load_inventory
 from werft.inventory.model import Distribution, Role, Tier
@@ -247,3 +247,12 @@ def test_edge_clusters_are_complete_resolved_clusters(fleet: SmallFleet) -> None
     values = {f.name: getattr(cluster, f.name) for f in dataclasses.fields(cluster)}
     assert ResolvedCluster(**values) == cluster
     assert values["name"] == "edge-001" and values["source"].line == 2
+
+
+def test_the_small_fleet_is_valid(fleet: SmallFleet) -> None:
+    assert fleet.problems() == []
+
+
+def test_line_helper_counts_from_one(fleet: SmallFleet) -> None:
+    assert fleet.line("fleet.yaml", "apiVersion") == 1
+    assert fleet.line("edge-sites.csv", "edge-002") == 3

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_inventory_support import CSV_HEADER, CSV_ROWS, SmallFleet, assert_problem
+from tests.inventoryfixtures import CSV_HEADER, CSV_ROWS, SmallFleet, assert_problem
 from werft.errors import InventoryError
 from werft.inventory import load_inventory
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.test_providers_helpers import LoopbackHttp, Reply, free_port
+from tests.providerfixtures import LoopbackHttp, Reply, free_port
 from werft.errors import (
     GENERIC_REASONS,
     PermanentError,

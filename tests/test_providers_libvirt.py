@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.test_providers_helpers import free_port, seed_url, vm_machine
+from tests.providerfixtures import free_port, seed_url, vm_machine
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine
 from werft.providers.libvirt import DomainFacts, LibvirtProvider, render_domain_xml

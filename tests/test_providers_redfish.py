@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_providers_helpers import (
+from tests.providerfixtures import (
     LoopbackHttp,
     Reply,
     Seen,

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_providers_helpers import free_port, vm_machine
+from tests.providerfixtures import free_port, vm_machine
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine
 from werft.providers import HttpOptions, ProviderPool, SimulatedProvider, provider_for

@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.test_render_support import (
+from tests.renderfixtures import (
     ARTIFACTS_URL,
     SAMPLE_INVENTORY,
     make_cluster,

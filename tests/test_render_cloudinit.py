@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.test_render_support import ARTIFACTS_URL, make_cluster
+from tests.renderfixtures import ARTIFACTS_URL, make_cluster
 from werft.errors import PermanentError
 from werft.inventory.resolved import ResolvedCluster
 from werft.render.cloudinit import render_meta_data, render_network_config, render_user_data

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client as k8s
 from kubernetes.config import new_client_from_config_dict
 
-from tests.test_render_support import make_cluster
+from tests.renderfixtures import make_cluster
 from werft.errors import PermanentError
 from werft.render.kubeconfig import kubeconfig_for, render_kubeconfig
 from werft.render.pki import SECRET_NAMES, ca_cert_hash, ensure_cluster_pki, secret_name

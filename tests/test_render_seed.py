@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_render_support import ARTIFACTS_URL, REPO, make_cluster
+from tests.renderfixtures import ARTIFACTS_URL, REPO, make_cluster
 from werft.render.cloudinit import render_meta_data, render_network_config, render_user_data
 from werft.render.pki import ensure_cluster_pki
 from werft.render.seed import build_seed_iso, publish_seed, read_seed
@@ -71,7 +71,7 @@ time.tzset()
 _real = time.time
 time.time = lambda: 2_000_000_000.0 + _real() % 1  # the year 2033, sub-second noise
 from pathlib import Path
-from tests.test_render_support import make_cluster
+from tests.renderfixtures import make_cluster
 from werft.render.pki import ensure_cluster_pki
 from werft.render.seed import build_seed_iso
 from werft.secrets import SecretStore

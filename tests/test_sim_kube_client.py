@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config, dynamic, watch
 from kubernetes.client.rest import ApiException
 
-from tests.test_sim_kube_support import KubeServer, poll
+from tests.kubefixtures import KubeServer, poll
 from werft.sim.clock import Clock
 
 FAST = Clock(time_scale=100.0)  # workload_available (20 s) takes 0.2 s

@@ -12,8 +12,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from tests.kubefixtures import poll
 from tests.simfixtures import SimHandle, running_sim
-from tests.test_sim_kube_support import poll
 
 DEPLOYMENT = {
     "apiVersion": "apps/v1",

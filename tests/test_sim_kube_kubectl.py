@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_sim_kube_support import KubeServer, poll
+from tests.kubefixtures import KubeServer, poll
 from werft.sim.clock import Clock
 from werft.sim.kube.tls import self_signed
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_sim_kube_support import ManualClock
+from tests.kubefixtures import ManualClock
 from werft.sim.kube.cluster import SimCluster
 from werft.sim.kube.discovery import BUILTIN_BY_GV
 from werft.sim.kube.errors import ApiError

@@ -315,13 +315,7 @@ def provision_command(
         typer.echo(f"werft: {exc}", err=True)
         raise typer.Exit(2) from None
     if via_api:
-        from prefect.settings import PREFECT_API_URL
-
-        url = api_url or PREFECT_API_URL.value()
-        if not url:
-            typer.echo("werft: --via-api needs PREFECT_API_URL or --api-url", err=True)
-            raise typer.Exit(2)
-        code = commands.provision_via_api(request, api_url=url, timeout_s=timeout, full=full)
+        code = commands.provision_via_api(request, api_url=api_url, timeout_s=timeout, full=full)
     else:
         code = commands.provision(request, report=report, full=full)
     raise typer.Exit(code)

@@ -66,6 +66,10 @@ def default_executor() -> ThreadPoolExecutor:
     return _default_executor
 
 
+def _threads(executor: Executor | None) -> int:
+    return getattr(executor or default_executor(), "_max_workers", DEFAULT_THREADS)
+
+
 # --- resources: kind -> URL ----------------------------------------------------------------
 
 
@@ -188,6 +192,9 @@ class KubeClient:
             # Retries belong to the Prefect layer and to the stages' wait loops, which know
             # their deadlines; urllib3 retrying underneath would only stretch them.
             configuration.retries = False
+            # One connection per thread that may call this cluster at once; urllib3's
+            # default of 10 would open and drop sockets (and warn) under a 16-thread pool.
+            configuration.connection_pool_maxsize = _threads(executor)
             api = new_client_from_config_dict(
                 config, persist_config=False, client_configuration=configuration
             )

@@ -89,13 +89,7 @@ def deployment(obj: Obj, rollout: Rollout, world: World) -> Obj:
             readyReplicas=replicas,
             availableReplicas=replicas,
         )
-        available = _condition(
-            "Available",
-            True,
-            "MinimumReplicasAvailable",
-            "Deployment has minimum availability.",
-            since,
-        )
+        available = _deployment_available(True, since)
         progressing = _condition(
             "Progressing",
             True,
@@ -118,24 +112,31 @@ def deployment(obj: Obj, rollout: Rollout, world: World) -> Obj:
                 readyReplicas=replicas,
                 availableReplicas=replicas,
             )
-            available = _condition(
-                "Available",
-                True,
-                "MinimumReplicasAvailable",
-                "Deployment has minimum availability.",
-                since,
-            )
+            available = _deployment_available(True, since)
         else:
             status.update(updatedReplicas=replicas, unavailableReplicas=replicas)
-            available = _condition(
-                "Available",
-                False,
-                "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.",
-                since,
-            )
+            available = _deployment_available(False, since)
     status["conditions"] = [available, progressing]
     return status
+
+
+def _deployment_available(available: bool, since: str) -> Obj:
+    """The Available condition exactly as the Deployment controller words it."""
+    if available:
+        return _condition(
+            "Available",
+            True,
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            since,
+        )
+    return _condition(
+        "Available",
+        False,
+        "MinimumReplicasUnavailable",
+        "Deployment does not have minimum availability.",
+        since,
+    )
 
 
 def statefulset(obj: Obj, rollout: Rollout, world: World) -> Obj:

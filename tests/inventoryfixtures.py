@@ -237,12 +237,3 @@ def assert_problem(
 @pytest.fixture
 def fleet(tmp_path: Path) -> SmallFleet:
     return SmallFleet(tmp_path / "inv")
-
-
-def test_the_small_fleet_is_valid(fleet: SmallFleet) -> None:
-    assert fleet.problems() == []
-
-
-def test_line_helper_counts_from_one(fleet: SmallFleet) -> None:
-    assert fleet.line("fleet.yaml", "apiVersion") == 1
-    assert fleet.line("edge-sites.csv", "edge-002") == 3
