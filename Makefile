@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # libvirt-python needs libvirt's headers; take the extra only where they are installed.
 EXTRAS := dev$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
 
-.PHONY: test demo up bench lint clean
+.PHONY: test test-live demo up bench lint clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/pytest -q
+
+# The Kubernetes-facing contract tests against a real cluster:
+#   WERFT_LIVE_KUBECONFIG=~/.kube/config make test-live
+test-live: $(STAMP)
+	@test -n "$$WERFT_LIVE_KUBECONFIG" || { echo "set WERFT_LIVE_KUBECONFIG to a cluster's kubeconfig"; exit 2; }
+	$(BIN)/pytest -q -m live tests/test_kube_real_server.py
 
 demo: $(STAMP)
 	$(BIN)/python -m werft.demo

@@ -99,17 +99,16 @@ async def publish_fleet(result: FleetResult) -> None:
 
 
 def summary(result: FleetResult) -> str:
-    head = (
-        "Dry run: plan only" if result.dry_run else ("Succeeded" if result.succeeded else "Failed")
-    )
     lines = [
-        f"# werft provisioning: {head}",
+        f"# werft provisioning: {result.headline()}",
         "",
         f"- inventory: `{result.source}`; selection: {result.selector}",
         f"- clusters: {len(result.clusters)} ({_counts(result)})",
         f"- task runs: {result.task_runs}; duration: {result.duration_s:.1f} s",
     ]
-    if result.reason:
+    if not result.dry_run:
+        lines.append(f"- {result.retries_line()}")
+    if result.reason and result.reason not in lines[0]:
         lines += ["", f"**{result.reason}**"]
     if result.waves:
         lines += [

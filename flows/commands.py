@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from flows.models import FleetResult, ProvisionRequest
 from werft.conditions import STAGE_ORDER
+from werft.exitcodes import ExitCode
+from werft.tables import print_table
 
 FULL_TABLE_UP_TO = 40  # clusters; past that the table shows problems and a per-tier summary
 
@@ -19,8 +20,15 @@ STATUS_STYLE = {"True": "green", "False": "red", "Unknown": "dim"}
 OUTCOME_STYLE = {"Verified": "green", "Failed": "red", "Deferred": "yellow", "NotStarted": "dim"}
 
 
-def provision(request: ProvisionRequest, *, report: Path | None = None, full: bool = False) -> int:
-    """Run provision-fleet in this process; print the table; exit code 0 iff all Verified."""
+def provision(
+    request: ProvisionRequest,
+    *,
+    report: Path | None = None,
+    full: bool = False,
+    output: str = "text",
+) -> int:
+    """Run provision-fleet in this process; print the table (or JSON with ``output="json"``);
+    exit code 0 iff all Verified."""
     from prefect.settings import PREFECT_UI_URL
 
     from flows.provision import provision_fleet
@@ -29,18 +37,27 @@ def provision(request: ProvisionRequest, *, report: Path | None = None, full: bo
     result = state.result(raise_on_failure=False)
     console = Console()
     if not isinstance(result, FleetResult):
-        console.print(f"[red]provisioning crashed: {state.message or result}[/]")
-        return 1
+        Console(stderr=True).print(f"[red]provisioning crashed: {state.message or result}[/]")
+        return ExitCode.NOT_FINE
     ui = PREFECT_UI_URL.value()
     url = f"{ui}/runs/flow-run/{result.flow_run_id}" if ui and result.flow_run_id else None
+    if report:
+        write_report(report, result, url)
+    if output == "json":
+        # plain text, never styled or wrapped: this is for machines
+        console.print(json.dumps(_summary(result, url, rows=True), indent=2), markup=False,
+                      highlight=False, soft_wrap=True)
+        return exit_code(result)
+    # The flow checks the inventory again (it may have changed since the CLI did): the
+    # problems are printed here as `werft validate` prints them, not only kept in Prefect.
+    for problem in result.problems:
+        console.print(problem, markup=False, highlight=False, soft_wrap=True)
     if result.dry_run and result.succeeded:
         print_plan(console, result)
     else:
         print_result(console, [c.row() for c in result.clusters], full=full)
     counts = {"planned": len(result.clusters)} if result.dry_run else result.counts()
     print_outcome(console, result.succeeded, result.reason, counts, url)
-    if report:
-        write_report(report, result, url)
     return exit_code(result)
 
 
@@ -56,8 +73,8 @@ def provision_via_api(
     console = Console()
     api_url = api_url or PREFECT_API_URL.value()
     if not api_url:
-        console.print("[red]werft: --via-api needs PREFECT_API_URL or --api-url[/]")
-        return 2
+        Console(stderr=True).print("[red]werft: --via-api needs PREFECT_API_URL or --api-url[/]")
+        return ExitCode.USAGE
     parameters = {"request": request.model_dump(mode="json", exclude_defaults=True)}
     try:
         run = api.create_run(api_url, parameters)
@@ -65,8 +82,8 @@ def provision_via_api(
         console.print("waiting for it to finish (served by `werft serve` or a worker) ...")
         run = api.follow(api_url, run.id, timeout_s)
     except api.ApiError as exc:
-        console.print(f"[red]{exc}[/]")
-        return 1
+        Console(stderr=True).print(f"[red]{exc}[/]")
+        return ExitCode.NOT_FINE
     rows = api.fleet_table(api_url, run.id)
     print_result(console, rows, full=full)
     counts: dict[str, int] = {}
@@ -75,18 +92,24 @@ def provision_via_api(
     ok = run.state_type == "COMPLETED"
     print_outcome(console, ok, run.message, counts, api.ui_url(api_url, run.id))
     all_verified = bool(rows) and all(row["outcome"] == "Verified" for row in rows)
-    return 0 if ok and (request.dry_run or all_verified) else 1
+    fine = ok and (request.dry_run or all_verified)
+    return ExitCode.OK if fine else ExitCode.NOT_FINE
 
 
-def exit_code(result: FleetResult) -> int:
+def exit_code(result: FleetResult) -> ExitCode:
     if not result.succeeded:
-        return 1
-    return 0 if result.dry_run or result.all_verified else 1
+        return ExitCode.NOT_FINE
+    return ExitCode.OK if result.dry_run or result.all_verified else ExitCode.NOT_FINE
 
 
 def write_report(path: Path, result: FleetResult, url: str | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    summary = {
+    path.write_text(json.dumps(_summary(result, url, rows=False), indent=2))
+
+
+def _summary(result: FleetResult, url: str | None, *, rows: bool) -> dict[str, Any]:
+    """The run as JSON: the --report file, and with ``rows`` what --output json prints."""
+    summary: dict[str, Any] = {
         "flow_run_id": result.flow_run_id,
         "url": url,
         "succeeded": result.succeeded,
@@ -97,7 +120,10 @@ def write_report(path: Path, result: FleetResult, url: str | None) -> None:
         "duration_s": result.duration_s,
         "waves": [w.model_dump(mode="json") for w in result.waves],
     }
-    path.write_text(json.dumps(summary, indent=2))
+    if rows:
+        summary["problems"] = result.problems
+        summary["clusters"] = [c.row() for c in result.clusters]
+    return summary
 
 
 HEADERS = {
@@ -119,33 +145,45 @@ def print_result(console: Console, rows: list[dict[str, Any]], *, full: bool) ->
         shown = [r for r in rows if r["outcome"] != "Verified"][:FULL_TABLE_UP_TO]
         if not shown:
             return
-    table = Table(title="clusters" if shown is rows else "clusters that need attention")
-    for column in shown[0]:
-        table.add_column(HEADERS.get(column, column), overflow="fold")
-    for row in shown:
-        table.add_row(*(_cell(column, value) for column, value in row.items()))
-    console.print(table)
+    columns = list(shown[0])
+    print_table(
+        console,
+        "clusters" if shown is rows else "clusters that need attention",
+        [HEADERS.get(column, column) for column in columns],
+        [[_cell(column, row[column]) for column in columns] for row in shown],
+        style=_style,
+        numeric=[column == "duration_s" for column in columns],
+    )
+
+
+_STAGE_HEADERS = {HEADERS.get(str(stage), str(stage)) for stage in STAGE_ORDER}
 
 
 def _cell(column: str, value: Any) -> str:
     text = str(value)
-    if column in STAGE_ORDER:
-        return f"[{STATUS_STYLE[text]}]{'-' if text == 'Unknown' else text}[/]"
-    if column == "outcome":
-        return f"[{OUTCOME_STYLE.get(text, 'default')}]{text}[/]"
-    return text
+    return "-" if column in STAGE_ORDER and text == "Unknown" else text
+
+
+def _style(header: str, cell: str) -> str | None:
+    if header in _STAGE_HEADERS:
+        return STATUS_STYLE["Unknown" if cell == "-" else cell]
+    return OUTCOME_STYLE.get(cell) if header == "outcome" else None
 
 
 def print_tiers(console: Console, rows: list[dict[str, Any]]) -> None:
     outcomes = list(OUTCOME_STYLE)
-    table = Table(title="fleet by tier")
-    table.add_column("tier")
-    for name in outcomes:
-        table.add_column(name, justify="right")
-    for tier in dict.fromkeys(str(r["tier"]) for r in rows):
-        mine = [r for r in rows if r["tier"] == tier]
-        table.add_row(tier, *(str(sum(1 for r in mine if r["outcome"] == o)) for o in outcomes))
-    console.print(table)
+    tiers = dict.fromkeys(str(r["tier"]) for r in rows)
+    counts = [
+        [tier, *(sum(1 for r in rows if r["tier"] == tier and r["outcome"] == o) for o in outcomes)]
+        for tier in tiers
+    ]
+    print_table(
+        console,
+        "fleet by tier",
+        ["tier", *outcomes],
+        counts,
+        numeric=[False, *(True for _ in outcomes)],
+    )
 
 
 def print_plan(console: Console, result: FleetResult) -> None:
@@ -155,12 +193,13 @@ def print_plan(console: Console, result: FleetResult) -> None:
         f"plan: {len(result.clusters) - in_shape} of {len(result.clusters)} "
         f"cluster(s) need work, {result.task_runs} task run(s)"
     )
-    table = Table(title="waves (dry run: nothing was changed)")
-    for column in ("wave", "clusters", "batches", "failure budget"):
-        table.add_column(column, justify="left" if column == "wave" else "right")
-    for w in result.waves:
-        table.add_row(w.name, str(w.clusters), str(w.batches), str(w.failure_budget))
-    console.print(table)
+    print_table(
+        console,
+        "waves (dry run: nothing was changed)",
+        ["wave", "clusters", "batches", "failure budget"],
+        [[w.name, w.clusters, w.batches, w.failure_budget] for w in result.waves],
+        numeric=[False, True, True, True],
+    )
 
 
 def print_outcome(
@@ -169,7 +208,7 @@ def print_outcome(
     text = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no clusters"
     console.print(f"[{'green' if ok else 'red'}]{'done' if ok else 'FAILED'}[/]: {text}")
     if reason:
-        console.print(f"[red]{reason}[/]")
+        console.print(f"[red]{reason}[/]", soft_wrap=True)
     if url:
         console.print(f"flow run: {url}", soft_wrap=True)
 

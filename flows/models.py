@@ -116,9 +116,52 @@ class FleetResult(BaseModel):
     waves: list[WaveReport] = Field(default_factory=list)
     task_runs: int = 0
     duration_s: float = 0.0
+    # Requests retried at the request layer during the run, by cause ("503", "timeout",
+    # "connection refused" ...): what the fleet's flakiness cost.
+    retries: dict[str, int] = Field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for c in self.clusters if c.outcome is outcome)
+
+    @property
+    def fleet_ok(self) -> bool:
+        """Every selected cluster Verified, or Deferred (which only a tier whose policy
+        defers unreachable sites produces): nothing failed, nothing left unstarted."""
+        return all(c.outcome in (Outcome.VERIFIED, Outcome.DEFERRED) for c in self.clusters)
+
+    def fleet_failure(self) -> str:
+        """E.g. "3 of 320 clusters failed (2 deferred, 10 not started)"; "" when fleet_ok."""
+        if self.fleet_ok:
+            return ""
+        failed = self.count(Outcome.FAILED)
+        others = [
+            f"{n} {what}"
+            for what, n in (
+                ("deferred", self.count(Outcome.DEFERRED)),
+                ("not started", self.count(Outcome.NOT_STARTED)),
+            )
+            if n
+        ]
+        return f"{failed} of {len(self.clusters)} clusters failed" + (
+            f" ({', '.join(others)})" if others else ""
+        )
+
+    def headline(self) -> str:
+        """The summary's first words: the fleet's outcome, not only the waves'."""
+        if self.dry_run and self.succeeded:
+            return "Dry run: plan only"
+        if self.succeeded:
+            deferred = self.count(Outcome.DEFERRED)
+            return "Succeeded" + (f" ({deferred} deferred to the next run)" if deferred else "")
+        return "Failed: " + (self.fleet_failure() or self.reason or "see the reason below")
+
+    def retries_line(self) -> str:
+        """E.g. "requests retried: 41 (503: 20, timeout: 12, connection refused: 9)"."""
+        total = sum(self.retries.values())
+        if not total:
+            return "requests retried: 0"
+        causes = sorted(self.retries.items(), key=lambda item: (-item[1], item[0]))
+        return f"requests retried: {total} (" + ", ".join(f"{c}: {n}" for c, n in causes) + ")"
 
     @property
     def all_verified(self) -> bool:

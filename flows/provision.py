@@ -34,6 +34,7 @@ from werft.errors import InventoryError, Problem
 from werft.inventory.resolved import Inventory
 from werft.inventory.tree import InventoryNotFound
 from werft.plan import Selector, override_rollout, plan_fleet, task_runs, waves
+from werft.retry import STATS
 
 
 def _run_name() -> str:
@@ -75,6 +76,7 @@ async def provision_cluster(
 async def provision(request: ProvisionRequest) -> Any:
     """The body both flows share. Returns a FleetResult, or a Failed state carrying one."""
     start = time.monotonic()
+    retries = RetryCount()
     use_secret_blocks()
     result = FleetResult(
         flow_run_id=flow_run.id,
@@ -103,9 +105,37 @@ async def provision(request: ProvisionRequest) -> Any:
             result.waves = await rollout.run(wave_list)
     result.task_runs = rollout.task_runs
     result.clusters = list(rollout.records.values())
-    if rollout.halted:
-        result.succeeded, result.reason = False, rollout.halted
+    result.retries = retries.since()
+    judge(result, rollout.halted)
     return await finish(result, start)
+
+
+def judge(result: FleetResult, halted: str) -> None:
+    """The run succeeded only if the fleet did: every selected cluster Verified or
+    Deferred within policy. A failure inside a wave's budget lets the rollout go on, but
+    the run still failed for that cluster; the run's state says so, so automations, CI
+    and the exit status see it, and the first line says how many."""
+    if result.dry_run:
+        return
+    failure = result.fleet_failure()
+    if halted:
+        result.succeeded, result.reason = False, f"{failure}; {halted}" if failure else halted
+    elif failure:
+        result.succeeded, result.reason = False, failure
+
+
+class RetryCount:
+    """Requests retried since it was made, by cause: the difference of the process-wide
+    counter (``werft.retry.STATS``). Batches that ran in other processes (work-pool
+    workers) count in theirs; two runs in one process would count each other's."""
+
+    def __init__(self) -> None:
+        self._start = STATS.snapshot()
+
+    def since(self) -> dict[str, int]:
+        now = STATS.snapshot()
+        delta = {cause: n - self._start.get(cause, 0) for cause, n in now.items()}
+        return {cause: n for cause, n in sorted(delta.items()) if n > 0}
 
 
 async def load(
@@ -136,7 +166,11 @@ async def load(
 async def finish(result: FleetResult, start: float) -> FleetResult | State[Any]:
     result.duration_s = round(time.monotonic() - start, 3)
     await publish_fleet(result)
-    get_run_logger().info("fleet: %s", ", ".join(f"{n} {k}" for k, n in result.counts().items()))
+    logger = get_run_logger()
+    logger.info("fleet: %s", ", ".join(f"{n} {k}" for k, n in result.counts().items()))
+    if not result.dry_run and result.clusters:
+        logger.info(result.retries_line())
     if not result.succeeded:
-        return Failed(message=result.reason, data=result)
+        # The fleet's count first, then why (a halted wave, inventory problems).
+        return Failed(message=f"Failed: {result.reason or result.headline()}", data=result)
     return result

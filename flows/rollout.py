@@ -37,12 +37,16 @@ from tasks.batch import BatchResult, BatchSpec, ClusterStageResult
 from tasks.context import RunRef
 from tasks.policy import with_retry_policy
 from werft.conditions import STAGE_ORDER, Condition, ConditionType
+from werft.drift.lock import ClusterLocks
 from werft.inventory.model import Tier
 from werft.inventory.resolved import Inventory
 from werft.plan import Batch, Outcome, Plan, Wave, WaveTally, outcome, task_runs
+from werft.secrets import werft_home
 
 TASK_FAILED = "TaskFailed"
 ROLLOUT_HALTED = "RolloutHalted"
+# Another run (a drift remediation, another rollout) holds the cluster: werft/drift/lock.py.
+CLUSTER_BUSY = "ClusterBusy"
 
 
 @contextmanager
@@ -75,6 +79,7 @@ class Rollout:
     records: dict[str, ClusterRecord] = field(default_factory=dict)
     halted: str = ""
     task_runs: int = 0
+    busy: set[str] = field(default_factory=set)  # held by another run: Deferred, untouched
     _tasks: dict[ConditionType, Task[Any, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +98,14 @@ class Rollout:
             )
 
     async def run(self, waves: list[Wave]) -> list[WaveReport]:
+        # One run works on a cluster at a time (drift remediation included): take the
+        # clusters' locks for the rollout; those another run holds are Deferred.
+        locks = ClusterLocks(werft_home(), holder=self.ref.key)
+        with locks.holding([cp.name for cp in self.plan.work]) as busy:
+            self.busy = set(busy)
+            return await self._run(waves)
+
+    async def _run(self, waves: list[Wave]) -> list[WaveReport]:
         reports = []
         for wave in waves:
             if self.halted:
@@ -133,7 +146,7 @@ class Rollout:
 
     async def run_batch(self, wave: Wave, batch: Batch, tally: WaveTally, progress: UUID) -> None:
         start = time.monotonic()
-        active = list(batch.clusters)
+        active = [name for name in batch.clusters if name not in self.busy]
         for stage in STAGE_ORDER:
             todo = [name for name in active if self.plan[name].needs(stage)]
             if not todo:
@@ -166,6 +179,7 @@ class Rollout:
             clusters=names,
             max_concurrency=wave.clusters_per_batch_in_flight,
             defer_unreachable=wave.policy.defer_unreachable,
+            defer_after=wave.policy.defer_after,
         )
         sites = {self.inventory.clusters[n].site for n in names}
         self.task_runs += 1
@@ -190,6 +204,10 @@ class Rollout:
 
     def _finish(self, name: str, wave: Wave) -> Outcome:
         record = self.records[name]
+        if name in self.busy:
+            record.outcome, record.reason = Outcome.DEFERRED, CLUSTER_BUSY
+            record.message = "another run holds the cluster; the next run picks it up"
+            return record.outcome
         ran = [record.conditions[s] for s in STAGE_ORDER if s in record.conditions]
         record.outcome = outcome(ran, wave.policy)
         last = ran[-1] if ran else None

@@ -13,8 +13,11 @@ Retrying a batch where only some clusters failed transiently:
   failure is never retried: it is a result from the first attempt.
 
 In tiers that defer unreachable sites, an ``Unreachable`` cluster is not retried
-within the run: retrying an offline site only delays its batch; the next run takes it.
-Each cluster's result carries how many attempts it took.
+within the run: a stage says ``Unreachable`` only after the site stayed unreachable, probe
+after probe, for the tier's ``deferAfter`` (``werft.stages.reach``), so retrying it would
+only delay its batch; the next run takes it. A shorter outage ends as ``ConnectionFailed``
+and is retried like any transient failure. Each cluster's result carries how many
+attempts it took.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from werft.conditions import Condition, ConditionType
 from werft.errors import TransientError
 from werft.inventory.model import Tier
 from werft.plan import UNREACHABLE
+from werft.redact import redacted_exceptions
 from werft.stages import run_stage_batch
 
 
@@ -42,6 +46,7 @@ class BatchSpec(BaseModel):
     clusters: list[str]
     max_concurrency: int = Field(ge=1)
     defer_unreachable: bool = False
+    defer_after: float = Field(15.0, ge=0)  # the tier's deferAfter, in real seconds
 
 
 class ClusterStageResult(BaseModel):
@@ -62,6 +67,13 @@ class BatchResult(BaseModel):
 _partial: dict[str, dict[str, ClusterStageResult]] = {}
 
 
+def unreachable_grace(batch: BatchSpec, poll_interval: float) -> float:
+    """The tier's ``deferAfter`` in the run's time (the simulator's time scale divides it
+    like every deadline), and never under two poll intervals: a site is probed again at
+    least once before it can be judged unreachable."""
+    return max(batch.defer_after / batch.run.time_scale, 2 * poll_interval)
+
+
 def retry_worthy(condition: Condition, defer_unreachable: bool) -> bool:
     if condition.ok or not condition.transient:
         return False
@@ -69,6 +81,11 @@ def retry_worthy(condition: Condition, defer_unreachable: bool) -> bool:
 
 
 async def run_batch(stage: ConditionType, batch: BatchSpec) -> BatchResult:
+    with redacted_exceptions():  # Prefect stores a crash's text itself: mask secrets first
+        return await _run_batch(stage, batch)
+
+
+async def _run_batch(stage: ConditionType, batch: BatchSpec) -> BatchResult:
     attempt_key = task_run_key()
     resources = await resources_for(batch.run)
     results = _partial.pop(attempt_key, {})
@@ -78,7 +95,13 @@ async def run_batch(stage: ConditionType, batch: BatchSpec) -> BatchResult:
         if name not in results or retry_worthy(results[name].condition, batch.defer_unreachable)
     ]
     clusters = [resources.inventory.clusters[name] for name in todo]
-    conditions = await run_stage_batch(stage, clusters, resources.stages, batch.max_concurrency)
+    conditions = await run_stage_batch(
+        stage,
+        clusters,
+        resources.stages,
+        batch.max_concurrency,
+        unreachable_grace=unreachable_grace(batch, resources.stages.timeouts.poll_interval),
+    )
     for name, condition in zip(todo, conditions, strict=True):
         attempts = results[name].attempts + 1 if name in results else 1
         results[name] = ClusterStageResult(condition=condition, attempts=attempts)

@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.context import RunRef, resources_for
 from werft.conditions import ConditionType
+from werft.redact import redacted_exceptions
 from werft.stages import observe_clusters
 
 
@@ -15,6 +16,7 @@ async def observe(
     run: RunRef, clusters: list[str], scope: str, max_concurrency: int = 32
 ) -> dict[str, dict[ConditionType, bool]]:
     """Per cluster, which conditions hold; an unreachable cluster holds none from there on."""
-    resources = await resources_for(run)
-    chosen = [resources.inventory.clusters[name] for name in clusters]
-    return await observe_clusters(chosen, resources.stages, max_concurrency)
+    with redacted_exceptions():  # Prefect stores a crash's text itself: mask secrets first
+        resources = await resources_for(run)
+        chosen = [resources.inventory.clusters[name] for name in clusters]
+        return await observe_clusters(chosen, resources.stages, max_concurrency)

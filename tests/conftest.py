@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.prefectfixtures import prefect_api, workdir  # noqa: F401  (flow tests' fixtures)
 from tests.simfixtures import sim_factory  # noqa: F401  (the simulator fixture, for every test)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,14 @@ class Fleet:
     def request(self, **fields: Any) -> ProvisionRequest:
         return ProvisionRequest(inventory=str(self.root), time_scale=TIME_SCALE, **fields)
 
+    def installs(self) -> dict[str, int]:
+        """OS installs the simulator saw finish, per machine of the fleet."""
+        return {
+            m: self.sim.machine(m)["installs"]
+            for cluster in self.inventory.clusters
+            for m in self.machines(cluster)
+        }
+
     def mutations_of(self, cluster: str) -> int:
         """Mutating calls the sim counted for the cluster's machines and its API."""
         counts = self.sim.stats()["mutations"]
@@ -70,9 +79,11 @@ def fleet(
     edge: int = 3,
     time_scale: float = TIME_SCALE,
     rollout: dict[str, dict[str, Any]] | None = None,
+    faults: Path | None = None,
 ) -> Iterator[Fleet]:
     """Generate a fleet under ``workdir`` (the current directory and WERFT_HOME/..), give
-    its BMC refs credentials in the local store, and serve it with the simulator."""
+    its BMC refs credentials in the local store, and serve it with the simulator (with the
+    fault rules of ``faults``, as ``werft sim serve --faults FILE`` does)."""
     sock = reserve_port()
     root = workdir / "inventory"
     endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -89,6 +100,7 @@ def fleet(
         time_scale=time_scale,
         artifacts_dir=artifacts,
         default_credentials=None,
+        faults=faults,
     ) as sim:
         yield Fleet(root, sim, inventory)
 
@@ -122,3 +134,29 @@ def task_run_names(flow_run_id: str) -> list[str]:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
     return sorted(r.name for r in runs)
+
+
+@contextlib.contextmanager
+def lift_after_first_hit(sim: SimHandle, rule_id: str, hits: int = 1) -> Iterator[list[int]]:
+    """Delete a fault rule as soon as it has hit ``hits`` times (a blip), from a watcher
+    thread, while the code under test runs in this thread or on its event loop. Yields a
+    list that receives the rule's hit count when it is lifted (empty: it never was)."""
+    stop = threading.Event()
+    lifted: list[int] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            rules = {r["id"]: r for r in sim.faults()["rules"]}
+            if rules[rule_id]["hits"] >= hits:
+                sim.remove_fault(rule_id)
+                lifted.append(rules[rule_id]["hits"])
+                return
+            stop.wait(0.005)  # the watcher's poll interval
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield lifted
+    finally:
+        stop.set()
+        watcher.join(5)

@@ -4,6 +4,8 @@
 simulator does, and serves it with uvicorn on 127.0.0.1 on a port the OS picks, in a
 background thread -- optionally over TLS, which kubectl needs to send a token at all.
 ``ManualClock`` is a simulator clock that only moves when a test says so.
+``cni_daemonset`` is a minimal flannel-like CNI DaemonSet (nodes turn Ready only once a
+CNI runs, as on a real cluster); ``apply_cni`` server-side applies it over HTTP.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -108,8 +111,10 @@ class KubeServer:
         clock: Clock | None = None,
         nodes: int = 0,
         version: str = "1.31.1",
+        builtin_network: bool = False,
     ) -> SimCluster:
-        """A cluster (brought up when ``token`` is given) with ``nodes`` Ready nodes."""
+        """A cluster (brought up when ``token`` is given) with ``nodes`` registered nodes:
+        NotReady until a CNI runs, unless ``builtin_network`` (Ready at once)."""
         clock = clock or self.clock
         cluster = SimCluster(name, clock)
         self.registry[name] = cluster
@@ -122,6 +127,7 @@ class KubeServer:
                     role=role,
                     kubelet_version=f"v{version}",
                     ready_at=clock.now(),
+                    builtin_network=builtin_network,
                 )
         return cluster
 
@@ -150,3 +156,55 @@ def poll(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         event.wait(interval)
+
+
+def cni_daemonset(distribution: str = "kubeadm", *, name: str = "cni") -> dict[str, Any]:
+    """A CNI DaemonSet as the simulator recognises one: it mounts the runtime's CNI
+    configuration directory from the host, uses the host's network and tolerates every
+    NoSchedule taint (flannel's manifest does the same)."""
+    conf_dir = (
+        "/var/lib/rancher/k3s/agent/etc/cni/net.d" if distribution == "k3s" else "/etc/cni/net.d"
+    )
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": "kube-system"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "hostNetwork": True,
+                    "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{"name": name, "image": "ghcr.io/flannel-io/flannel:v0.26.1"}],
+                    "volumes": [{"name": "cni", "hostPath": {"path": conf_dir}}],
+                },
+            },
+        },
+    }
+
+
+def apply_cni(
+    endpoint: str, token: str, distribution: str = "kubeadm", *, verify: bool = False
+) -> bool:
+    """Server-side apply ``cni_daemonset`` to the cluster at ``endpoint``; False while its
+    API does not answer yet (call it from a poll)."""
+    body = cni_daemonset(distribution)
+    url = f"{endpoint}/apis/apps/v1/namespaces/kube-system/daemonsets/{body['metadata']['name']}"
+    try:
+        response = httpx.patch(
+            url,
+            params={"fieldManager": "test-cni"},
+            content=orjson.dumps(body),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/apply-patch+yaml",
+            },
+            verify=verify,
+            trust_env=False,
+            timeout=5,
+        )
+    except httpx.TransportError:
+        return False
+    return response.status_code in (200, 201)

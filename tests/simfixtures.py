@@ -154,9 +154,19 @@ class SimHandle:
         return response.text
 
     def bootstrap(
-        self, cluster: str, token: str, *, kubernetes_version: str = "1.31.1", nodes: int = 1
+        self,
+        cluster: str,
+        token: str,
+        *,
+        kubernetes_version: str = "1.31.1",
+        nodes: int = 1,
+        cni: bool = False,
     ) -> dict[str, Any]:
+        """API up with ``nodes`` registered nodes: NotReady until a CNI runs, Ready at once
+        with ``cni`` (the sim then acts as if the distribution embedded one)."""
         body = {"token": token, "kubernetesVersion": kubernetes_version, "nodes": nodes}
+        if cni:
+            body["cni"] = True
         return self._json(self.admin.post(f"/_sim/clusters/{cluster}/bootstrap", json=body))
 
     def wait_for(

@@ -66,6 +66,19 @@ class StageFleet:
         self.others.append(ctx)
         return ctx
 
+    def with_inventory(self, inventory: Inventory, **timeouts: float) -> StageContext:
+        """Another context on the same fleet (same providers and secrets) for an edited
+        inventory, with some deadlines changed."""
+        ctx = StageContext(
+            inventory=inventory,
+            secrets=self.ctx.secrets,
+            artifacts_dir=self.ctx.artifacts_dir,
+            timeouts=replace(self.ctx.timeouts, **timeouts),
+            providers=self.ctx.providers,
+        )
+        self.others.append(ctx)
+        return ctx
+
     def mutations(self, cluster: str | None = None) -> int:
         """Mutating calls counted by the sim (BMCs, hypervisor, cluster APIs)."""
         counts = self.sim.stats()["mutations"]

@@ -17,12 +17,14 @@ from flows import api
 from flows.artifacts import summary
 from flows.deployments import _schedule_options, deployment_specs, flow_of
 from flows.models import ClusterRecord, FleetResult, ProvisionRequest, WaveReport
+from flows.provision import RetryCount, judge
 from tasks.batch import retry_worthy
 from tasks.policy import retry_if_transient, retry_options
 from werft.conditions import Condition, ConditionType
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Tier
 from werft.plan import Outcome
+from werft.retry import STATS
 
 INFRA = ConditionType.INFRASTRUCTURE_READY
 
@@ -105,6 +107,59 @@ def test_fleet_table_row_and_summary_name_every_condition_and_failure() -> None:
     assert "# werft provisioning: Failed" in text
     assert "| edge-wave-3 | 20 | 2 | 0 | 3 | 0 | 1 | halted |" in text
     assert "| edge-00007 | BMCUnauthorized |" in text
+
+
+def _record(name: str, outcome: Outcome) -> ClusterRecord:
+    return ClusterRecord(cluster=name, site=name, tier=Tier.EDGE, outcome=outcome)
+
+
+def _fleet(*outcomes: Outcome) -> FleetResult:
+    result = FleetResult(source="inventory", selector="the whole fleet")
+    result.clusters = [_record(f"edge-{i:05d}", o) for i, o in enumerate(outcomes)]
+    return result
+
+
+def test_a_run_with_a_failed_cluster_inside_the_budget_is_not_succeeded() -> None:
+    result = _fleet(Outcome.VERIFIED, Outcome.FAILED, Outcome.DEFERRED, Outcome.VERIFIED)
+    judge(result, halted="")
+    assert not result.succeeded
+    assert result.reason == "1 of 4 clusters failed (1 deferred)"
+    first_line = summary(result).splitlines()[0]
+    assert first_line == "# werft provisioning: Failed: 1 of 4 clusters failed (1 deferred)"
+
+
+def test_verified_and_deferred_within_policy_is_succeeded_and_says_how_many_deferred() -> None:
+    result = _fleet(Outcome.VERIFIED, Outcome.DEFERRED, Outcome.VERIFIED)
+    judge(result, halted="")
+    assert result.succeeded and result.reason == ""
+    assert summary(result).splitlines()[0] == (
+        "# werft provisioning: Succeeded (1 deferred to the next run)"
+    )
+
+
+def test_a_halted_rollout_counts_the_clusters_it_never_started() -> None:
+    result = _fleet(Outcome.FAILED, Outcome.NOT_STARTED, Outcome.NOT_STARTED)
+    judge(result, halted="near-edge-wave-2: over its failure budget of 0; the rollout halted")
+    assert not result.succeeded
+    assert result.reason.startswith("1 of 3 clusters failed (2 not started); near-edge-wave-2")
+
+
+def test_the_summary_prints_requests_retried_by_cause_most_first() -> None:
+    result = _fleet(Outcome.VERIFIED)
+    result.retries = {"timeout": 3, "503": 9, "connection refused": 3}
+    judge(result, halted="")
+    assert (
+        "- requests retried: 15 (503: 9, connection refused: 3, timeout: 3)"
+        in summary(result).splitlines()
+    )
+
+
+def test_retry_count_is_the_difference_since_the_run_started() -> None:
+    STATS.add("503")  # before the run: not its retries
+    count = RetryCount()
+    STATS.add("503")
+    STATS.add("timeout")
+    assert count.since() == {"503": 1, "timeout": 1}
 
 
 def test_request_is_a_form_friendly_model_with_per_tier_overrides() -> None:

@@ -56,6 +56,7 @@ def test_validate_json_output_is_a_list_of_problems(fleet: SmallFleet) -> None:
             "message": f"boot MAC '02:00:00:00:02:01' is also used at "
             f"{fleet.file('edge-sites.csv')}:2",
             "fix": "every machine has its own NIC; fix the MAC of one of them",
+            "severity": "error",
         }
     ]
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import kubernetes
 import pytest
 
 from tests.simfixtures import SimHandle, kube_factories, running_sim
 from werft.errors import PermanentError, TransientError
-from werft.kube import KubeClient, WaitTimeout, health, managed_drift
+from werft.kube import KubeClient, WaitTimeout, health
 
 TOKEN = "t" * 43
 
@@ -48,7 +46,7 @@ def sim() -> Iterator[SimHandle]:
         time_scale=TIME_SCALE,
         **kube_factories(),
     ) as handle:
-        handle.bootstrap("c1", TOKEN, nodes=2)
+        handle.bootstrap("c1", TOKEN, nodes=2, cni=True)
         yield handle
 
 
@@ -83,10 +81,11 @@ async def test_reapply_of_unchanged_object_finds_no_drift_and_sends_nothing(
     await kube.apply(desired)
     sim.reset_stats()
 
-    live = await kube.get("apps/v1", "Deployment", "steady", "default")
+    drift = await kube.diff(desired)
 
-    # The server added uid, managedFields, status, defaulted strategy, ...: none is drift.
-    assert managed_drift(desired, live) == []
+    # The server added uid, managedFields, status, defaulted strategy, ...: none is drift,
+    # and asking it (a dry-run apply) changes nothing.
+    assert not drift and drift.paths == [] and drift.conflicts == []
     assert cluster_mutations(sim) == 0
 
 
@@ -105,8 +104,8 @@ async def test_drift_is_reported_by_field_path_after_someone_edits_the_object(
         name="edited",
         patch={"spec": {"replicas": 5}},
     )
-    live = await kube.get("apps/v1", "Deployment", "edited", "default")
-    assert managed_drift(desired, live) == [".spec.replicas"]
+    drift = await kube.diff(desired)
+    assert drift.paths == [".spec.replicas"]
 
     patch = {
         "spec": {
@@ -128,12 +127,12 @@ async def test_drift_is_reported_by_field_path_after_someone_edits_the_object(
         name="edited",
         patch=patch,
     )
-    live = await kube.get("apps/v1", "Deployment", "edited", "default")
-    assert ".spec.template.spec.containers[name=edited].image" in managed_drift(desired, live)
+    drift = await kube.diff(desired)
+    assert '.spec.template.spec.containers[name="edited"].image' in drift.paths
 
-    # Applying again heals it.
-    healed = await kube.apply(desired)
-    assert managed_drift(desired, healed) == []
+    # Applying again, taking the fields back, heals it.
+    await kube.apply(desired, force=True)
+    assert not await kube.diff(desired)
 
     sim.drift(
         kind="delete-object",
@@ -143,9 +142,8 @@ async def test_drift_is_reported_by_field_path_after_someone_edits_the_object(
         namespace="default",
         name="edited",
     )
-    assert managed_drift(desired, await kube.get("apps/v1", "Deployment", "edited", "default")) == [
-        "."
-    ]
+    drift = await kube.diff(desired)
+    assert drift.absent and drift.paths == ["."]
 
 
 async def test_wait_returns_once_the_deployment_is_available(kube: KubeClient) -> None:
@@ -218,8 +216,7 @@ async def test_custom_resources_are_found_through_discovery(kube: KubeClient) ->
 
     await kube.apply(widget)
 
-    live = await kube.get("example.com/v1", "Widget", "w1", "default")
-    assert live is not None and managed_drift(widget, live) == []
+    assert not await kube.diff(widget)
 
 
 async def test_readyz_and_version(kube: KubeClient, sim: SimHandle) -> None:
@@ -302,62 +299,6 @@ def test_invalid_kubeconfig_is_permanent_and_does_not_quote_it() -> None:
     with pytest.raises(PermanentError, match="invalid kubeconfig") as err:
         KubeClient.from_kubeconfig("users: [token: secret-ish", cluster="c9")
     assert "secret-ish" not in str(err.value)
-
-
-# --- managed_drift, pure -------------------------------------------------------------------
-
-
-def test_managed_drift_ignores_what_the_server_adds() -> None:
-    desired = deployment()
-    live: dict[str, Any] = copy.deepcopy(desired)
-    live["metadata"].update(
-        uid="u1",
-        resourceVersion="7",
-        generation=3,
-        managedFields=[{}],
-        creationTimestamp="2024-01-01T00:00:00Z",
-    )
-    live["metadata"]["labels"]["added-by-someone"] = "x"
-    live["spec"]["strategy"] = {"type": "RollingUpdate"}
-    live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
-    live["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "s"})
-    live["status"] = {"replicas": 2}
-    assert managed_drift(desired, live) == []
-
-
-def test_managed_drift_reports_changed_missing_and_reordered_fields() -> None:
-    desired = deployment()
-    desired["metadata"]["annotations"] = {"example.com/owner": "team-a"}
-    desired["spec"]["template"]["spec"]["containers"][0]["args"] = ["--a", "--b"]
-    live = copy.deepcopy(desired)
-    live["metadata"]["annotations"] = {}
-    live["spec"]["template"]["spec"]["containers"][0]["args"] = ["--b", "--a"]
-    live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = 81
-    assert managed_drift(desired, live) == [
-        '.metadata.annotations["example.com/owner"]',
-        ".spec.template.spec.containers[name=web].ports[containerPort=80]",
-        ".spec.template.spec.containers[name=web].args[0]",
-        ".spec.template.spec.containers[name=web].args[1]",
-    ]
-
-
-def test_managed_drift_normalises_types_and_secret_string_data() -> None:
-    assert (
-        managed_drift(
-            {"kind": "Service", "spec": {"port": "443"}}, {"kind": "Service", "spec": {"port": 443}}
-        )
-        == []
-    )
-    assert managed_drift({"kind": "X", "spec": {"on": True}}, {"kind": "X", "spec": {"on": 1}}) == [
-        ".spec.on"
-    ]
-    assert managed_drift({"kind": "X", "spec": {"tags": []}}, {"kind": "X", "spec": {}}) == []
-    secret = {"kind": "Secret", "stringData": {"password": "hunter2"}}
-    assert managed_drift(secret, {"kind": "Secret", "data": {"password": "aHVudGVyMg=="}}) == []
-    assert managed_drift(secret, {"kind": "Secret", "data": {"password": "b3RoZXI="}}) == [
-        ".data.password"
-    ]
-    assert managed_drift(secret, None) == ["."]
 
 
 def _kubeconfig(server: str, token: str) -> str:

@@ -10,6 +10,7 @@ import contextlib
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,9 @@ from tests.providerfixtures import free_port, seed_url, vm_machine
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine
 from werft.providers.libvirt import DomainFacts, LibvirtProvider, render_domain_xml
+from werft.providers.records import MachineRecords
+from werft.retry import RetryPolicy
+from werft.secrets import SecretStore
 
 libvirt = pytest.importorskip(
     "libvirt", reason="libvirt-python is not installed (pip install 'werft[libvirt]')"
@@ -57,8 +61,9 @@ def machine_named(names: list[str], role: str) -> Machine:
 
 
 @pytest.fixture
-async def provider() -> AsyncIterator[LibvirtProvider]:
-    hypervisor = LibvirtProvider(URI)
+async def provider(tmp_path: Path) -> AsyncIterator[LibvirtProvider]:
+    # What werft did to each machine is remembered in the store (ProviderPool does this).
+    hypervisor = LibvirtProvider(URI, records=MachineRecords(SecretStore(tmp_path / "secrets")))
     yield hypervisor
     await hypervisor.aclose()
 
@@ -147,14 +152,15 @@ async def test_defined_but_stopped_domain_is_only_started(
     assert await provider.ensure(machine, IMAGE, seed) == 1  # create() only
 
 
-async def test_release_puts_the_disk_first_and_keeps_the_cdroms(
+async def test_release_puts_the_disk_first_and_ejects_the_cdroms(
     provider: LibvirtProvider, names: list[str]
 ) -> None:
     machine = machine_named(names, "release")
     seed = seed_url(BASE, "c1", machine.name)
     await provider.ensure(machine, IMAGE, seed)
 
-    assert await provider.release(machine) == 1  # defineXML
+    # defineXML (the test driver cannot eject a live CD-ROM; a qemu host also does that)
+    assert await provider.release(machine) == 1
 
     conn = libvirt.open(URI)
     try:
@@ -165,10 +171,12 @@ async def test_release_puts_the_disk_first_and_keeps_the_cdroms(
         conn.close()
     facts = DomainFacts.parse(xml)
     assert facts.boot == "hd,cdrom"
-    assert facts.media == [IMAGE, seed]  # the seed stays: it marks the machine as werft's
+    assert facts.media == []  # the drives stay, empty: the seed carries the cluster's keys
     assert 'xmlns:werft="https://werft.dev/libvirt/1"' in xml
-    # The next boot follows the persistent definition: no CD first any more.
-    assert not (await provider.observe(machine)).cd_override
+    # The next boot follows the persistent definition: no CD first any more; werft
+    # remembers that the machine joined, from the seed it held.
+    state = await provider.observe(machine)
+    assert not state.cd_override and state.joined_seed == seed and state.released(seed)
     assert await provider.release(machine) == 0
     assert await provider.ensure(machine, IMAGE, seed) == 0
 
@@ -234,12 +242,12 @@ async def test_running_domain_with_an_older_seed_of_its_own_is_left_alone(
 
 async def test_unreachable_hypervisor_is_transient(names: list[str]) -> None:
     uri = f"qemu+tcp://127.0.0.1:{free_port()}/system"
-    provider = LibvirtProvider(uri)
+    provider = LibvirtProvider(uri, retry=RetryPolicy(attempts=2, base=0.01))
     try:
         machine = vm_machine("far-away", uri)
         with pytest.raises(TransientError, match="far-away") as caught:
-            await provider.observe(machine)
+            await provider.observe(machine)  # tried twice (the policy), then reported
         assert "Connection refused" in str(caught.value)
-        assert caught.value.reason == "Unreachable"
+        assert (caught.value.reason, caught.value.cause) == ("Unreachable", "connection refused")
     finally:
         await provider.aclose()

@@ -36,7 +36,9 @@ from werft.providers import (
     ProviderPool,
     RedfishProvider,
     parse_bmc_address,
+    request_deadline,
 )
+from werft.retry import RetryPolicy
 from werft.secrets import SecretStore
 
 try:
@@ -62,7 +64,11 @@ TWO_CDS = {
     "Cd": {"Name": "Virtual CD 1", "MediaTypes": ["CD", "DVD"]},
     "Cd2": {"Name": "Virtual CD 2", "MediaTypes": ["CD", "DVD"]},
 }
-FAST = HttpOptions(timeout=httpx.Timeout(5.0), action_timeout=httpx.Timeout(15.0))
+FAST = HttpOptions(
+    timeout=httpx.Timeout(5.0),
+    action_timeout=httpx.Timeout(15.0),
+    retry=RetryPolicy(attempts=3, base=0.01, cap=0.05, max_retry_after=0.05),
+)
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +369,7 @@ async def test_running_machine_with_an_older_seed_of_its_own_is_not_reimaged(
     assert state.media == [image, old_seed]
 
 
-async def test_release_clears_a_lingering_cd_override_and_keeps_the_media(
+async def test_release_clears_a_lingering_cd_override_and_ejects_the_media(
     backend: Backend, pool: ProviderPool
 ) -> None:
     # A machine werft installed through a BMC that ignores Once: it runs with werft's
@@ -382,14 +388,17 @@ async def test_release_clears_a_lingering_cd_override_and_keeps_the_media(
     made = await provider.release(machine)
 
     state = await provider.observe(machine)
+    # Two ejects (the seed carries the cluster's keys) after the override change.
     if backend.kind == "sushy":
         # sushy-tools refuses to disable an override (400: it wants a target), so werft
         # points the override at the disk instead.
-        assert (made, state.boot_override) == (2, "Hdd/Continuous")
+        assert (made, state.boot_override) == (2 + 2, "Hdd/Continuous")
     else:
-        assert (made, state.boot_override) == (1, None)
-    # The media stay: the inserted seed is how werft knows it provisioned this machine.
-    assert state.powered_on and state.media == [image, seed]
+        assert (made, state.boot_override) == (1 + 2, None)
+    assert state.powered_on and state.media == []
+    # werft remembers that it joined, from the seed it held: the evidence that it is
+    # installed, now that the media are gone -- so ensure leaves it alone.
+    assert state.joined_seed == seed and state.released(seed)
     assert await provider.release(machine) == 0
     assert await provider.ensure(machine, image, seed) == 0
     if backend.mutations is not None:
@@ -577,8 +586,9 @@ async def test_machine_set_up_but_never_restarted_is_restarted_and_installs(
     booted = await provider.observe(machine)
     assert booted.boots(image, seed) and booted.boot_override is None  # Once consumed
     assert await provider.ensure(machine, image, seed) == 0
-    assert await provider.release(machine) == 0  # a consumed Once leaves nothing to clear
-    assert backend.mutations(name) == before + 1
+    # A consumed Once leaves no override to clear: release ejects the two media only.
+    assert await provider.release(machine) == 2
+    assert backend.mutations(name) == before + 3
 
 
 # --- sushy-tools only ----------------------------------------------------------------------
@@ -803,9 +813,18 @@ async def test_busy_bmc_answering_503_is_transient(secrets: SecretStore) -> None
             headers={"Retry-After": "30"},
         )
         machine = bmc_machine("busy", f"redfish+http://127.0.0.1:{bmc.port}/redfish/v1/Systems/1")
-        async with ProviderPool(secrets, options=FAST) as pool:
-            with pytest.raises(TransientError, match=r"HTTP 503.*temporarily unavailable"):
+        patient = HttpOptions(retry=RetryPolicy(attempts=5))
+        async with ProviderPool(secrets, options=patient) as pool:
+            # The BMC asks for 30 s; the stage has 2 s left: werft does not wait past its
+            # deadline for a retry that could not finish in time.
+            busy = r"HTTP 503.*temporarily unavailable"
+            with (
+                request_deadline(time.monotonic() + 2.0),
+                pytest.raises(TransientError, match=busy) as e,
+            ):
                 await pool.get(machine).observe(machine)
+        assert (e.value.cause, e.value.retry_after) == ("503", 30.0)
+        assert len(bmc.seen) == 1
     finally:
         await bmc.stop()
 
@@ -815,12 +834,18 @@ async def test_bmc_slower_than_the_timeout_is_transient(secrets: SecretStore) ->
     try:
         bmc.routes[("GET", "/redfish/v1")] = Reply(200, {}, delay=3.0)
         machine = bmc_machine("slow", f"redfish+http://127.0.0.1:{bmc.port}/redfish/v1/Systems/1")
-        options = HttpOptions(timeout=httpx.Timeout(0.3), action_timeout=httpx.Timeout(0.3))
-        started = time.monotonic()
+        options = HttpOptions(
+            timeout=httpx.Timeout(0.3),
+            action_timeout=httpx.Timeout(0.3),
+            retry=RetryPolicy(attempts=3, base=0.01),
+        )
         async with ProviderPool(secrets, options=options) as pool:
-            with pytest.raises(TransientError, match="timed out"):
+            with pytest.raises(TransientError, match="timed out") as caught:
                 await pool.get(machine).observe(machine)
-        assert time.monotonic() - started < 2.5
+        # Each try gives up after the request timeout (not the BMC's 3 s), and a read is
+        # retried as often as the policy says, then the timeout is reported by its cause.
+        assert [(r.method, r.path) for r in bmc.seen] == [("GET", "/redfish/v1")] * 3
+        assert caught.value.cause == "timeout"
     finally:
         await bmc.stop()
 

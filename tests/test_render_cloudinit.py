@@ -391,8 +391,12 @@ def test_k3s_configs_for_first_server_joining_server_and_agent(store: SecretStor
     first, second, agent = (k3s_config(user_data(cluster, i, pki)) for i in range(3))
 
     ca_hash = hashlib.sha256(pki.ca.cert_pem.encode()).hexdigest()
+    for config in (first, second):  # servers join with the server token only
+        assert config["token"] == f"K10{ca_hash}::server:{pki.server_token}"
+    # agents with the expiring bootstrap token, as `k3s token create` prints it
+    assert agent["token"] == f"K10{ca_hash}::{pki.bootstrap_token}"
+    assert pki.server_token != pki.bootstrap_token
     for config in (first, second, agent):
-        assert config["token"] == f"K10{ca_hash}::server:{pki.bootstrap_token}"
         assert f"werft.dev/cluster={cluster.name}" in config["node-label"]
     assert first["cluster-init"] is True
     assert "server" not in first

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests.renderfixtures import ARTIFACTS_URL, REPO, make_cluster
+from werft.providers.base import is_seed_of
 from werft.render.cloudinit import render_meta_data, render_network_config, render_user_data
 from werft.render.pki import ensure_cluster_pki
-from werft.render.seed import build_seed_iso, publish_seed, read_seed
+from werft.render.seed import (
+    build_seed_iso,
+    publish_seed,
+    read_seed,
+    reissue_seed,
+    retire_seed,
+    seed_retired,
+    seed_token,
+)
 from werft.secrets import SecretStore
 
 SECTOR = 2048
@@ -96,7 +107,7 @@ def test_seed_does_not_depend_on_the_clock_or_the_time_zone(store: SecretStore) 
     assert elsewhere == here
 
 
-def test_publish_writes_the_seed_once_under_its_content_hash(
+def test_publish_writes_the_seed_once_under_its_content_hash_and_a_secret_token(
     store: SecretStore, tmp_path: Path
 ) -> None:
     cluster = make_cluster()
@@ -108,16 +119,34 @@ def test_publish_writes_the_seed_once_under_its_content_hash(
 
     iso = build_seed_iso(cluster, machine, pki, artifacts_url=ARTIFACTS_URL + "/")
     digest = hashlib.sha256(iso).hexdigest()[:12]
-    relpath = f"seeds/{cluster.name}/{machine.name}-{digest}.iso"
+    token = seed_token(pki, machine.name, digest)
+    assert len(base64.urlsafe_b64decode(token)) * 8 >= 128  # unguessable
+    relpath = f"s/{token}/seeds/{cluster.name}/{machine.name}-{digest}.iso"
     assert url == f"{ARTIFACTS_URL}/{relpath}"
+    assert is_seed_of(url, url, machine.name)  # the providers still recognise it
     path = artifacts / relpath
     assert path.read_bytes() == iso
     assert path.stat().st_mode & 0o777 == 0o600  # it holds tokens and CA keys
+    assert (artifacts / "s" / token).stat().st_mode & 0o777 == 0o700
     before = (path.stat().st_ino, path.stat().st_mtime_ns)
 
     assert publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL + "/") == url
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == before
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp files
+
+
+def test_seed_tokens_differ_per_machine_and_content_and_cluster_key(store: SecretStore) -> None:
+    cluster = make_cluster(workers=1)
+    pki = ensure_cluster_pki(cluster, store)
+    other = ensure_cluster_pki(make_cluster("other"), store)
+    tokens = {
+        seed_token(pki, "m1", "0" * 12),
+        seed_token(pki, "m2", "0" * 12),
+        seed_token(pki, "m1", "1" * 12),
+        seed_token(other, "m1", "0" * 12),
+    }
+    assert len(tokens) == 4
+    assert seed_token(pki, "m1", "0" * 12) == seed_token(pki, "m1", "0" * 12)
 
 
 def test_a_changed_input_publishes_a_new_seed_at_a_new_url(
@@ -132,7 +161,57 @@ def test_a_changed_input_publishes_a_new_seed_at_a_new_url(
     new_url = publish_seed(new, new.machines[0], pki, artifacts, ARTIFACTS_URL)
 
     assert old_url != new_url
-    published = sorted(p.name for p in (artifacts / "seeds" / old.name).iterdir())
-    assert published == sorted({old_url.rsplit("/", 1)[1], new_url.rsplit("/", 1)[1]})
-    new_iso = (artifacts / "seeds" / new.name / new_url.rsplit("/", 1)[1]).read_bytes()
+    assert old_url.split("/s/")[1].split("/")[0] != new_url.split("/s/")[1].split("/")[0]
+    new_iso = (artifacts / new_url.removeprefix(ARTIFACTS_URL + "/")).read_bytes()
     assert "kubernetesVersion: 1.31.1" in read_seed(new_iso)["user-data"]
+
+
+def test_retired_seed_is_deleted_and_never_published_again(
+    store: SecretStore, tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=1)
+    pki = ensure_cluster_pki(cluster, store)
+    artifacts = tmp_path / "artifacts"
+    ctx = SimpleNamespace(secrets=store, artifacts_dir=artifacts, artifacts_url=ARTIFACTS_URL)
+    cp, worker = cluster.machines
+    cp_url = publish_seed(cluster, cp, pki, artifacts, ARTIFACTS_URL, store=store)
+    worker_url = publish_seed(cluster, worker, pki, artifacts, ARTIFACTS_URL, store=store)
+
+    assert retire_seed(cluster, cp, ctx) == 1
+    assert retire_seed(cluster, cp, ctx) == 0  # a re-run deletes nothing
+
+    cp_path = artifacts / cp_url.removeprefix(ARTIFACTS_URL + "/")
+    assert not cp_path.exists()
+    assert not (artifacts / "s" / cp_url.split("/s/")[1].split("/")[0]).exists()  # no trace
+    assert seed_retired(cluster, cp_url, store)
+    assert not seed_retired(cluster, worker_url, store)
+    # A re-run computes the same URL (what the BMC had) but does not bring the keys back.
+    assert publish_seed(cluster, cp, pki, artifacts, ARTIFACTS_URL, store=store) == cp_url
+    assert not cp_path.exists()
+    assert (artifacts / worker_url.removeprefix(ARTIFACTS_URL + "/")).exists()
+
+
+def test_a_reinstall_reissues_a_retired_seed_under_a_new_url(
+    store: SecretStore, tmp_path: Path
+) -> None:
+    cluster = make_cluster(workers=0)
+    pki = ensure_cluster_pki(cluster, store)
+    artifacts = tmp_path / "artifacts"
+    ctx = SimpleNamespace(secrets=store, artifacts_dir=artifacts, artifacts_url=ARTIFACTS_URL)
+    machine = cluster.machines[0]
+    first = publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL, store=store)
+    assert reissue_seed(cluster, machine, ctx, first) == first  # still published: as is
+    retire_seed(cluster, machine, ctx)
+
+    again = reissue_seed(cluster, machine, ctx, first)
+
+    assert again != first and again.rsplit("/", 1)[1] == first.rsplit("/", 1)[1]  # same seed
+    path = artifacts / again.removeprefix(ARTIFACTS_URL + "/")
+    assert read_seed(path.read_bytes())["user-data"] == render_user_data(
+        cluster, machine, pki, artifacts_url=ARTIFACTS_URL
+    )
+    # Re-runs now see the re-issued seed, until the machine has bootstrapped again.
+    assert publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL, store=store) == again
+    assert retire_seed(cluster, machine, ctx) == 1
+    assert not path.exists()
+    assert publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL, store=store) == again

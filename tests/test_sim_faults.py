@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.kubefixtures import apply_cni
 from tests.simfixtures import (
     DEFAULT_CREDENTIALS,
     SimHandle,
@@ -277,8 +278,10 @@ def _ready(kube: httpx.Client, cluster: str) -> dict[str, bool]:
 def test_power_off_drift_makes_a_ready_node_not_ready(sim: SimHandle, bmc: httpx.Client) -> None:
     _provision(sim, bmc, "c1", "drift-token")
     with _kube(sim, "drift-token") as kube:
-        wait_for(
-            lambda: _ready(kube, "c1") == {"c1-cp1": True, "c1-w1": True},
+        wait_for(  # nodes are NotReady until a CNI runs: install one once they registered
+            lambda: len(_ready(kube, "c1")) == 2
+            and apply_cni(f"{sim.url}/clusters/c1", "drift-token")
+            and _ready(kube, "c1") == {"c1-cp1": True, "c1-w1": True},
             timeout=10,
             what="both nodes Ready",
         )

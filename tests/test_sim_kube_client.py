@@ -50,7 +50,7 @@ def deployment_body(name: str, image: str = "nginx:1.27", replicas: int = 2) -> 
 
 
 def test_core_v1_nodes_namespaces_and_not_found(server: KubeServer) -> None:
-    server.add("core", nodes=2)
+    server.add("core", nodes=2, builtin_network=True)
     with api_client(server, "core") as api:
         core = client.CoreV1Api(api)
         nodes = core.list_node()
@@ -77,7 +77,7 @@ def test_core_v1_nodes_namespaces_and_not_found(server: KubeServer) -> None:
 
 
 def test_apps_v1_deployment_becomes_available(server: KubeServer) -> None:
-    server.add("apps", nodes=1)
+    server.add("apps", nodes=2, builtin_network=True)  # node 0: a tainted control plane
     with api_client(server, "apps") as api:
         apps = client.AppsV1Api(api)
         created = apps.create_namespaced_deployment("default", deployment_body("web"))
@@ -296,7 +296,7 @@ def test_replace_conflict_and_label_selectors(server: KubeServer) -> None:
 
 
 def test_watch_sees_a_deployment_turn_available(server: KubeServer) -> None:
-    server.add("watch", clock=Clock(time_scale=40.0))
+    server.add("watch", clock=Clock(time_scale=40.0), nodes=2, builtin_network=True)
     with api_client(server, "watch") as api:
         apps = client.AppsV1Api(api)
         created = apps.create_namespaced_deployment("default", deployment_body("w", replicas=1))
@@ -362,7 +362,7 @@ def test_discovery_documents_and_openapi(server: KubeServer) -> None:
 
 
 def test_table_output_for_kubectl_get(server: KubeServer) -> None:
-    server.add("tables", nodes=1)
+    server.add("tables", nodes=1, builtin_network=True)
     accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
     table = httpx.get(
         server.endpoint("tables") + "/api/v1/nodes",

@@ -69,7 +69,7 @@ def test_a_cluster_answers_503_until_bootstrapped_then_serves_its_nodes(sim: Sim
             )
         ).list_node()
     assert exc.value.status == 503
-    sim.bootstrap("edge-a", "token-a", nodes=2)
+    sim.bootstrap("edge-a", "token-a", nodes=2, cni=True)
     with kube(sim, "edge-a") as api:
         nodes = client.CoreV1Api(api).list_node().items
         assert len(nodes) == 2
@@ -80,7 +80,7 @@ def test_a_cluster_answers_503_until_bootstrapped_then_serves_its_nodes(sim: Sim
 
 
 def test_applies_count_as_mutations_and_a_no_op_reapply_is_one_call(sim: SimHandle) -> None:
-    sim.bootstrap("edge-a", "token-a", nodes=1)
+    sim.bootstrap("edge-a", "token-a", nodes=1, cni=True)
     with kube(sim, "edge-a") as api:
         sim.reset_stats()
         apply(api, DEPLOYMENT)

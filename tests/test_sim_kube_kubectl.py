@@ -133,7 +133,7 @@ class Kubectl:
 @pytest.fixture
 def kubectl(server: KubeServer, tmp_path: Path, request: pytest.FixtureRequest) -> Kubectl:
     name = request.node.name.replace("_", "-")[:40].strip("-")
-    server.add(name, nodes=2)
+    server.add(name, nodes=2, builtin_network=True)
     return Kubectl(server, name, tmp_path)
 
 

@@ -42,7 +42,12 @@ def cluster(clock: ManualClock) -> SimCluster:
 
 
 @pytest.fixture
-def store(cluster: SimCluster) -> ObjectStore:
+def store(cluster: SimCluster, clock: ManualClock) -> ObjectStore:
+    """The cluster's store, with one Ready worker (its network needs no CNI DaemonSet) for
+    workloads to run on."""
+    cluster.join_node(
+        "w0", role="worker", kubelet_version="1.31.1", ready_at=clock.now(), builtin_network=True
+    )
     return cluster.store
 
 
@@ -283,7 +288,9 @@ def test_strategic_merge_patch_merges_containers_by_name(store: ObjectStore) -> 
     }
     obj, _ = store.patch(DEPLOY, "default", "web", patch, STRATEGIC_PATCH, manager="t")
     containers = obj["spec"]["template"]["spec"]["containers"]
-    assert containers == [{"name": "side", "image": "s:2"}]
+    assert [(c["name"], c["image"]) for c in containers] == [("side", "s:2")]
+    # Stored with the Container type's defaults, as a real server stores it.
+    assert containers[0]["imagePullPolicy"] == "IfNotPresent"
     assert obj["metadata"]["generation"] == 2
     merge, _ = store.patch(
         DEPLOY,
@@ -504,7 +511,22 @@ def crd(group: str = "example.com", plural: str = "widgets", kind: str = "Widget
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": {"type": "object"}},
+                    # Structural: undeclared fields are pruned, as on a real server.
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                },
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                },
+                            },
+                        }
+                    },
                 }
             ],
         },
@@ -551,7 +573,11 @@ def test_nodes_turn_ready_lazily_and_follow_the_kubelet(
 ) -> None:
     store = cluster.store
     cluster.join_node(
-        "cp", role="control-plane", kubelet_version="1.31.1", ready_at=clock.now() + 30
+        "cp",
+        role="control-plane",
+        kubelet_version="1.31.1",
+        ready_at=clock.now() + 30,
+        builtin_network=True,
     )
     node = store.get("", "v1", "nodes", None, "cp")
     assert node is not None
@@ -561,8 +587,8 @@ def test_nodes_turn_ready_lazily_and_follow_the_kubelet(
     assert status_of(node, "Ready") == "False"
     clock.advance(30)
     assert status_of(store.get("", "v1", "nodes", None, "cp"), "Ready") == "True"
-    cluster.set_node_ready("cp", False)
-    assert status_of(store.get("", "v1", "nodes", None, "cp"), "Ready") == "False"
+    cluster.set_node_ready("cp", False)  # the kubelet stops posting: Unknown, as real
+    assert status_of(store.get("", "v1", "nodes", None, "cp"), "Ready") == "Unknown"
     cluster.set_node_ready("cp", True)
     assert status_of(store.get("", "v1", "nodes", None, "cp"), "Ready") == "True"
     cluster.set_kubelet_version("cp", "1.30.4")
@@ -572,9 +598,15 @@ def test_nodes_turn_ready_lazily_and_follow_the_kubelet(
 
 def test_daemonset_counts_ready_nodes_it_tolerates(cluster: SimCluster, clock: ManualClock) -> None:
     store = cluster.store
-    cluster.join_node("cp", role="control-plane", kubelet_version="1.31.1", ready_at=clock.now())
-    cluster.join_node("w1", role="worker", kubelet_version="1.31.1", ready_at=clock.now())
-    cluster.join_node("w2", role="worker", kubelet_version="1.31.1", ready_at=clock.now() + 100)
+    nodes = (("cp", "control-plane", 0), ("w1", "worker", 0), ("w2", "worker", 100))
+    for name, role, delay in nodes:
+        cluster.join_node(
+            name,
+            role=role,
+            kubelet_version="1.31.1",
+            ready_at=clock.now() + delay,
+            builtin_network=True,
+        )
     body = deployment("agent")
     body["kind"] = "DaemonSet"
     del body["spec"]["replicas"]

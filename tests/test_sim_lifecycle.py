@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.kubefixtures import apply_cni
 from tests.simfixtures import (
     DEFAULT_CREDENTIALS,
     SimHandle,
@@ -88,17 +89,24 @@ def _nodes(sim: SimHandle, cluster: str, token: str = TOKEN) -> dict[str, dict[s
         return {}
     out = {}
     for item in response.json()["items"]:
-        ready = next(c["status"] for c in item["status"]["conditions"] if c["type"] == "Ready")
+        ready = next(c for c in item["status"]["conditions"] if c["type"] == "Ready")
         out[item["metadata"]["name"]] = {
-            "ready": ready == "True",
+            "ready": ready["status"] == "True",
+            "reason": ready["reason"],
+            "taints": {(t["key"], t["effect"]) for t in item["spec"].get("taints", [])},
             "kubelet": item["status"]["nodeInfo"]["kubeletVersion"],
         }
     return out
 
 
-def _all_ready(sim: SimHandle, cluster: str, names: set[str]) -> bool:
-    nodes = _nodes(sim, cluster)
-    return set(nodes) == names and all(n["ready"] for n in nodes.values())
+def _all_ready(sim: SimHandle, cluster: str, names: set[str], token: str = TOKEN) -> bool:
+    """Every node registered and Ready. Nodes stay NotReady until a CNI runs, so once they
+    are registered this installs one (an idempotent apply), as werft's add-ons stage does."""
+    nodes = _nodes(sim, cluster, token)
+    if set(nodes) != names:
+        return False
+    apply_cni(f"{sim.url}/clusters/{cluster}", token)
+    return all(n["ready"] for n in nodes.values())
 
 
 @pytest.fixture
@@ -126,6 +134,13 @@ def test_bare_metal_machines_install_and_form_a_ready_cluster(
 ) -> None:
     _provision_c0(sim, bmc, artifacts, version="1.30.4")
     assert sim.machine("c0-cp1")["phase"] in ("post", "installing", "running")
+    registered = wait_for(
+        lambda: len(nodes := _nodes(sim, "c0")) == 2 and nodes, timeout=10, what="both nodes"
+    )
+    # No CNI yet (kubeadm installs none): registered, NotReady, tainted not-ready.
+    for node in registered.values():
+        assert not node["ready"] and node["reason"] == "KubeletNotReady"
+        assert ("node.kubernetes.io/not-ready", "NoSchedule") in node["taints"]
     wait_for(
         lambda: _all_ready(sim, "c0", {"c0-cp1", "c0-w1"}), timeout=10, what="both nodes Ready"
     )
@@ -294,11 +309,10 @@ def test_bootstrap_endpoint_brings_an_api_up_directly(sim: SimHandle) -> None:
     with httpx.Client(base_url=sim.url, trust_env=False) as client:
         before = client.get("/_sim/clusters/c1/kubeconfig")
         assert before.status_code == 409
-        result = sim.bootstrap("c1", "boot-token", kubernetes_version="1.31.1", nodes=3)
-        assert result["nodes"] == ["c1-cp1", "c1-w1", "c1-node-2"]
-        assert _all_ready(sim, "c1", {"c1-cp1", "c1-w1", "c1-node-2"}) or _nodes(
-            sim, "c1", "boot-token"
+        result = sim.bootstrap(
+            "c1", "boot-token", kubernetes_version="1.31.1", nodes=3, cni=True
         )
+        assert result["nodes"] == ["c1-cp1", "c1-w1", "c1-node-2"]
         nodes = _nodes(sim, "c1", "boot-token")
         assert set(nodes) == {"c1-cp1", "c1-w1", "c1-node-2"}
         assert all(n["ready"] and n["kubelet"] == "v1.31.1" for n in nodes.values())

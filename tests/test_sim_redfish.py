@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -13,6 +15,7 @@ from tests.simfixtures import (
     SimHandle,
     follow,
     free_port,
+    provision_bmc,
     publish_seed,
     redfish_paths,
     running_sim,
@@ -309,3 +312,46 @@ def test_images_are_deterministic_and_artifacts_read_only(sim: SimHandle, artifa
         assert client.get("/artifacts/%2e%2e/%2e%2e/etc/passwd").status_code == 404
         assert client.put("/artifacts/hello.txt", content=b"x").status_code == 405
         assert client.get("/healthz").text == "ok"
+
+
+def test_last_reset_time_and_install_counts_follow_the_machine(
+    sim: SimHandle, bmc: httpx.Client, artifacts: Path
+) -> None:
+    # What a client can tell from a real BMC (LastResetTime), and what tests count
+    # duplicate installs with (installer boots started, installs finished).
+    name, root = "c1-w1", "/bmc/c1-w1/redfish/v1/"
+    _eject_all(bmc, name)  # other tests inserted media here; none of them reset it
+    system = redfish_paths(bmc, root)["system"]
+    assert follow(bmc, system)["LastResetTime"] == "0001-01-01T00:00:00Z"  # never reset
+    assert (sim.machine(name)["installsStarted"], sim.machine(name)["installs"]) == (0, 0)
+    before = time.time()
+    seed = sim.url + publish_seed(
+        artifacts, "c1", name, seed_iso(user_data(cluster="c1", role="worker", node_name=name))
+    )
+
+    provision_bmc(bmc, root, f"{sim.url}/images/os.iso", seed)
+
+    reset_at = datetime.fromisoformat(follow(bmc, system)["LastResetTime"].replace("Z", "+00:00"))
+    assert reset_at.timestamp() >= before - 0.01
+    sim.wait_phase(name, "running")
+    assert (sim.machine(name)["installsStarted"], sim.machine(name)["installs"]) == (1, 1)
+    # The Once override was consumed: a restart boots the disk, no second install.
+    reset = follow(bmc, system)["Actions"]["#ComputerSystem.Reset"]["target"]
+    assert bmc.post(reset, json={"ResetType": "ForceRestart"}).status_code == 204
+    later = datetime.fromisoformat(follow(bmc, system)["LastResetTime"].replace("Z", "+00:00"))
+    assert later > reset_at
+    sim.wait_phase(name, "running")
+    assert (sim.machine(name)["installsStarted"], sim.machine(name)["installs"]) == (1, 1)
+
+
+def test_a_fault_rule_with_a_count_fires_that_often(sim: SimHandle, bmc: httpx.Client) -> None:
+    system = "/bmc/c1-cp1/redfish/v1/Systems/1"
+    rule = sim.add_fault(kind="error", status=503, path=system, methods=["GET"], count=1)
+    try:
+        assert [bmc.get(system).status_code for _ in range(3)] == [503, 200, 200]
+        listed = {r["id"]: r for r in sim.faults()["rules"]}[rule["id"]]
+        assert (listed["count"], listed["hits"]) == (1, 1)
+    finally:
+        sim.remove_fault(rule["id"])
+    bad = sim.admin.post("/_sim/faults", json={"kind": "error", "count": 0})
+    assert bad.status_code == 400

@@ -20,8 +20,8 @@ async def test_one_hanging_cluster_does_not_hold_the_batch_hostage(
     clusters = [f.cluster(EDGE), f.cluster(OTHER_EDGE), f.cluster(BARE_METAL)]
     provisioned = await run_stage_batch(INFRA, clusters, f.ctx, max_concurrency=3)
     assert [c.reason for c in provisioned] == ["Provisioned"] * 3
-    # EDGE's API accepts connections and never answers.
-    f.sim.add_fault(kind="offline", mode="hang", seconds=30, cluster=EDGE)
+    # EDGE's API accepts connections and never answers (its BMC still does).
+    f.sim.add_fault(kind="offline", mode="hang", seconds=30, cluster=EDGE, path="/clusters/*")
     ctx = f.with_timeouts(bootstrap=1.0, http=0.3)
 
     started = time.monotonic()
@@ -35,10 +35,13 @@ async def test_one_hanging_cluster_does_not_hold_the_batch_hostage(
         (BOOTSTRAP, "Bootstrapped"),
     ]
     assert results[0].transient is True
-    # The others finished on their own time; the hanging one at its own deadline.
-    assert results[1].duration_s < 1.0 and results[2].duration_s < 1.0
-    assert 1.0 <= results[0].duration_s < 2.0
-    assert elapsed < 2.5
+    # The hanging one ran until its own deadline (a lower bound, whatever the load) ...
+    assert results[0].duration_s >= 1.0
+    # ... while the others finished on their own time, well before it (ratios and order,
+    # not wall-clock limits: a loaded machine slows everything alike) ...
+    assert max(results[1].duration_s, results[2].duration_s) < results[0].duration_s / 2
+    # ... and the batch returned once the hanging one gave up, not later.
+    assert elapsed < 2 * results[0].duration_s
 
 
 async def test_concurrency_is_bounded_by_max_concurrency(stage_fleet: StageFleet) -> None:
@@ -58,6 +61,7 @@ async def test_concurrency_is_bounded_by_max_concurrency(stage_fleet: StageFleet
     one_at_a_time = await timed(1)
     all_at_once = await timed(3)
 
+    # A lower bound the injected latency guarantees, then a ratio: three at once overlap.
     assert one_at_a_time >= 3 * 2 * 0.15
     assert all_at_once < one_at_a_time * 0.6
     assert await run_stage_batch(BOOTSTRAP, [], f.ctx, max_concurrency=3) == []

@@ -7,8 +7,10 @@ import dataclasses
 import time
 
 import httpx
+import pytest
 import yaml
 
+from tests.flowfixtures import lift_after_first_hit
 from tests.stagefixtures import EDGE, VMS, StageFleet, stage_fleet_fixture  # noqa: F401
 from werft.conditions import ConditionType
 from werft.inventory.resolved import ResolvedCluster
@@ -18,6 +20,12 @@ from werft.stages import (
     ensure_bootstrapped,
     ensure_infrastructure,
     verify_cluster,
+)
+from werft.stages.reach import (
+    Reachability,
+    SiteUnreachable,
+    is_unreachable,
+    site_failure,
 )
 from werft.stages.result import run_stage
 
@@ -125,7 +133,10 @@ async def test_release_failure_carries_the_providers_reason(stage_fleet: StageFl
     assert "release failed" in failed.message and machine.name in failed.message
     f.sim.remove_fault(fault["id"])
     up = await ensure_bootstrapped(cluster, f.ctx)
-    assert (up.status, up.reason, up.mutations) == ("True", "Bootstrapped", 0), up.message
+    assert (up.status, up.reason) == ("True", "Bootstrapped"), up.message
+    # The re-run did what the failed release could not; nothing is left for a third.
+    again = await ensure_bootstrapped(cluster, f.ctx)
+    assert (again.status, again.reason, again.mutations) == ("True", "Bootstrapped", 0)
 
 
 async def test_cluster_api_that_never_comes_up_times_out_transiently(
@@ -176,6 +187,10 @@ async def test_addon_that_never_becomes_available_is_named_and_a_rerun_finishes(
             },
         },
     }
+    # Without the resources: "0.5" CPU applied by two managers is a conflict on a real
+    # server ("500m" is stored), which is another test's subject.
+    for container in stuck["spec"]["template"]["spec"]["containers"]:
+        container.pop("resources", None)
     _kubectl_apply(f, cluster, [namespace, stuck])
 
     ctx = f.with_timeouts(addons=0.5)
@@ -185,7 +200,7 @@ async def test_addon_that_never_becomes_available_is_named_and_a_rerun_finishes(
         "False",
         "AddonNotAvailable",
         True,
-    )
+    ), failed.message
     assert "Deployment flux-system/kustomize-controller not Available" in failed.message
     assert failed.mutations > 0  # everything else was applied
     checked = await verify_cluster(cluster, f.ctx)
@@ -312,3 +327,140 @@ def _kubectl_apply(f: StageFleet, cluster: ResolvedCluster, objects: list[dict])
                 content=yaml.safe_dump(obj),
             )
             assert response.status_code in (200, 201), response.text
+
+
+# --- verify judges by cause; unreachable is a judgement over time ---------------------------
+
+
+async def _up_to_verify(f: StageFleet, cluster: ResolvedCluster) -> None:
+    for stage in (ensure_infrastructure, ensure_bootstrapped, ensure_addons):
+        condition = await stage(cluster, f.ctx)
+        assert condition.ok, condition
+
+
+async def test_one_503_on_livez_or_the_smoke_request_is_probed_again_and_verified(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    await _up_to_verify(f, cluster)
+    for path in ("livez", "version"):  # /version: the kube client's and the httpx smoke's
+        rule = f.sim.add_fault(kind="error", status=503, path=f"/clusters/{EDGE}/{path}")
+        with lift_after_first_hit(f.sim, rule["id"]) as lifted:
+            condition = await verify_cluster(cluster, f.ctx)
+        assert (condition.reason, condition.status) == ("Verified", "True"), condition
+        assert lifted and lifted[0] >= 1  # the fault did hit: the probe was asked again
+
+
+async def test_a_probe_that_never_answers_ends_transient_not_verification_failed(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    await _up_to_verify(f, cluster)
+    f.sim.add_fault(kind="error", status=503, path=f"/clusters/{EDGE}/livez")
+    ctx = f.with_timeouts(verify=0.5)
+
+    condition = await verify_cluster(cluster, ctx)
+
+    assert (condition.status, condition.reason, condition.transient) == (
+        "False",
+        "APIUnavailable",
+        True,
+    )
+    assert "/livez" in condition.message
+
+
+async def test_a_site_that_goes_offline_in_verify_is_unreachable_long_before_the_deadline(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    await _up_to_verify(f, cluster)
+    f.sim.add_fault(kind="offline", site=cluster.site)
+    deadline = 60.0
+    ctx = f.with_timeouts(verify=deadline)
+
+    condition = await verify_cluster(cluster, ctx)
+
+    assert (condition.status, condition.reason, condition.transient) == (
+        "False",
+        "Unreachable",
+        True,
+    )
+    assert "probes in a row" in condition.message
+    # Judged once the grace (a few poll intervals) has passed over probes that each ran
+    # their request retries -- seconds -- not at the deadline.
+    assert condition.duration_s < deadline / 4, condition.message
+
+
+async def test_one_dropped_connection_is_not_unreachable(stage_fleet: StageFleet) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    rule = f.sim.add_fault(kind="offline", site=cluster.site)
+    with lift_after_first_hit(f.sim, rule["id"]) as lifted:
+        infra = await ensure_infrastructure(cluster, f.ctx)
+    assert infra.ok, infra
+    assert lifted  # a connection was dropped, and the stage went on
+    await _up_to_verify(f, cluster)
+    rule = f.sim.add_fault(kind="offline", cluster=EDGE)
+    with lift_after_first_hit(f.sim, rule["id"]) as lifted:
+        verified = await verify_cluster(cluster, f.ctx)
+    assert verified.reason == "Verified", verified
+    assert lifted
+
+
+async def test_a_site_that_goes_offline_during_add_ons_is_unreachable_long_before_the_deadline(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    for stage in (ensure_infrastructure, ensure_bootstrapped):
+        assert (await stage(cluster, f.ctx)).ok
+    f.sim.add_fault(kind="offline", site=cluster.site)
+    deadline = 60.0
+
+    condition = await ensure_addons(cluster, f.with_timeouts(addons=deadline))
+
+    assert (condition.reason, condition.transient) == ("Unreachable", True), condition
+    assert condition.duration_s < deadline / 4, condition.message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bootstrap's wait loops (the lead's werft/stages/bootstrap.py) do not yet show "
+    "their probes to progress.reach; see werft.stages.reach.site_failure",
+)
+async def test_a_site_that_goes_offline_during_bootstrap_is_unreachable_long_before_the_deadline(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    assert (await ensure_infrastructure(cluster, f.ctx)).ok
+    f.sim.add_fault(kind="offline", site=cluster.site)
+    deadline = 30.0
+
+    condition = await ensure_bootstrapped(cluster, f.with_timeouts(bootstrap=deadline))
+
+    assert (condition.reason, condition.transient) == ("Unreachable", True), condition
+    assert condition.duration_s < deadline / 3, condition.message
+
+
+async def test_while_the_api_is_not_up_only_a_silent_bmc_makes_the_site_unreachable(
+    stage_fleet: StageFleet,
+) -> None:
+    """What bootstrap's wait for the API shows ``progress.reach``: an API that refuses
+    connections while its BMC answers is a machine still installing, not a lost site."""
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    assert (await ensure_infrastructure(cluster, f.ctx)).ok
+    api_only = f.sim.add_fault(kind="offline", cluster=EDGE, path="/clusters/*")
+    reach = Reachability(cluster.name, grace=0.0)
+    assert await site_failure(cluster, f.ctx) is None
+    f.sim.remove_fault(api_only["id"])
+    f.sim.add_fault(kind="offline", site=cluster.site)
+    failure = await site_failure(cluster, f.ctx)
+    assert is_unreachable(failure), failure
+    reach.saw(failure)
+    with pytest.raises(SiteUnreachable):
+        reach.saw(await site_failure(cluster, f.ctx))

@@ -1,29 +1,47 @@
 """The `werft` command line. Commands are thin: parse, call the module that does the work,
-print, exit. Exit codes: 0 success, 1 the thing checked is not fine (invalid inventory,
-cluster not Verified), 2 usage error.
+print, exit. Exit codes (``werft.exitcodes.ExitCode``): 0 success, 1 the thing checked is not
+fine (invalid inventory, cluster not Verified), 2 usage error.
+
+Every inventory problem is printed the same way by every command (``file:line: field:
+message (fix: ...)``), so `werft provision` says what `werft validate` would.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable, Iterable, Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
-if TYPE_CHECKING:
-    from werft.inventory.resolved import Inventory
+from werft.exitcodes import ExitCode
+from werft.inventory.model import Tier
 
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from werft.errors import Problem
+    from werft.inventory.resolved import Inventory
+    from werft.inventory.selection import Selection
+
+# Plain click output (rich_markup_mode=None): a bad option is reported as one "Error: ..."
+# line that `grep` and CI logs keep whole, instead of a rich box folded at 80 columns.
 app = typer.Typer(
     name="werft",
     help="Provision and keep in shape a fleet of Kubernetes clusters from Git, with Prefect.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-inventory_app = typer.Typer(help="Inspect and generate fleet inventories.", no_args_is_help=True)
+inventory_app = typer.Typer(help="Inspect and generate fleet inventories.",
+                            no_args_is_help=True, rich_markup_mode=None)
 sim_app = typer.Typer(help="The fleet simulator: emulated BMCs and Kubernetes APIs.",
-                      no_args_is_help=True)
-secret_app = typer.Typer(help="The local secret store (.werft/secrets).", no_args_is_help=True)
+                      no_args_is_help=True, rich_markup_mode=None)
+secret_app = typer.Typer(help="The local secret store (.werft/secrets).",
+                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(sim_app, name="sim")
 app.add_typer(secret_app, name="secret")
@@ -31,6 +49,32 @@ app.add_typer(secret_app, name="secret")
 
 def main() -> None:
     app()
+
+
+class Output(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def _choice(values: Iterable[str]) -> Callable[[str], str]:
+    """A parser that accepts one of ``values`` and otherwise says so in one line (exit 2)."""
+    allowed = [str(v) for v in values]
+
+    def parse(value: str) -> str:
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            listing = ", ".join(repr(a) for a in allowed)
+            raise typer.BadParameter(f"{value!r} is not one of {listing}{hint}")
+        return value
+
+    return parse
+
+
+def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
+    """One line on stderr, then exit (a usage error unless said otherwise)."""
+    typer.echo(f"werft: {message}", err=True)
+    raise typer.Exit(code)
 
 
 # --- inventory (werft.inventory) -------------------------------------------------------
@@ -41,25 +85,47 @@ _PATH_ARG = typer.Argument(Path("inventory"), help="The inventory folder.")
 _GIT_REF = typer.Option(None, "--git-ref", help="Read the folder at this Git revision "
                         "(blobs only: no checkout).")
 _REPO = typer.Option(None, "--repo", help="The Git repository (default: the one holding PATH).")
+_OUTPUT = typer.Option(Output.TEXT.value, "--output", "-o", parser=_choice(Output),
+                       help="text for people, json for machines.")
 
 
-def _load_or_exit(path: Path, git_ref: str | None, repo: Path | None) -> Inventory:
-    """The validated inventory, or print the problems and exit 1 (2 for usage errors)."""
+def _check_repo_option(git_ref: str | None, repo: Path | None) -> None:
+    if repo is not None and git_ref is None:
+        _fail("--repo is only used with --git-ref (give --git-ref REF, or drop --repo)")
+
+
+def _tally(problems: Sequence[Problem]) -> str:
+    errors = sum(1 for p in problems if p.is_error)
+    warnings = len(problems) - errors
+    parts = [f"{errors} error(s)"] if errors else []
+    parts += [f"{warnings} warning(s)"] if warnings else []
+    return ", ".join(parts) or "no problems"
+
+
+def _print_problems(problems: Sequence[Problem], *, err: bool = False) -> None:
+    for problem in problems:
+        typer.echo(str(problem), err=err)
+
+
+def _load_or_exit(
+    path: Path, git_ref: str | None, repo: Path | None, *, strict: bool = False
+) -> Inventory:
+    """The validated inventory, or print every problem as `werft validate` does and exit 1
+    (2 when the folder or revision does not exist). Warnings go to stderr and do not stop."""
     from werft.errors import InventoryError
     from werft.inventory import InventoryNotFound, load_inventory
 
-    if repo is not None and git_ref is None:
-        raise typer.BadParameter("--repo is only used with --git-ref", param_hint="--repo")
+    _check_repo_option(git_ref, repo)
     try:
-        return load_inventory(path, git_ref=git_ref, repo=repo)
+        inventory = load_inventory(path, git_ref=git_ref, repo=repo, strict=strict)
     except InventoryNotFound as exc:
-        typer.echo(f"werft: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc))
     except InventoryError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem))
-        typer.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
-        raise typer.Exit(1) from None
+        _print_problems(exc.problems)
+        _fail(f"{_tally(exc.problems)} in {path}; nothing touched "
+              f"(`werft validate {path}` shows the same)", ExitCode.NOT_FINE)
+    _print_problems(inventory.warnings, err=True)
+    return inventory
 
 
 @app.command("validate")
@@ -67,9 +133,13 @@ def validate_command(
     path: Path = _PATH_ARG,
     git_ref: str | None = _GIT_REF,
     repo: Path | None = _REPO,
-    output: Literal["text", "json"] = typer.Option("text", "--output", "-o"),
+    output: str = _OUTPUT,
+    strict: bool = typer.Option(False, "--strict", help="Treat warnings as errors."),
 ) -> None:
-    """Check the inventory and report every problem at once (exit 0 valid, 1 invalid)."""
+    """Check the inventory and report every problem at once (exit 0 valid, 1 invalid).
+
+    Warnings (e.g. credentials sent over plain http://) are printed but leave the inventory
+    valid, unless --strict."""
     import json
     import time
 
@@ -77,38 +147,32 @@ def validate_command(
     from werft.inventory.load import check_inventory
     from werft.inventory.show import summary_line
 
-    if repo is not None and git_ref is None:
-        raise typer.BadParameter("--repo is only used with --git-ref", param_hint="--repo")
+    _check_repo_option(git_ref, repo)
     started = time.perf_counter()
     try:
-        result = check_inventory(path, git_ref=git_ref, repo=repo)
+        result = check_inventory(path, git_ref=git_ref, repo=repo, strict=strict)
     except InventoryNotFound as exc:
-        typer.echo(f"werft: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc))
     seconds = time.perf_counter() - started
-    if output == "json":
-        # stdout is the list of problems (empty when valid); the summary goes to stderr
+    if output == Output.JSON:
+        # stdout is the list of problems (empty when clean); the summary goes to stderr
         typer.echo(json.dumps([p.as_dict() for p in result.problems], indent=2))
         if result.valid:
-            typer.echo(
-                json.dumps(
-                    {
-                        "valid": True,
-                        "sites": result.sites,
-                        "clusters": result.clusters,
-                        "machines": result.machines,
-                    }
-                ),
-                err=True,
-            )
-    elif result.problems:
-        for problem in result.problems:
-            typer.echo(str(problem))
+            summary = {
+                "valid": True,
+                "sites": result.sites,
+                "clusters": result.clusters,
+                "machines": result.machines,
+            }
+            typer.echo(json.dumps(summary), err=True)
     else:
-        typer.echo(summary_line(result, seconds))
+        _print_problems(result.problems)
+        if result.valid:
+            typer.echo(summary_line(result, seconds))
     if result.problems:
-        typer.echo(f"{len(result.problems)} problem(s) in {result.origin}", err=True)
-        raise typer.Exit(1)
+        typer.echo(f"{_tally(result.problems)} in {result.origin}", err=True)
+    if not result.valid:
+        raise typer.Exit(ExitCode.NOT_FINE)
 
 
 @inventory_app.command("show")
@@ -119,14 +183,21 @@ def inventory_show(
     limit: int = typer.Option(25, "--limit", min=0, help="Rows of the cluster and machine "
                               "tables."),
     show_all: bool = typer.Option(False, "--all", help="Every cluster and machine."),
+    output: str = _OUTPUT,
 ) -> None:
     """The fleet as tables: sites per tier and region, clusters, machines."""
+    import json
+
     from rich.console import Console
 
-    from werft.inventory.show import render
+    from werft.inventory.show import as_json, render
 
     inventory = _load_or_exit(path, git_ref, repo)
-    render(inventory, Console(), limit=None if show_all else limit)
+    rows = None if show_all else limit
+    if output == Output.JSON:
+        typer.echo(json.dumps(as_json(inventory, limit=rows), indent=2))
+    else:
+        render(inventory, Console(), limit=rows)
 
 
 @inventory_app.command("generate")
@@ -149,7 +220,7 @@ def inventory_generate(
                     near_edge_sites=near_edge_sites, endpoint=endpoint, addons_from=addons_from)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"werft: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     typer.echo(f"wrote {core_sites} core, {near_edge_sites} near-edge and {edge_sites} edge "
                f"sites to {out}")
 
@@ -191,7 +262,7 @@ def sim_serve(
         creds = parse_credentials(default_credentials) if default_credentials else None
     except ValueError as exc:
         typer.echo(f"werft: --default-credentials: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     _load_or_exit(inventory, None, None)  # validation problems print as for `werft validate`
     options = SimOptions(time_scale=time_scale, faults_file=faults,
                          artifacts_dir=artifacts_dir, default_credentials=creds)
@@ -199,7 +270,7 @@ def sim_serve(
         sim = load_app(inventory, options)
     except (PermanentError, FaultRuleError, OSError) as exc:
         typer.echo(f"werft: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     if tls_port is None:
         tls_port = port + 1 if 0 < port < 65535 else 0
     https = f", kubectl: https://{host}:{tls_port}" if tls_port else ""
@@ -226,10 +297,10 @@ def sim_kubeconfig(
         typer.echo(fetch_kubeconfig(url, cluster), nl=False)
     except LookupError as exc:
         typer.echo(f"werft: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.NOT_FINE) from None
     except httpx.HTTPError as exc:
         typer.echo(f"werft: cannot reach the simulator at {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.NOT_FINE) from None
 
 
 # --- secrets (werft.secrets) -----------------------------------------------------------
@@ -254,13 +325,13 @@ def secret_set(
             value = sys.stdin.read().removesuffix("\n").removesuffix("\r")
     if not value:
         typer.echo("werft: the secret value is empty", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     store = SecretStore()
     try:
         store.put(name, value)
     except ValueError as exc:
         typer.echo(f"werft: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     typer.echo(f"stored secret {name} in {store.root}")
 
 
@@ -278,8 +349,8 @@ def provision_command(
     cluster: list[str] = typer.Option([], "--cluster", "-c", help="Only this cluster "
                                       "(repeatable)."),
     site: list[str] = typer.Option([], "--site", "-s", help="Only clusters of this site."),
-    tier: list[str] = typer.Option([], "--tier", "-t", help="Only this tier: core, "
-                                   "near-edge, edge."),
+    tier: list[str] = typer.Option([], "--tier", "-t", parser=_choice(Tier),
+                                   help="Only this tier."),
     label: list[str] = typer.Option([], "--label", "-l", metavar="KEY=VALUE",
                                     help="Only clusters with this label."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Observe and plan; change nothing."),
@@ -287,16 +358,33 @@ def provision_command(
                                  "deployment through the Prefect REST API and follow it."),
     api_url: str | None = typer.Option(None, "--api-url", help="Prefect API (default: "
                                        "PREFECT_API_URL)."),
-    timeout: float = typer.Option(3600, "--timeout", help="--via-api: seconds to wait."),
+    timeout: float = typer.Option(3600, "--timeout", min=0, help="--via-api: seconds to wait."),
     time_scale: float = typer.Option(1.0, "--time-scale", min=0.001, help="The simulator's "
                                      "time scale: divides stage deadlines."),
     report: Path | None = typer.Option(None, "--report", help="Write a JSON summary here."),
     full: bool = typer.Option(False, "--full", help="Print every cluster's row."),
+    output: str = _OUTPUT,
 ) -> None:
-    """Provision the fleet (or the selection) in waves; exit 0 iff every cluster is Verified."""
+    """Provision the fleet (or the selection) in waves; exit 0 iff every cluster is Verified.
+
+    The inventory and the selection are checked here first, before Prefect starts: every
+    problem is printed as `werft validate` prints it (exit 1), an unknown name or a
+    selection that matches nothing is a usage error (exit 2)."""
     import os
 
     from pydantic import ValidationError
+
+    from werft.inventory.selection import Selection, SelectionError, parse_labels
+
+    if via_api and output == Output.JSON:
+        _fail("--output json needs a run in this process; with --via-api, read the run's "
+              "werft-fleet artifact (GET /api/artifacts/filter)")
+    try:
+        selection = Selection(clusters=cluster, sites=site, tiers=[Tier(t) for t in tier],
+                              labels=parse_labels(label))
+    except SelectionError as exc:
+        _fail(str(exc))
+    _preflight(path, git_ref, repo, selection, remote=via_api)
 
     # Without PREFECT_API_URL Prefect starts an ephemeral server; on a busy machine it needs
     # more than its default 20 s (set before Prefect is imported: it reads settings then).
@@ -304,21 +392,54 @@ def provision_command(
     from flows import commands
     from flows.models import ProvisionRequest
 
-    labels = dict(item.partition("=")[::2] for item in label)
     try:
         request = ProvisionRequest.model_validate({
             "inventory": str(path), "repo": str(repo) if repo else None, "git_ref": git_ref,
-            "selector": {"clusters": cluster, "sites": site, "tiers": tier, "labels": labels},
+            "selector": {"clusters": cluster, "sites": site, "tiers": tier,
+                         "labels": selection.labels},
             "dry_run": dry_run, "time_scale": time_scale,
         })
     except ValidationError as exc:
-        typer.echo(f"werft: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail("; ".join(option_errors(exc)))
     if via_api:
         code = commands.provision_via_api(request, api_url=api_url, timeout_s=timeout, full=full)
     else:
-        code = commands.provision(request, report=report, full=full)
+        code = commands.provision(request, report=report, full=full, output=output)
     raise typer.Exit(code)
+
+
+def _preflight(
+    path: Path, git_ref: str | None, repo: Path | None, selection: Selection, *, remote: bool
+) -> None:
+    """Check the inventory and the selection before any run exists.
+
+    For --via-api the run reads the inventory where the worker runs; when this machine
+    cannot see it, the check is left to the run."""
+    from werft.inventory import InventoryNotFound
+    from werft.inventory.selection import selection_problems
+    from werft.inventory.tree import open_tree
+
+    _check_repo_option(git_ref, repo)
+    if remote:
+        try:
+            open_tree(path, git_ref=git_ref, repo=repo).close()
+        except InventoryNotFound:
+            return
+    inventory = _load_or_exit(path, git_ref, repo)
+    problems = selection_problems(inventory, selection)
+    if problems:
+        for problem in problems[:-1]:
+            typer.echo(f"werft: {problem}", err=True)
+        _fail(problems[-1])
+
+
+def option_errors(exc: ValidationError) -> list[str]:
+    """One short line per invalid option, without pydantic's model dump."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        lines.append(f"{where}: {error['msg']}")
+    return lines
 
 
 @app.command("serve")

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from werft.redact import redact
 
 
 class ConditionType(StrEnum):
@@ -44,6 +46,18 @@ class Condition(BaseModel):
     transient: bool = False
     # Things checked (verify lists each check here: "nodes Ready 3/3", ...).
     checks: list[str] = Field(default_factory=list)
+
+    # Messages quote exceptions and servers' answers; they travel into results, tables and
+    # artifacts, where no logging filter reaches: mask every secret werft handed out.
+    @field_validator("message")
+    @classmethod
+    def _redacted(cls, value: str) -> str:
+        return redact(value)
+
+    @field_validator("checks")
+    @classmethod
+    def _checks_redacted(cls, value: list[str]) -> list[str]:
+        return [redact(check) for check in value]
 
     @property
     def ok(self) -> bool:

@@ -7,7 +7,8 @@ asks a single question -- ``is_transient(exc)`` -- and nothing else decides retr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 
 class WerftError(Exception):
@@ -15,6 +16,14 @@ class WerftError(Exception):
 
 
 # --- inventory -------------------------------------------------------------------------
+
+
+class Severity(StrEnum):
+    """An error stops the inventory from loading; a warning is reported and loads anyway
+    (``werft validate --strict`` and ``load_inventory(strict=True)`` make it an error)."""
+
+    ERROR = "error"
+    WARNING = "warning"
 
 
 @dataclass(frozen=True)
@@ -26,10 +35,21 @@ class Problem:
     field: str
     message: str
     fix: str = ""
+    severity: Severity = Severity.ERROR
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def as_error(self) -> Problem:
+        """The same problem, blocking (``--strict``)."""
+        return replace(self, severity=Severity.ERROR)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.field}: {self.message}"
+        # Errors keep the plain form that editors and CI annotations already parse.
+        label = "" if self.is_error else f"{self.severity.value}: "
+        text = f"{where}: {label}{self.field}: {self.message}"
         return f"{text} (fix: {self.fix})" if self.fix else text
 
     def as_dict(self) -> dict[str, object]:
@@ -39,6 +59,7 @@ class Problem:
             "field": self.field,
             "message": self.message,
             "fix": self.fix,
+            "severity": self.severity.value,
         }
 
 
@@ -79,7 +100,29 @@ class _Classified(WerftError):
 
 
 class TransientError(_Classified):
-    """Worth retrying: timeouts, 5xx, connection refused, a busy BMC, a site offline."""
+    """Worth retrying: timeouts, 5xx, connection refused, a busy BMC, a site offline.
+
+    ``cause`` says what happened at the wire in a word or two (``503``, ``timeout``,
+    ``connection refused``, ``connection lost``), for retry statistics and for telling an
+    unreachable site from a busy one; ``retry_after`` is the server's ``Retry-After`` in
+    seconds when it sent one. ``retry=False`` marks a transient failure that the request
+    layer must not repeat by itself (a non-idempotent request whose outcome is unknown):
+    the caller observes, then decides; whole-stage retries still apply.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        reason: str | None = None,
+        cause: str | None = None,
+        retry_after: float | None = None,
+        retry: bool = True,
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.cause = cause
+        self.retry_after = retry_after
+        self.retry = retry
 
 
 class PermanentError(_Classified):

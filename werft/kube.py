@@ -7,23 +7,26 @@ synchronous; every call runs on a bounded thread pool so one slow cluster never
 blocks the event loop, and the pool bounds how many sockets werft opens at once.
 
 Every failure is mapped once, here, onto werft's error classes:
-5xx, 429, 409, connection errors and timeouts are ``TransientError``; 401, 403, 422 and
-other 4xx are ``PermanentError``. Messages name the cluster and the object, never the
-token.
+5xx, 429, 408, connection errors and timeouts are ``TransientError`` (and retried at the
+request: every request this client retries is idempotent -- a GET, a server-side apply);
+401, 403, 400, 422 and other 4xx are ``PermanentError``, and so is 409: an apply conflict
+means another manager owns a field werft wants, which waiting cannot change
+(``ApplyConflict``). Messages name the cluster and the object, never the token.
 
-``managed_drift`` compares a desired manifest with the live object over the fields werft
-manages; the add-on stage uses it to apply only what differs, and the drift check reuses
-it to report drift without touching anything.
+Applies are strict and polite, as an operator's ``kubectl apply --server-side`` is:
+``fieldValidation=Strict`` (a typo is a 400 naming the field, not a silently dropped
+setting) and no ``force`` unless the caller opts in. ``diff`` asks the server what an
+apply would store (``dryRun=All``) and compares that with the live object, so the
+server's own normalisation decides what counts as drift.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,7 +38,9 @@ from kubernetes.client import ApiClient, Configuration
 from kubernetes.config import new_client_from_config_dict
 from kubernetes.config.config_exception import ConfigException
 
+from werft.drift import changed_paths
 from werft.errors import PermanentError, TransientError
+from werft.retry import DEFAULT, RetryPolicy, retry_sync
 
 FIELD_MANAGER = "werft"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -51,6 +56,42 @@ class WaitTimeout(TransientError):
 
 class NotServed(TransientError):
     """The API does not serve this kind (yet): usually a CRD not established so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldConflict:
+    """A field werft wants that another field manager owns."""
+
+    manager: str
+    field: str
+
+
+class ApplyConflict(PermanentError):
+    """Server-side apply refused: other managers own fields werft sets (HTTP 409)."""
+
+    def __init__(self, message: str, conflicts: list[FieldConflict]) -> None:
+        super().__init__(message, reason="Conflict")
+        self.conflicts = conflicts
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectDrift:
+    """How a live object differs from what werft's apply would make of it.
+
+    ``paths`` are the fields an apply would change (``["."]``: the object is absent);
+    ``conflicts`` the fields it would have to take from another manager (only reported
+    without force, where the server refuses the apply).
+    """
+
+    paths: list[str]
+    conflicts: list[FieldConflict]
+
+    @property
+    def absent(self) -> bool:
+        return self.paths == ["."]
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.conflicts)
 
 
 # --- the thread pool -----------------------------------------------------------------------
@@ -168,12 +209,19 @@ class KubeClient:
         cluster: str,
         timeout: float = 10.0,
         executor: Executor | None = None,
+        retry: RetryPolicy = DEFAULT,
+        deadline: float | None = None,
     ) -> None:
         self._api = api
         self.cluster = cluster
         self.server = api.configuration.host
-        self._timeout = (min(timeout, 5.0), timeout)  # (connect, read)
+        # A connection that does not open within seconds will not open: fail it fast, so
+        # a hung site costs a retry, not a stage.
+        self._timeout = (min(timeout, 3.0), timeout)  # (connect, read)
         self._executor = executor
+        self._retry = retry
+        # A time.monotonic() instant no retry backoff crosses (the caller's stage deadline).
+        self.deadline = deadline
         self._resources: dict[tuple[str, str], Resource] = {}
 
     @classmethod
@@ -184,13 +232,15 @@ class KubeClient:
         cluster: str | None = None,
         timeout: float = 10.0,
         executor: Executor | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy = DEFAULT,
     ) -> KubeClient:
         """A client for the kubeconfig's current context. ``cluster`` names it in messages."""
         try:
             config = yaml.safe_load(text)
             configuration = Configuration()
-            # Retries belong to the Prefect layer and to the stages' wait loops, which know
-            # their deadlines; urllib3 retrying underneath would only stretch them.
+            # werft retries at the request itself (``werft.retry``), within the caller's
+            # deadline and only what is idempotent; urllib3 retrying underneath would not.
             configuration.retries = False
             # One connection per thread that may call this cluster at once; urllib3's
             # default of 10 would open and drop sockets (and warn) under a 16-thread pool.
@@ -206,7 +256,14 @@ class KubeClient:
             raise PermanentError(
                 f"cluster {cluster or '?'}: invalid kubeconfig ({type(exc).__name__})"
             ) from None
-        return cls(api, cluster=cluster, timeout=timeout, executor=executor)
+        return cls(
+            api,
+            cluster=cluster,
+            timeout=timeout,
+            executor=executor,
+            retry=retry,
+            deadline=deadline,
+        )
 
     # -- lifecycle --
 
@@ -249,9 +306,40 @@ class KubeClient:
         """Objects of a kind; ``namespace=None`` lists across all namespaces."""
         return await self._run(self._list, api_version, kind, namespace, label_selector)
 
-    async def apply(self, obj: Mapping[str, Any]) -> Obj:
-        """Server-side apply, field manager ``werft``, taking over conflicting fields."""
-        return await self._run(self._apply, dict(obj))
+    async def apply(
+        self, obj: Mapping[str, Any], *, force: bool = False, dry_run: bool = False
+    ) -> Obj:
+        """Server-side apply as field manager ``werft`` with strict field validation.
+
+        Without ``force`` a field another manager owns is an ``ApplyConflict``; with it,
+        werft takes the field over. ``dry_run`` returns what the server would store.
+        """
+        return await self._run(self._apply, dict(obj), force, dry_run)
+
+    async def diff(self, obj: Mapping[str, Any], *, force: bool = False) -> ObjectDrift:
+        """What applying ``obj`` would change on the live object, decided by the server
+        (``kubectl diff --server-side``): a GET, then a dry-run apply if the object exists.
+        Makes no change. A conflict (without ``force``) is reported, not raised."""
+        return await self.diff_live(obj, await self.get_live(obj), force=force)
+
+    async def diff_live(
+        self, obj: Mapping[str, Any], live: Mapping[str, Any] | None, *, force: bool = False
+    ) -> ObjectDrift:
+        """``diff`` against a live object the caller already holds (e.g. from a LIST)."""
+        if live is None:
+            return ObjectDrift(["."], [])
+        try:
+            would_be = await self.apply(obj, force=force, dry_run=True)
+        except ApplyConflict as exc:
+            return ObjectDrift([c.field for c in exc.conflicts], exc.conflicts)
+        return ObjectDrift(changed_paths(would_be, live), [])
+
+    async def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> bool:
+        """``kubectl delete``: True if it was there. Idempotent (a retry after a lost
+        answer finds it gone), so it is retried like a GET."""
+        return await self._run(self._delete, api_version, kind, name, namespace)
 
     async def readyz(self) -> bool:
         """True when the API answers /readyz with 200; False while it is not up yet."""
@@ -332,7 +420,13 @@ class KubeClient:
         assert body is not None
         return list(body.get("items") or [])
 
-    def _apply(self, obj: Obj) -> Obj:
+    def _delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
+        resource = self._resource(api_version, kind)
+        path = resource.path(name, namespace or ("default" if resource.namespaced else None))
+        what = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+        return self._call("DELETE", path, what=what, missing_ok=True) is not None
+
+    def _apply(self, obj: Obj, force: bool, dry_run: bool) -> Obj:
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         name = (obj.get("metadata") or {}).get("name")
         if not (api_version and kind and name):
@@ -344,10 +438,15 @@ class KubeClient:
         namespace = None
         if resource.namespaced:
             namespace = obj["metadata"].get("namespace") or "default"
+        query = {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"}
+        if force:
+            query["force"] = "true"
+        if dry_run:
+            query["dryRun"] = "All"
         body = self._call(
             "PATCH",
             resource.path(name, namespace),
-            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            query=query,
             body=obj,
             content_type=APPLY_CONTENT_TYPE,
             what=describe(obj),
@@ -409,19 +508,27 @@ class KubeClient:
         content_type: str | None = None,
         missing_ok: bool = False,
     ) -> Obj | None:
-        response = self._send(
-            method, path, what=what, query=query, body=body, content_type=content_type
-        )
-        if response.status == 404 and missing_ok:
-            return None
-        if not 200 <= response.status < 300:
-            raise self._http_error(method, what, response.status, response.data)
-        try:
-            return json.loads(response.data or b"{}")
-        except ValueError:
-            raise TransientError(
-                f"cluster {self.cluster}: {method} {what}: the API answered with invalid JSON"
-            ) from None
+        """One idempotent request (a GET or a server-side apply), retried on transient
+        failures within the client's deadline."""
+
+        def attempt() -> Obj | None:
+            response = self._send(
+                method, path, what=what, query=query, body=body, content_type=content_type
+            )
+            if response.status == 404 and missing_ok:
+                return None
+            if not 200 <= response.status < 300:
+                raise self._http_error(method, what, response)
+            try:
+                return json.loads(response.data or b"{}")
+            except ValueError:
+                raise TransientError(
+                    f"cluster {self.cluster}: {method} {what}: the API answered with "
+                    "invalid JSON",
+                    cause="invalid response",
+                ) from None
+
+        return retry_sync(attempt, policy=self._retry, deadline=self.deadline)
 
     def _send(
         self,
@@ -446,37 +553,85 @@ class KubeClient:
             response = self._api.call_api(*request, _request_timeout=self._timeout)
             response.read()
         except urllib3.exceptions.HTTPError as exc:
+            cause = _network_reason(exc)
             raise TransientError(
-                f"cluster {self.cluster}: {method} {what}: {_network_reason(exc)}"
+                f"cluster {self.cluster}: {method} {what}: {cause}", cause=cause
             ) from None
         except OSError as exc:
+            cause = type(exc).__name__
             raise TransientError(
-                f"cluster {self.cluster}: {method} {what}: {type(exc).__name__}"
+                f"cluster {self.cluster}: {method} {what}: {cause}", cause=cause
             ) from None
         return response
 
-    def _http_error(self, method: str, what: str, status: int, data: bytes | None) -> Exception:
-        detail = _status_message(data)
+    def _http_error(self, method: str, what: str, response: Any) -> Exception:
+        status = int(response.status)
+        payload = _status_body(response.data)
+        detail = str(payload.get("message", ""))[:300]
         text = f"cluster {self.cluster}: {method} {what}: {status}" + (
             f" {detail}" if detail else ""
         )
-        if status >= 500 or status in (408, 409, 429):
-            return TransientError(text)
+        if status == 500 and _UNTYPABLE in detail:
+            # An apply body that does not fit the schema (a typo'd field): real servers
+            # answer 500 for it, but no retry can make it fit.
+            return PermanentError(text)
+        if status >= 500 or status in (408, 429):
+            return TransientError(
+                text, cause=str(status), retry_after=_retry_after(response.headers)
+            )
+        if status == 409:
+            return _conflict(f"cluster {self.cluster}: {what}", payload, text)
         if status in (401, 403):
             return PermanentError(f"{text} (credentials refused)")
         return PermanentError(text)
 
 
-def _status_message(data: bytes | None) -> str:
-    """The ``message`` of a Kubernetes Status body, shortened; servers never echo tokens."""
+# What an API server says when a server-side apply body does not match the schema
+# (``.spec.foo: field not declared in schema``), with status 500 (kubernetes#122480).
+_UNTYPABLE = "failed to create typed patch object"
+
+
+def _status_body(data: bytes | None) -> dict[str, Any]:
+    """A Kubernetes Status body, or {}; servers never echo tokens in it."""
     if not data:
-        return ""
+        return {}
     try:
         payload = json.loads(data)
     except ValueError:
-        return ""
-    message = payload.get("message", "") if isinstance(payload, dict) else ""
-    return str(message)[:300]
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    value = (headers or {}).get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from API servers; the backoff applies instead
+
+
+def _conflict(subject: str, payload: Mapping[str, Any], text: str) -> PermanentError:
+    """A 409. For an apply, its causes name the other manager and each field:
+    ``{"reason": "FieldManagerConflict", "message": "conflict with \"kubectl-edit\" using
+    apps/v1", "field": ".spec.replicas"}``."""
+    causes = (payload.get("details") or {}).get("causes") or []
+    conflicts = [
+        FieldConflict(_quoted(str(c.get("message", ""))) or "?", str(c.get("field", "?")))
+        for c in causes
+        if "FieldManagerConflict" in (c.get("reason"), c.get("type"))
+    ]
+    if not conflicts:
+        return PermanentError(text)
+    fields = ", ".join(f"{c.field} (owned by {c.manager!r})" for c in conflicts)
+    return ApplyConflict(
+        f"{subject}: apply conflicts with other field managers: {fields}", conflicts
+    )
+
+
+def _quoted(text: str) -> str:
+    start = text.find('"')
+    end = text.find('"', start + 1)
+    return text[start + 1 : end] if 0 <= start < end else ""
 
 
 def _network_reason(exc: BaseException) -> str:
@@ -560,114 +715,3 @@ def condition_met(obj: Mapping[str, Any], condition: str) -> tuple[bool, str]:
     if cond is None:
         return False, f"no {condition} condition yet"
     return cond.get("status") == "True", f"{condition}={cond.get('status')}"
-
-
-# --- drift ---------------------------------------------------------------------------------
-
-# Fields that name an object rather than describe it; the server fills in the rest of
-# metadata (uid, resourceVersion, managedFields, ...), so only labels and annotations count.
-_IDENTITY = frozenset({"apiVersion", "kind", "status"})
-_MANAGED_METADATA = ("labels", "annotations")
-# List items Kubernetes merges by key (containers by name, ports by containerPort, ...).
-_MERGE_KEYS = ("name", "containerPort", "port", "mountPath", "devicePath", "ip", "type")
-
-
-def managed_drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> list[str]:
-    """Field paths where ``live`` differs from ``desired`` over the fields werft manages.
-
-    Only fields present in the desired manifest count: what the server adds (uid,
-    managedFields, status, defaulted fields) is not drift. ``[]`` means "apply would be a
-    no-op"; ``["."]`` means the object is absent. Paths read like jq:
-    ``.spec.template.spec.containers[name=app].image``.
-    """
-    if live is None:
-        return ["."]
-    desired = _normalise_secret(desired)
-    drift: list[str] = []
-    meta = desired.get("metadata") or {}
-    live_meta = live.get("metadata") or {}
-    for key in _MANAGED_METADATA:
-        if meta.get(key):
-            drift.extend(_diff(meta[key], live_meta.get(key), f".metadata.{key}"))
-    for key, value in desired.items():
-        if key in _IDENTITY or key == "metadata":
-            continue
-        drift.extend(_diff(value, live.get(key), _join("", key)))
-    return drift
-
-
-def _normalise_secret(desired: Mapping[str, Any]) -> Mapping[str, Any]:
-    # stringData is write-only: the server stores it base64-encoded under data.
-    if desired.get("kind") != "Secret" or not desired.get("stringData"):
-        return desired
-    merged = dict(desired)
-    data = dict(merged.pop("stringData"))
-    encoded = {k: base64.b64encode(str(v).encode()).decode() for k, v in data.items()}
-    merged["data"] = {**(desired.get("data") or {}), **encoded}
-    return merged
-
-
-def _join(path: str, key: str) -> str:
-    simple = key.replace("-", "").replace("_", "").isalnum()
-    return f"{path}.{key}" if simple else f'{path}["{key}"]'
-
-
-def _empty(value: Any) -> bool:
-    return value is None or value == {} or value == [] or value == ""
-
-
-def _diff(want: Any, have: Any, path: str) -> Iterator[str]:
-    if _empty(want) and _empty(have):
-        return  # the server drops empty maps and lists; that is not drift
-    if isinstance(want, Mapping):
-        if not isinstance(have, Mapping):
-            yield path
-            return
-        for key, value in want.items():
-            yield from _diff(value, have.get(key), _join(path, key))
-        return
-    if isinstance(want, list):
-        yield from _diff_list(want, have, path)
-        return
-    if not _same_scalar(want, have):
-        yield path
-
-
-def _diff_list(want: list[Any], have: Any, path: str) -> Iterator[str]:
-    if not isinstance(have, list):
-        yield path
-        return
-    key = _merge_key(want)
-    if key is not None:
-        # A keyed list: items others added are theirs, ours are matched by key.
-        by_key = {item.get(key): item for item in have if isinstance(item, Mapping)}
-        for item in want:
-            yield from _diff(item, by_key.get(item[key]), f"{path}[{key}={item[key]}]")
-        return
-    if len(want) != len(have):  # an atomic list: werft owns it whole
-        yield path
-        return
-    for index, (w, h) in enumerate(zip(want, have, strict=True)):
-        yield from _diff(w, h, f"{path}[{index}]")
-
-
-def _merge_key(items: list[Any]) -> str | None:
-    if not items or not all(isinstance(item, Mapping) for item in items):
-        return None
-    for key in _MERGE_KEYS:
-        values = [item.get(key) for item in items]
-        if all(v is not None for v in values) and len(set(map(str, values))) == len(values):
-            return key
-    return None
-
-
-def _same_scalar(want: Any, have: Any) -> bool:
-    if isinstance(want, bool) or isinstance(have, bool):
-        return want is have
-    if want == have:
-        return True
-    # An int-or-string written one way in the manifest may come back the other way.
-    numbers = (int, float)
-    if isinstance(want, numbers) != isinstance(have, numbers):
-        return str(want) == str(have)
-    return False

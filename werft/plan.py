@@ -86,6 +86,7 @@ class TierOverride(BaseModel):
     canary_size: int | None = Field(None, ge=0)
     max_failures: int | str | None = Field(None, description='a count like 3 or a share like "5%"')
     defer_unreachable: bool | None = None
+    defer_after: float | None = Field(None, ge=0, le=3600, description="seconds unreachable")
 
 
 def override_rollout(rollout: Rollout, overrides: Mapping[Tier, TierOverride]) -> Rollout:

@@ -7,6 +7,12 @@ Resolution order for a reference such as ``bmc-fra1``:
      this module does not import Prefect).
 
 The same store keeps what werft generates (cluster CA keys, admin kubeconfigs).
+
+Every value handed out here is registered with ``werft.redact``, so it is masked in every
+log record of the process from then on. A backend that caches (Prefect Secret blocks)
+registers an invalidation hook: ``invalidate(ref)`` after the endpoint refused the
+credential (HTTP 401) makes the next ``resolve`` read it afresh, so a rotated password
+works without restarting the worker.
 """
 
 from __future__ import annotations
@@ -17,9 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from werft.errors import SecretNotFound
+from werft.redact import register_basic_auth, register_secret
 
 Backend = Callable[[str], str | None]
+Invalidator = Callable[[str], None]
 _extra_backends: list[Backend] = []
+_invalidators: list[Invalidator] = []
+# Store items that are no secret (certificates, public keys, a token's expiry): not masked.
+_PUBLIC_SUFFIXES = (".crt", ".pub", ".expires")
 
 
 def werft_home() -> Path:
@@ -46,6 +57,8 @@ class SecretStore:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
+        if not name.endswith(_PUBLIC_SUFFIXES):
+            register_secret(value)  # generated here (a CA key, a token): masked from now on
         data = value.encode() if isinstance(value, str) else value
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -55,21 +68,49 @@ class SecretStore:
 
     def get(self, name: str) -> str | None:
         path = self._path(name)
-        return path.read_text() if path.exists() else None
+        if not path.exists():
+            return None
+        value = path.read_text()
+        if not name.endswith(_PUBLIC_SUFFIXES):
+            register_secret(value)
+        return value
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
 
+    def names(self, prefix: str) -> list[str]:
+        """The names stored under the folder ``prefix`` (which ends with ``/``), sorted;
+        not recursive."""
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return []
+        return sorted(
+            prefix + p.name for p in folder.iterdir() if p.is_file() and not p.name.endswith(".tmp")
+        )
 
-def register_backend(backend: Backend) -> None:
+
+def register_backend(backend: Backend, *, invalidate: Invalidator | None = None) -> None:
+    """Add a backend after the environment and the local store; ``invalidate(ref)`` drops
+    what it cached for ``ref`` (see ``invalidate``)."""
     if backend not in _extra_backends:
         _extra_backends.append(backend)
+    if invalidate is not None and invalidate not in _invalidators:
+        _invalidators.append(invalidate)
+
+
+def invalidate(ref: str) -> None:
+    """Forget any cached value of ``ref``: the endpoint refused it (HTTP 401), so the next
+    ``resolve`` reads it from its source again (a rotated password). The environment and
+    the local store are read on every ``resolve`` anyway."""
+    for drop in _invalidators:
+        drop(ref)
 
 
 def resolve(ref: str, store: SecretStore | None = None) -> str:
     """The secret's value, or SecretNotFound naming every place that was searched."""
     value = os.environ.get(env_var_for(ref))
     if value is not None:
+        register_secret(value)
         return value
     value = (store or SecretStore()).get(ref)
     if value is not None:
@@ -77,6 +118,7 @@ def resolve(ref: str, store: SecretStore | None = None) -> str:
     for backend in _extra_backends:
         value = backend(ref)
         if value is not None:
+            register_secret(value)
             return value
     raise SecretNotFound(
         f"secret {ref!r} not found: set {env_var_for(ref)} or run "
@@ -90,4 +132,5 @@ def basic_auth(ref: str, store: SecretStore | None = None) -> tuple[str, str]:
     user, sep, password = value.partition(":")
     if not sep:
         raise SecretNotFound(f"secret {ref!r} must have the form 'username:password'")
+    register_basic_auth(user, password)
     return user, password

@@ -8,6 +8,13 @@
    the simulator with a real Prefect server, in clusters/s, against the same stages over
    the same batches without Prefect (werft.stages.run_stage_batch called directly), each
    on a fresh simulator.
+3. The sample fleet's shape (3 core sites, 12 near-edge, FLAKY_EDGE_SITES edge sites --
+   WERFT_BENCH_FLAKY_EDGE_SITES, default 300: 320 clusters) provisioned without faults and
+   with tests/faults/flaky-10pct.yaml (~10% of BMC, hypervisor and Kubernetes API calls
+   failing transiently), each on a fresh simulator with the same Prefect server: the
+   faulted run's time as a ratio of the clean one's (the goal: within 2x), clusters
+   Verified / Failed / Deferred, machines installed more than once, requests retried by
+   cause.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from werft.plan import plan_fleet, task_runs, waves
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
 
 EDGE_SITES = int(os.environ.get("WERFT_BENCH_EDGE_SITES", "300"))
+FLAKY_EDGE_SITES = int(os.environ.get("WERFT_BENCH_FLAKY_EDGE_SITES", "300"))
+FAULTS = Path(__file__).parents[1] / "faults" / "flaky-10pct.yaml"
 ROUNDS = int(os.environ.get("WERFT_BENCH_ROUNDS", "2"))
 TIME_SCALE = 1000.0
 
@@ -205,3 +214,61 @@ def test_rollout_of_edge_sites_with_prefect_vs_without(
         f"with Prefect {best['prefect']:.1f} s ({prefect_rate:.2f} clusters/s, {runs} task "
         f"runs): {prefect_rate / base_rate:.2f}x the baseline's rate"
     )
+
+
+# --- the same fleet with and without faults -----------------------------------------------------
+
+
+def _flaky_round(work: Path, api: str, faults: Path | None) -> dict[str, object]:
+    """One provisioning run of the sample fleet's shape on a fresh simulator."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.flowfixtures import fleet, provision
+
+    open_budgets = {t: {"max_failures": "100%"} for t in ("core", "near-edge", "edge")}
+    with fleet(work, core=3, near=12, edge=FLAKY_EDGE_SITES, faults=faults) as f:
+        with temporary_settings({PREFECT_API_URL: api}):
+            start = time.perf_counter()
+            _state, result = provision(f.request(rollout=open_budgets))
+            seconds = time.perf_counter() - start
+        installs = f.installs()
+        injected = sum(r["hits"] for r in f.sim.faults()["rules"])
+    return {
+        "seconds": seconds,
+        "counts": result.counts(),
+        "clusters": len(result.clusters),
+        "reinstalled": sum(1 for n in installs.values() if n > 1),
+        "retries": result.retries_line(),
+        "injected": injected,
+        "headline": result.headline(),
+    }
+
+
+@pytest.mark.bench
+def test_sample_fleet_with_10pct_transient_faults_vs_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clean first, then faulted, with the Prefect server up throughout; the ratio of the
+    two run times is the figure (the goal: faults cost at most 2x)."""
+    (tmp_path / "prefect").mkdir()
+    rounds: dict[str, dict[str, object]] = {}
+    with prefect_server(tmp_path / "prefect") as api:
+        for kind, faults in (("clean", None), ("faulted", FAULTS)):
+            work = tmp_path / kind
+            work.mkdir()
+            monkeypatch.chdir(work)
+            monkeypatch.setenv("WERFT_HOME", str(work / ".werft"))
+            rounds[kind] = _flaky_round(work, api, faults)
+            r = rounds[kind]
+            print(
+                f"\n{kind}: {r['clusters']} clusters in {r['seconds']:.1f} s: {r['counts']}; "
+                f"{r['reinstalled']} machine(s) installed more than once; {r['injected']} "
+                f"faults injected; {r['retries']}; summary: {r['headline']}"
+            )
+    clean, faulted = rounds["clean"], rounds["faulted"]
+    ratio = float(faulted["seconds"]) / float(clean["seconds"])  # type: ignore[arg-type]
+    print(
+        f"\nflaky fleet: the faulted run took {ratio:.2f}x the clean run "
+        f"({'within' if ratio <= 2 else 'NOT within'} the 2x goal)"
+    )
+    assert clean["counts"] == {"Verified": clean["clusters"]}, clean["counts"]

@@ -98,3 +98,134 @@ def test_inventory_validate_and_load_at_scale(tmp_path: Path) -> None:
     print("\n\ninventory validation at scale (best of 3; peak = tracemalloc, separate run)")
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"process max RSS over the whole benchmark: {max_rss:.0f} MiB")
+
+
+# --- hostile input (issue 9) ---------------------------------------------------------------------
+#
+# Each case is the sample-sized fleet (300 edge sites) plus one hostile file or value. Time is
+# check_inventory in this process (best of 3); memory is the max RSS of a separate
+# `werft validate` process (what a user runs: interpreter, imports and all, C allocations of
+# libyaml and pandas included). Both are shown against the clean fleet measured in the same
+# run; the bound is absolute: under 1 s and 200 MiB per case.
+
+HOSTILE_SECONDS, HOSTILE_MIB = 1.0, 200.0
+
+
+def _laughs() -> str:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def _edit_csv(root: Path, column: int, value: str) -> None:
+    """Put ``value`` into ``column`` of the first data row of the edge CSV."""
+    csv = root / "edge-sites.csv"
+    lines = csv.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[column] = value
+    lines[1] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+
+
+def _oversized(path: Path, limit: int) -> None:
+    line = "# " + "padding " * 12 + "\n"
+    path.write_text(line * (limit // len(line) + 2))
+
+
+def _hostile_cases() -> dict[str, Callable[[Path], object]]:
+    """Name -> what turns a clean fleet folder into the hostile one."""
+    from werft.inventory.limits import MAX_CSV_BYTES, MAX_YAML_BYTES
+
+    megabyte = "x" * 2**20
+    return {
+        "billion laughs (478 bytes)": lambda root: (root / "bomb.yaml").write_text(_laughs()),
+        "recursive anchor": lambda root: (root / "loop.yaml").write_text("a: &a [1, *a]\n"),
+        "YAML nested 1,000 deep": lambda root: (root / "deep.yaml").write_text(
+            "a: " + "[" * 1000 + "]" * 1000 + "\n"
+        ),
+        "YAML file past the limit": lambda root: _oversized(root / "big.yaml", MAX_YAML_BYTES),
+        "1 MiB YAML string": lambda root: (root / "long.yaml").write_text(
+            "apiVersion: werft.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: long\n"
+            f"spec:\n  description: {megabyte}\n"
+        ),
+        "1 MiB CSV owner cell": lambda root: _edit_csv(root, 9, megabyte),
+        "1 MiB CSV latitude cell": lambda root: _edit_csv(root, 2, "1." + "0" * 2**20),
+        "CSV file past the limit": lambda root: _oversized(
+            root / "more-sites.csv", MAX_CSV_BYTES
+        ),
+    }
+
+
+# Runs `werft validate ROOT` and reports the peak RSS of that process alone. VmHWM is the
+# high-water mark of the memory the process got at exec; the child's ru_maxrss would also
+# count the pytest process it was forked from.
+_PEAK_OF_VALIDATE = """
+import atexit, sys
+def report():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write(line)
+atexit.register(report)
+sys.argv = ["werft", "validate", sys.argv[1]]
+from werft.cli import main
+main()
+"""
+
+
+def _max_rss_mib(root: Path) -> float:
+    """Peak RSS of `werft validate root` in its own process, in MiB."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_OF_VALIDATE, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    line = next(x for x in done.stderr.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.bench
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_hostile_inventories_validate_in_bounded_time_and_memory(tmp_path: Path) -> None:
+    import shutil
+
+    clean = tmp_path / "clean"
+    write_fleet(clean, edge_sites=300, seed=1)
+    assert check_inventory(clean).valid
+    base_s = _best_of(3, lambda: check_inventory(clean))
+    base_mib = _max_rss_mib(clean)
+    rows = [
+        {"case": "clean fleet (baseline)", "wall s": f"{base_s:.3f}", "x baseline": "1.0",
+         "max RSS MiB": f"{base_mib:.0f}", "x RSS": "1.0", "bound": ""},
+    ]
+    missed = []
+    for index, (name, spoil) in enumerate(_hostile_cases().items()):
+        root = tmp_path / f"hostile-{index}"
+        shutil.copytree(clean, root)
+        spoil(root)
+        result = check_inventory(root)
+        assert not result.valid, name  # refused, with a problem naming the file
+        seconds = _best_of(3, lambda root=root: check_inventory(root))
+        mib = _max_rss_mib(root)
+        met = seconds < HOSTILE_SECONDS and mib < HOSTILE_MIB
+        if not met:
+            missed.append(name)
+        rows.append(
+            {
+                "case": name,
+                "wall s": f"{seconds:.3f}",
+                "x baseline": f"{seconds / base_s:.1f}",
+                "max RSS MiB": f"{mib:.0f}",
+                "x RSS": f"{mib / base_mib:.2f}",
+                "bound": f"< {HOSTILE_SECONDS:g} s, < {HOSTILE_MIB:g} MiB: "
+                + ("met" if met else "MISSED"),
+            }
+        )
+        shutil.rmtree(root)
+    print("\n\nhostile inventories (300 edge sites + one hostile file; time best of 3 in "
+          "process, memory = peak RSS (VmHWM) of `werft validate`)")
+    print(pd.DataFrame(rows).to_string(index=False))
+    assert not missed, f"past the bound: {missed}"

@@ -2,8 +2,9 @@
 
 Public surface::
 
-    load_inventory(path, *, git_ref=None, repo=None) -> Inventory   # raises InventoryError
-    validate_inventory(path, *, git_ref=None, repo=None) -> list[Problem]
+    load_inventory(path, *, git_ref=None, repo=None, strict=False) -> Inventory
+        # raises InventoryError (errors only; warnings land in Inventory.warnings)
+    validate_inventory(path, *, git_ref=None, repo=None, strict=False) -> list[Problem]
     write_fleet(root, *, edge_sites, seed=1, ...)                   # a deterministic fleet
 
 Imported lazily, so ``import werft.inventory.model`` does not pull in pandas.

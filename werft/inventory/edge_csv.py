@@ -5,7 +5,7 @@ in Python to *check* them:
 
 - one regular expression for a whole well-formed row runs over the file text in C
   (``re.subn`` counts the rows it matches). When every row matches -- the normal case --
-  the per-cell syntax rules all hold and are skipped;
+  the per-cell syntax rules and length limits all hold and are skipped;
 - otherwise each rule is one vectorised operation over a column (``str.fullmatch``,
   ``isin`` over the column's distinct values, ``to_numeric`` + ``between``), and only the
   rows a rule rejects are turned into Problems.
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from werft.errors import Problem
+from werft.inventory.model import DNS_NAME_MAX, TEXT_MAX, URL_MAX
 from werft.inventory.rules import (
     BMC_ADDRESS_RE,
     FIX_LATITUDE,
@@ -43,6 +44,7 @@ from werft.inventory.rules import (
     URL_PASSWORD_RE,
     VERSION_RE,
     bmc_address_problem,
+    too_long,
 )
 
 COLUMNS = (
@@ -59,23 +61,41 @@ COLUMNS = (
 )
 # Cells that may be left empty: the version then comes from the profile or fleet defaults.
 OPTIONAL = frozenset({"kubernetes_version", "owner"})
+# The longest value each column may hold, as for the same fields in YAML. A longer cell is
+# reported by its length (never echoed) and its row is left out of every other check.
+CELL_MAX = {
+    "site": DNS_NAME_MAX,
+    "region": DNS_NAME_MAX,
+    "latitude": 32,
+    "longitude": 32,
+    "profile": DNS_NAME_MAX,
+    "kubernetes_version": DNS_NAME_MAX,
+    "bmc_address": URL_MAX,
+    "bmc_credentials": DNS_NAME_MAX,
+    "boot_mac": DNS_NAME_MAX,
+    "owner": TEXT_MAX,
+}
 FIRST_ROW_LINE = 2  # the header is line 1
 
 
 # The regex of one cell of a well-formed row, per column (the fast path above). Each is
-# at least as strict as the column's own rules below, and none can match a comma, so a
-# row with the header's number of fields matches only cell by cell.
+# at least as strict as the column's own rules below, within the column's length limit
+# (names, MACs and refs by their pattern, the others by explicit bounds), and none can
+# match a comma, so a row with the header's number of fields matches only cell by cell.
 _CELL = {
     "site": NAME_RE,
     "region": NAME_RE,
     "profile": NAME_RE,
-    "latitude": r"-?\d{1,3}(?:\.\d+)?",
-    "longitude": r"-?\d{1,3}(?:\.\d+)?",
-    "kubernetes_version": f"(?:{VERSION_RE})?",
-    "bmc_address": BMC_ADDRESS_RE.replace("#@]", "#@,]"),
+    "latitude": r"-?\d{1,3}(?:\.\d{1,27})?",
+    "longitude": r"-?\d{1,3}(?:\.\d{1,27})?",
+    "kubernetes_version": r"(?:v?\d{1,20}\.\d{1,20}\.\d{1,20})?",
+    # a URL has no simple length-bounded shape: a lookahead holds it to its limit
+    "bmc_address": f"(?=[^,\\r\\n]{{0,{CELL_MAX['bmc_address']}}}(?:,|\\r?$))"
+    + BMC_ADDRESS_RE.replace("#@]", "#@,]"),
     "bmc_credentials": SECRET_REF_RE,
     "boot_mac": MAC_RE,
-    "owner": r"(?![A-Za-z][A-Za-z0-9+.-]*://[^/@\s:,]+:[^/@\s,]*@)[^,\r\n\"]*",
+    "owner": r"(?![A-Za-z][A-Za-z0-9+.-]*://[^/@\s:,]+:[^/@\s,]*@)"
+    + rf"[^,\r\n\"]{{0,{CELL_MAX['owner']}}}",
 }
 
 
@@ -159,6 +179,9 @@ def read_edge_csv(rel: str, file: str, data: bytes) -> tuple[EdgeTable | None, l
     table = EdgeTable(rel, file, frame)
     well_formed = _row_pattern(header).subn("", text)[1] == len(frame)
     if not well_formed:
+        over = check_lengths(table, problems)
+        if over.any():
+            table.frame = frame = frame[~over]
         empty = (frame == "").all(axis=1)
         if empty.any():
             table.report(
@@ -259,6 +282,24 @@ def _field_count_problems(file: str, text: str, expected: int) -> list[Problem]:
                 )
             )
     return problems or [Problem(file, None, "row", "the CSV cannot be parsed", "")]
+
+
+def check_lengths(table: EdgeTable, problems: list[Problem]) -> np.ndarray:
+    """Report every cell longer than its column's limit; the rows holding one, as a mask."""
+    over = np.zeros(len(table.frame), dtype=bool)
+    for column, limit in CELL_MAX.items():
+        lengths = table.frame[column].str.len().to_numpy()
+        long_cells = lengths > limit
+        if long_cells.any():
+            table.report(
+                problems,
+                long_cells,
+                column,
+                lambda v, c=column, n=limit: too_long(c, len(v), n)[0],
+                lambda v, n=limit: too_long("", len(v), n)[1],
+            )
+            over |= long_cells
+    return over
 
 
 def _bad_values(values: pd.Series, regex: str) -> pd.Series:

@@ -44,18 +44,27 @@ from werft.inventory.validate import Checked, check_tree
 
 
 def load_inventory(
-    path: Path | str, *, git_ref: str | None = None, repo: Path | None = None
+    path: Path | str,
+    *,
+    git_ref: str | None = None,
+    repo: Path | None = None,
+    strict: bool = False,
 ) -> Inventory:
     """The validated inventory in folder ``path`` (at revision ``git_ref`` of ``repo``).
 
-    Raises ``InventoryError`` with every problem found, or ``InventoryNotFound`` (a usage
-    error) when the folder, repository or revision does not exist.
+    Raises ``InventoryError`` with every error found, or ``InventoryNotFound`` (a usage
+    error) when the folder, repository or revision does not exist. Warnings do not stop
+    loading (they are in ``Inventory.warnings``) unless ``strict`` makes them errors.
     """
     with _bulk():
         origin, checked = _check(path, git_ref, repo)
-        if checked.problems:
-            raise InventoryError(checked.problems)
-        return _assemble(origin, checked)
+        problems = _strictly(checked.problems) if strict else checked.problems
+        errors = [p for p in problems if p.is_error]
+        if errors:
+            raise InventoryError(errors)
+        inventory = _assemble(origin, checked)
+        inventory.warnings = [p for p in problems if not p.is_error]
+        return inventory
 
 
 @dataclass
@@ -69,14 +78,30 @@ class Validation:
     machines: int
 
     @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if not p.is_error]
+
+    @property
     def valid(self) -> bool:
-        return not self.problems
+        """No errors (warnings allowed)."""
+        return not self.errors
 
 
 def check_inventory(
-    path: Path | str, *, git_ref: str | None = None, repo: Path | None = None
+    path: Path | str,
+    *,
+    git_ref: str | None = None,
+    repo: Path | None = None,
+    strict: bool = False,
 ) -> Validation:
-    """Validate without building the inventory (no per-row objects for edge sites)."""
+    """Validate without building the inventory (no per-row objects for edge sites).
+
+    ``problems`` holds errors and warnings in file order; ``strict`` makes every warning an
+    error."""
     with _bulk():
         origin, checked = _check(path, git_ref, repo)
     sites = {tier.value: 0 for tier in Tier}
@@ -86,7 +111,7 @@ def check_inventory(
     sites[Tier.EDGE.value] += edge_rows
     return Validation(
         origin=origin,
-        problems=checked.problems,
+        problems=_strictly(checked.problems) if strict else checked.problems,
         sites=sites,
         clusters=len(checked.clusters) + edge_rows,
         machines=sum(len(c.machines) for c in checked.clusters.values()) + edge_rows,
@@ -94,10 +119,19 @@ def check_inventory(
 
 
 def validate_inventory(
-    path: Path | str, *, git_ref: str | None = None, repo: Path | None = None
+    path: Path | str,
+    *,
+    git_ref: str | None = None,
+    repo: Path | None = None,
+    strict: bool = False,
 ) -> list[Problem]:
-    """Every problem of the inventory at ``path``; empty when it is valid."""
-    return check_inventory(path, git_ref=git_ref, repo=repo).problems
+    """Every error of the inventory at ``path``; empty when it is valid. Warnings are left
+    out (``check_inventory`` has them) unless ``strict`` makes them errors."""
+    return check_inventory(path, git_ref=git_ref, repo=repo, strict=strict).errors
+
+
+def _strictly(problems: list[Problem]) -> list[Problem]:
+    return [p if p.is_error else p.as_error() for p in problems]
 
 
 def _check(path: Path | str, git_ref: str | None, repo: Path | None) -> tuple[str, Checked]:
@@ -138,6 +172,7 @@ def _assemble(origin: str, checked: Checked) -> Inventory:
         clusters=clusters,
         files=checked.files,
         sources=sources,
+        policies={name: policy for name, (_, policy) in checked.policies.items()},
     )
 
 

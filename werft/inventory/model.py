@@ -32,13 +32,24 @@ VERSION_PATTERN = r"^v?\d+\.\d+\.\d+$"
 # A credentialsRef names a secret; it never holds one.
 SECRET_REF_PATTERN = r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+# Length limits on every string, so a hostile value (a megabyte in one field) is a Problem
+# with its file and line, never something the fleet is built from.
+DNS_NAME_MAX = 63  # a DNS-1123 label
+URL_MAX = 2048  # what browsers, proxies and BMC web servers accept
+TEXT_MAX = 1024  # free text: descriptions, owners, labels, paths
+VALUE_TEXT_MAX = 65536  # a string inside an add-on's values (a CA bundle, a config snippet)
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=DNS_NAME_MAX)]
+Url = Annotated[str, Field(max_length=URL_MAX)]
+Text = Annotated[str, Field(max_length=TEXT_MAX)]
+Version = Annotated[str, Field(pattern=VERSION_PATTERN, max_length=DNS_NAME_MAX)]
+SecretRef = Annotated[str, Field(pattern=SECRET_REF_PATTERN, max_length=DNS_NAME_MAX)]
 
 
 # Kubernetes spells acronyms in capitals (bootMACAddress, podCIDR, memoryMiB); plain
 # camelCase would give bootMacAddress. The Kubernetes spelling is the canonical one (used in
 # messages and when dumping); the plain camelCase spelling is still accepted on input.
-_ACRONYMS = {"mac": "MAC", "cidr": "CIDR", "mib": "MiB", "gib": "GiB"}
+_ACRONYMS = {"mac": "MAC", "cidr": "CIDR", "mib": "MiB", "gib": "GiB", "ttl": "TTL"}
 
 
 def to_kube_camel(name: str) -> str:
@@ -81,8 +92,8 @@ class Role(StrEnum):
 
 class Metadata(Spec):
     name: Name
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[Text, Text] = Field(default_factory=dict)
+    annotations: dict[Text, Text] = Field(default_factory=dict)
 
 
 # --- Fleet -------------------------------------------------------------------------------
@@ -97,6 +108,9 @@ class TierPolicy(Spec):
     max_failures: int | str = 0
     # Edge sites that do not answer are deferred to the next run instead of failing it.
     defer_unreachable: bool = False
+    # Seconds a site must stay unreachable (refused, timed out; not 5xx), probe after
+    # probe, before a stage calls it Unreachable; a blip shorter than this is retried.
+    defer_after: float = Field(15.0, ge=0, le=3600)
 
     @field_validator("max_failures")
     @classmethod
@@ -125,27 +139,72 @@ class Rollout(Spec):
 
 
 class FleetDefaults(Spec):
-    kubernetes_version: Annotated[str, Field(pattern=VERSION_PATTERN)] | None = None
+    kubernetes_version: Version | None = None
     distribution: Distribution = Distribution.KUBEADM
     addon_sets: list[Name] = Field(default_factory=list)
     # The API endpoint of clusters that do not set network.controlPlaneEndpoint (edge CSV
     # rows): "{cluster}" and "{site}" are replaced, e.g. "https://{cluster}.edge.example:6443".
-    api_endpoint_template: str | None = None
+    api_endpoint_template: Url | None = None
+    # How long a node may join with a seed's bootstrap token (kubeadm's default, 24 h);
+    # werft renders a fresh one for machines it installs after half of that.
+    bootstrap_token_ttl_hours: int = Field(24, ge=1, le=8760)
 
 
 class Artifacts(Spec):
     """Where machines fetch boot artifacts (OS images, NoCloud seeds)."""
 
-    base_url: str
+    base_url: Url
     # Local folder werft publishes seeds into; served at base_url (the simulator serves it).
-    publish_dir: str = ".werft/artifacts"
+    publish_dir: Text = ".werft/artifacts"
+
+
+class Remediation(StrEnum):
+    REPORT = "report"  # drift is reported; nothing changes
+    REMEDIATE = "remediate"  # the provisioning stages bring the clusters back
+
+
+_DURATION = re.compile(r"^(\d{1,6})(s|m|h|d)$")
+_DURATION_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class DriftPolicy(Spec):
+    """What a drift check does with the drift it finds (werft/drift/policy.py)."""
+
+    remediation: Remediation = Remediation.REPORT
+    # Remediate only drift that has persisted this long ("30m", "2h", "1d").
+    after: Annotated[str, Field(max_length=16)] | None = None
+
+    @field_validator("after")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not _DURATION.match(value):
+            raise ValueError("must be a duration like 90s, 30m, 2h or 1d")
+        return value
+
+    @model_validator(mode="after")
+    def _after_needs_remediate(self) -> DriftPolicy:
+        if self.after is not None and self.remediation is not Remediation.REMEDIATE:
+            raise ValueError("'after' only applies to remediation: remediate")
+        return self
+
+    @property
+    def after_seconds(self) -> float:
+        match = _DURATION.match(self.after or "0s")
+        return float(int(match[1]) * _DURATION_S[match[2]]) if match else 0.0
+
+
+class FleetDrift(DriftPolicy):
+    """The fleet's default drift policy, and one per tier that overrides it."""
+
+    tiers: dict[Tier, DriftPolicy] = Field(default_factory=dict)
 
 
 class FleetSpec(Spec):
-    kubernetes_versions: list[Annotated[str, Field(pattern=VERSION_PATTERN)]] = Field(min_length=1)
+    kubernetes_versions: list[Version] = Field(min_length=1)
     defaults: FleetDefaults = Field(default_factory=FleetDefaults)
     artifacts: Artifacts
     rollout: Rollout = Field(default_factory=Rollout)
+    drift: FleetDrift = Field(default_factory=FleetDrift)
 
 
 # --- Site --------------------------------------------------------------------------------
@@ -154,14 +213,14 @@ class FleetSpec(Spec):
 class Location(Spec):
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
-    address: str = ""
+    address: Text = ""
 
 
 class SiteSpec(Spec):
     tier: Tier
     region: Name
     location: Location | None = None
-    owners: list[str] = Field(default_factory=list)
+    owners: list[Text] = Field(default_factory=list)
 
 
 # --- Cluster -----------------------------------------------------------------------------
@@ -172,20 +231,20 @@ class BMC(Spec):
     (``redfish://`` means https). The system id is the last path segment; the service root is
     everything up to and including ``/redfish/v1``."""
 
-    address: str
-    credentials_ref: Annotated[str, Field(pattern=SECRET_REF_PATTERN)]
+    address: Url
+    credentials_ref: SecretRef
     disable_certificate_verification: bool = False
-    ca_bundle: str | None = None
+    ca_bundle: Text | None = None
 
 
 class VMSpec(Spec):
     """A VM on the site's hypervisor, for the libvirt provider."""
 
-    host: str  # libvirt URI, e.g. qemu+ssh://hv1.fra1/system or test:///default
+    host: Url  # libvirt URI, e.g. qemu+ssh://hv1.fra1/system or test:///default
     cpus: int = Field(2, ge=1, le=256)
     memory_mib: int = Field(4096, ge=256)
     disk_gib: int = Field(40, ge=1)
-    network: str = "default"
+    network: Text = "default"
 
 
 class Machine(Spec):
@@ -209,12 +268,12 @@ class Machine(Spec):
 
 
 class Network(Spec):
-    pod_cidr: str = "10.244.0.0/16"
-    service_cidr: str = "10.96.0.0/12"
+    pod_cidr: Text = "10.244.0.0/16"
+    service_cidr: Text = "10.96.0.0/12"
     # The machines' own subnet at the site; must not overlap other clusters' at the site.
-    node_cidr: str | None = None
+    node_cidr: Text | None = None
     # The API endpoint the cluster will answer on, e.g. https://10.20.0.10:6443.
-    control_plane_endpoint: str | None = None
+    control_plane_endpoint: Url | None = None
 
 
 class ReplicaSpec(Spec):
@@ -224,25 +283,25 @@ class ReplicaSpec(Spec):
 class ClusterShape(Spec):
     """The fields a Profile may set and a Cluster may override."""
 
-    kubernetes_version: Annotated[str, Field(pattern=VERSION_PATTERN)] | None = None
+    kubernetes_version: Version | None = None
     distribution: Distribution | None = None
     control_plane: ReplicaSpec | None = None
     workers: ReplicaSpec | None = None
     network: Network | None = None
     addon_sets: list[Name] | None = None
     # URL of the installer ISO: absolute, or relative to the fleet's artifacts.baseUrl.
-    os_image: str | None = None
+    os_image: Url | None = None
     vm: VMSpec | None = None  # default VM spec for machines the profile expands
 
 
 class ProfileSpec(ClusterShape):
-    description: str = ""
+    description: Text = ""
 
 
 class ClusterSpec(ClusterShape):
     site: Name
     profile: Name | None = None
-    owners: list[str] = Field(default_factory=list)
+    owners: list[Text] = Field(default_factory=list)
     machines: list[Machine] = Field(default_factory=list)
 
 
@@ -251,17 +310,85 @@ class ClusterSpec(ClusterShape):
 
 class Addon(Spec):
     name: Name
-    version: str
+    version: Text
     # Manifest templates (jinja2), relative to the AddonSet document's folder.
-    manifests: list[str] = Field(min_length=1)
-    values: dict[str, object] = Field(default_factory=dict)
+    manifests: list[Text] = Field(min_length=1)
+    values: dict[Text, object] = Field(default_factory=dict)
     # Names of add-ons (in any of the cluster's sets) that must be applied first.
     depends_on: list[Name] = Field(default_factory=list)
 
+    @field_validator("values")
+    @classmethod
+    def _values_bounded(cls, values: dict[str, object]) -> dict[str, object]:
+        too_long = _first_long_string(values, VALUE_TEXT_MAX)
+        if too_long is not None:
+            where, length = too_long
+            raise ValueError(
+                f"{where or 'a value'} is {length:,} characters long; at most "
+                f"{VALUE_TEXT_MAX:,} in add-on values (put large content in a manifest file)"
+            )
+        return values
+
+
+def _first_long_string(value: object, limit: int, where: str = "") -> tuple[str, int] | None:
+    """(path, length) of the first string in a nested value longer than ``limit``."""
+    pending: list[tuple[str, object]] = [(where, value)]
+    while pending:  # iterative: nesting depth is the YAML's, not bounded by Python's stack
+        path, item = pending.pop()
+        if isinstance(item, str) and len(item) > limit:
+            return path, len(item)
+        if isinstance(item, dict):
+            pending += [(f"{path}.{k}" if path else str(k), v) for k, v in item.items()]
+        elif isinstance(item, list):
+            pending += [(f"{path}[{i}]", v) for i, v in enumerate(item)]
+    return None
+
 
 class AddonSetSpec(Spec):
-    version: str
+    version: Text
     addons: list[Addon] = Field(min_length=1)
+    # Take fields of these add-ons' objects over from other field managers (server-side
+    # apply's force). Off: a field someone else owns is a conflict that names them.
+    force_conflicts: bool = False
+    # Overrides the Fleet's (and the tier's) drift policy for these add-ons' objects.
+    drift: DriftPolicy | None = None
+
+
+# --- Policy ------------------------------------------------------------------------------
+
+# A CEL expression (werft.gitops.policy evaluates them); long enough for real rules, bounded
+# like every other string.
+CelText = Annotated[str, Field(min_length=1, max_length=4096)]
+Operation = Literal["CREATE", "UPDATE", "DELETE"]
+
+
+class PolicyMatch(Spec):
+    """Which changed objects a rule looks at; an empty list matches every value."""
+
+    kinds: list[Literal["Fleet", "Site", "Profile", "Cluster", "AddonSet", "Policy"]] = Field(
+        default_factory=list
+    )
+    operations: list[Operation] = Field(default_factory=list)
+
+
+class PolicyRule(Spec):
+    """One rule: for every matching changed object where ``when`` holds, ``expression``
+    must be true, or the change is denied with ``message`` and who could approve it."""
+
+    name: Name
+    match: PolicyMatch = Field(default_factory=PolicyMatch)
+    when: CelText | None = None
+    expression: CelText
+    message: Text = ""
+    # Teams or people who could approve a denied change (named in the denial).
+    approvers: list[Text] = Field(default_factory=list)
+
+
+class PolicySpec(Spec):
+    description: Text = ""
+    # Team -> members (forge logins); merged across Policy documents.
+    teams: dict[Name, list[Text]] = Field(default_factory=dict)
+    rules: list[PolicyRule] = Field(default_factory=list)
 
 
 # --- documents ---------------------------------------------------------------------------
@@ -297,10 +424,16 @@ class AddonSet(Document):
     spec: AddonSetSpec
 
 
+class Policy(Document):
+    kind: Literal["Policy"]
+    spec: PolicySpec
+
+
 KINDS: dict[str, type[Document]] = {
     "Fleet": Fleet,
     "Site": Site,
     "Profile": Profile,
     "Cluster": Cluster,
     "AddonSet": AddonSet,
+    "Policy": Policy,
 }

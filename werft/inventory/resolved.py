@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from werft.errors import Problem
 from werft.inventory.model import (
     AddonSet,
     Distribution,
     Fleet,
     Machine,
     Network,
+    Policy,
     Profile,
     Site,
     Tier,
@@ -77,6 +79,10 @@ class Inventory:
     # them relative to its own file: join dirname(sources[("AddonSet", name)].file).
     files: dict[str, str] = field(default_factory=dict)
     sources: dict[tuple[str, str], Source] = field(default_factory=dict)
+    # What validation warned about (http:// with credentials, ...): reported, never blocking.
+    warnings: list[Problem] = field(default_factory=list)
+    # Change policies (werft.gitops.policy): who may change what, by pull request.
+    policies: dict[str, Policy] = field(default_factory=dict)
 
     def site_of(self, cluster: ResolvedCluster) -> Site:
         return self.sites[cluster.site]

@@ -54,6 +54,27 @@ FIX_LONGITUDE = "degrees east, a number from -180 to 180, e.g. 8.6821"
 FIX_CIDR = "an IPv4 or IPv6 network like 10.244.0.0/16 (host bits zero)"
 
 
+# A value quoted back in a message is cut to this many characters: a hostile megabyte is
+# reported by its length, not printed.
+ECHO_MAX = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for a message, cut to ``ECHO_MAX`` characters with the full length."""
+    text = repr(value)
+    if len(text) <= ECHO_MAX:
+        return text
+    return f"{text[: ECHO_MAX - 1]}... ({len(str(value)):,} characters)"
+
+
+def too_long(what: str, length: int, limit: int) -> tuple[str, str]:
+    """(message, fix) for a value over its length limit."""
+    return (
+        f"{what} is {length:,} characters long; at most {limit:,} are allowed",
+        f"shorten it to {limit:,} characters or fewer",
+    )
+
+
 def normalise_version(version: str) -> str:
     """``v1.31.4`` -> ``1.31.4``: the form every stage compares and renders."""
     return version[1:] if version.startswith("v") else version

@@ -24,7 +24,15 @@ from werft.inventory.model import (
     VERSION_PATTERN,
     Document,
 )
-from werft.inventory.rules import FIX_LATITUDE, FIX_LONGITUDE, FIX_MAC, FIX_NAME, FIX_SECRET_REF
+from werft.inventory.rules import (
+    FIX_LATITUDE,
+    FIX_LONGITUDE,
+    FIX_MAC,
+    FIX_NAME,
+    FIX_SECRET_REF,
+    shown,
+    too_long,
+)
 from werft.inventory.rules import FIX_VERSION as _FIX_VERSION
 from werft.inventory.yamldocs import Path_, RawDoc, format_path
 
@@ -59,7 +67,9 @@ def validate_document(doc: RawDoc) -> tuple[Document | None, list[Problem]]:
     if data.get("apiVersion") != API_VERSION:
         got = data.get("apiVersion")
         message = (
-            "apiVersion is missing" if got is None else f"apiVersion {got!r} is not {API_VERSION}"
+            "apiVersion is missing"
+            if got is None
+            else f"apiVersion {shown(got)} is not {API_VERSION}"
         )
         return None, [
             doc.problem(
@@ -73,7 +83,7 @@ def validate_document(doc: RawDoc) -> tuple[Document | None, list[Problem]]:
         return None, [
             doc.problem(
                 ("kind",),
-                f"kind {data.get('kind')!r} is not an inventory kind",
+                f"kind {shown(data.get('kind'))} is not an inventory kind",
                 _FIELD_FIXES["kind"],
             )
         ]
@@ -134,6 +144,9 @@ def _explain(
     kind = error["type"]
     value = error.get("input")
     msg = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "string_too_long":
+        what = f"'{leaf}'" if len(leaf) <= 64 else "a key"
+        return too_long(what, len(value), int(error["ctx"]["max_length"]))
     if kind == "string_type" and written is not None and value is not None:
         return (
             f"YAML reads the unquoted {written} as a {type(value).__name__}, not text",
@@ -144,7 +157,7 @@ def _explain(
         what, fix = _PATTERNS.get(pattern, ("valid", ""))
         if pattern == SECRET_REF_PATTERN:  # never echo what may be the password itself
             return f"{leaf} is not {what} name", fix
-        return f"{value!r} is not {what}", fix
+        return f"{shown(value)} is not {what}", fix
     if kind == "missing":
         return f"required field '{leaf}' is missing", f"add '{leaf}'"
     if kind == "extra_forbidden":
@@ -156,9 +169,9 @@ def _explain(
         return f"unknown field '{leaf}'", f"remove it; fields allowed here: {listing}"
     fix = _FIELD_FIXES.get(leaf, "")
     if kind == "value_error":  # our own validators: the value, then what is wrong with it
-        return (f"{value!r}: {msg}" if _is_scalar(value) else msg), fix
+        return (f"{shown(value)}: {msg}" if _is_scalar(value) else msg), fix
     if _is_scalar(value):
-        return f"{value!r}: {msg}", fix
+        return f"{shown(value)}: {msg}", fix
     return msg, fix
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
 from werft.inventory.load import Validation
 from werft.inventory.model import Tier
 from werft.inventory.resolved import Inventory
+from werft.tables import print_table
 
 TIER_ORDER = {Tier.CORE: 0, Tier.NEAR_EDGE: 1, Tier.EDGE: 2}
 
@@ -106,28 +106,35 @@ def machines_frame(inventory: Inventory, limit: int | None = None) -> tuple[pd.D
 
 def render(inventory: Inventory, console: Console, *, limit: int | None = 25) -> None:
     """Print the three tables; ``limit`` caps the cluster and machine tables (None: all)."""
-    console.print(_table("Sites by tier and region", sites_by_region(inventory)))
+    _print(console, "Sites by tier and region", sites_by_region(inventory))
     frame, total = clusters_frame(inventory, limit)
-    console.print(_table("Clusters", frame, total))
+    _print(console, "Clusters", frame, total)
     frame, total = machines_frame(inventory, limit)
-    console.print(_table("Machines", frame, total))
+    _print(console, "Machines", frame, total)
 
 
-def _table(title: str, frame: pd.DataFrame, total: int | None = None) -> Table:
+def as_json(inventory: Inventory, *, limit: int | None = 25) -> dict[str, object]:
+    """The same tables for machines (`werft inventory show --output json`)."""
+    clusters, cluster_total = clusters_frame(inventory, limit)
+    machines, machine_total = machines_frame(inventory, limit)
+    return {
+        "sites": sites_by_region(inventory).to_dict(orient="records"),
+        "clusters": clusters.to_dict(orient="records"),
+        "clusters_total": cluster_total,
+        "machines": machines.to_dict(orient="records"),
+        "machines_total": machine_total,
+    }
+
+
+def _print(console: Console, title: str, frame: pd.DataFrame, total: int | None = None) -> None:
     caption = None
     if total is not None and total > len(frame):
         caption = f"{len(frame)} of {total} shown (--limit N or --all for more)"
-    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
-    last = len(frame.columns) - 1
-    for index, column in enumerate(frame.columns):
-        numeric = pd.api.types.is_numeric_dtype(frame[column])
-        # Every column but the last (a long URL) stays on one line; the last one folds.
-        table.add_column(
-            str(column),
-            justify="right" if numeric else "left",
-            no_wrap=index < last,
-            overflow="fold",
-        )
-    for row in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    return table
+    print_table(
+        console,
+        title,
+        [str(c) for c in frame.columns],
+        [list(row) for row in frame.itertuples(index=False)],
+        caption=caption,
+        numeric=[pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns],
+    )

@@ -15,6 +15,8 @@ from typing import Protocol
 
 from werft.errors import WerftError
 
+_CHUNK = 2**20  # bytes per piece when a file is scanned rather than held whole
+
 
 class InventoryNotFound(WerftError):
     """The inventory folder, repository or revision does not exist (a usage error)."""
@@ -28,6 +30,14 @@ class Tree(Protocol):
     def files(self) -> list[str]: ...
 
     def read(self, rel: str) -> bytes: ...
+
+    def size(self, rel: str) -> int:
+        """The file's size in bytes, without reading it."""
+        ...
+
+    def chunks(self, rel: str) -> Iterator[bytes]:
+        """The file's bytes a piece at a time (to look into a file too big to hold)."""
+        ...
 
     def exists(self, rel: str) -> bool: ...
 
@@ -63,6 +73,14 @@ class DirTree:
     def read(self, rel: str) -> bytes:
         return (self.root / rel).read_bytes()
 
+    def size(self, rel: str) -> int:
+        return (self.root / rel).stat().st_size
+
+    def chunks(self, rel: str) -> Iterator[bytes]:
+        with (self.root / rel).open("rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                yield chunk
+
     def exists(self, rel: str) -> bool:
         return (self.root / rel).is_file()
 
@@ -87,7 +105,10 @@ class GitTree:
             commit = self._repo.commit(ref)
         except (git.BadName, ValueError, git.GitCommandError) as exc:
             self.close()
-            raise InventoryNotFound(f"revision {ref!r} not found in {repo_dir}") from exc
+            raise InventoryNotFound(
+                f"revision {ref!r} not found in {repo_dir} (give a branch, tag or commit "
+                "that `git rev-parse` knows; fetch it first if it is only on a remote)"
+            ) from exc
         tree = commit.tree
         if str(folder) not in ("", "."):
             try:
@@ -119,6 +140,20 @@ class GitTree:
     def read(self, rel: str) -> bytes:
         return self._blobs[rel].data_stream.read()  # type: ignore[attr-defined]
 
+    def size(self, rel: str) -> int:
+        return int(self._blobs[rel].size)  # type: ignore[attr-defined]
+
+    def chunks(self, rel: str) -> Iterator[bytes]:
+        stream = self._blobs[rel].data_stream  # type: ignore[attr-defined]
+        try:
+            while chunk := stream.read(_CHUNK):
+                yield chunk
+        finally:
+            # git cat-file serves every blob through one pipe: a blob left half-read would
+            # be read as the start of the next one, so the rest is drained (and dropped).
+            while stream.read(_CHUNK):
+                pass
+
     def exists(self, rel: str) -> bool:
         return rel in self._blobs
 
@@ -140,8 +175,16 @@ def open_tree(path: Path | str, *, git_ref: str | None = None, repo: Path | None
     """
     path = Path(path)
     if git_ref is None:
+        if path.exists() and not path.is_dir():
+            raise InventoryNotFound(
+                f"{path} is a file, not a folder: give the inventory folder (the one that "
+                "holds fleet.yaml)"
+            )
         if not path.is_dir():
-            raise InventoryNotFound(f"inventory folder {path} does not exist")
+            raise InventoryNotFound(
+                f"inventory folder {path} does not exist (give the folder that holds "
+                "fleet.yaml; the default is ./inventory)"
+            )
         return DirTree(path)
     if repo is not None:
         repo_dir = Path(repo).resolve()

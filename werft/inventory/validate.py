@@ -22,14 +22,22 @@ import pandas as pd
 
 from werft.errors import Problem
 from werft.inventory.edge_csv import EdgeTable, read_edge_csv
+from werft.inventory.limits import (
+    MAX_CSV_BYTES,
+    MAX_MANIFEST_BYTES,
+    MAX_YAML_BYTES,
+    read_bounded,
+)
 from werft.inventory.model import (
     AddonSet,
     Document,
     Fleet,
     Network,
+    Policy,
     Site,
     Tier,
 )
+from werft.inventory.plaintext import plaintext_warnings
 from werft.inventory.resolve import (
     CIDR_FIELDS,
     ClusterFacts,
@@ -64,6 +72,7 @@ class Checked:
     ctx: FleetContext
     sites: dict[str, Site] = field(default_factory=dict)
     addon_sets: dict[str, tuple[RawDoc, AddonSet]] = field(default_factory=dict)
+    policies: dict[str, tuple[RawDoc, Policy]] = field(default_factory=dict)
     clusters: dict[str, ResolvedCluster] = field(default_factory=dict)
     edges: list[EdgeTable] = field(default_factory=list)
     edge_shapes: dict[str, Shape] = field(default_factory=dict)
@@ -107,6 +116,7 @@ def check_tree(tree: Tree) -> Checked:
     )
     checked = Checked(ctx=ctx, sites=ctx.sites)
     checked.addon_sets = first(typed.get("AddonSet", []))  # type: ignore[assignment]
+    checked.policies = first(typed.get("Policy", []))  # type: ignore[assignment]
     for kind, items in typed.items():
         for doc, model in items:
             checked.sources.setdefault((kind, model.metadata.name), Source(doc.rel, doc.line))
@@ -126,14 +136,26 @@ def check_tree(tree: Tree) -> Checked:
             checked.clusters.setdefault(resolved.name, resolved)
 
     for rel in (p for p in paths if p.endswith(".csv") and p not in templates):
-        table, csv_problems = read_edge_csv(rel, tree.display(rel), tree.read(rel))
+        data = read_bounded(tree, rel, MAX_CSV_BYTES, "csv")
+        if isinstance(data, Problem):
+            problems.append(data)
+            continue
+        table, csv_problems = read_edge_csv(rel, tree.display(rel), data)
         problems += csv_problems
         if table is not None:
             checked.edges.append(table)
     problems += _edge_problems(checked)
     problems += _cidr_overlaps(facts, checked)
     problems += _fleet_duplicates(typed, facts, checked.edges)
+    problems += plaintext_warnings(
+        facts,
+        [doc for doc, _ in typed.get("Cluster", [])],
+        checked.edges,
+        fleet_doc,
+        ctx.endpoint_template,
+    )
     problems += _dependency_problems(checked)
+    problems += _policy_problems(checked)
     checked.problems = _ordered(problems)
     return checked
 
@@ -151,8 +173,12 @@ def _parse_yaml(
     parsed: dict[str, tuple[list[RawDoc], list[Problem]]] = {}
     for rel in paths:
         file = tree.display(rel)
+        data = read_bounded(tree, rel, MAX_YAML_BYTES, "yaml")
+        if isinstance(data, Problem):  # dropped below if it is a template (its own limit)
+            parsed[rel] = ([], [data])
+            continue
         try:
-            text = tree.read(rel).decode("utf-8-sig")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             parsed[rel] = (
                 [],
@@ -360,8 +386,12 @@ def _addon_set_problems(tree: Tree, checked: Checked) -> list[Problem]:
                     )
                 )
             else:
+                data = read_bounded(tree, key, MAX_MANIFEST_BYTES, "manifest")
+                if isinstance(data, Problem):
+                    problems.append(data)
+                    continue
                 try:
-                    checked.files[key] = tree.read(key).decode("utf-8")
+                    checked.files[key] = data.decode("utf-8")
                 except UnicodeDecodeError:
                     problems.append(
                         doc.problem(path, f"manifest {key} is not UTF-8 text", "save it as UTF-8")
@@ -717,3 +747,30 @@ def _ordered(problems: list[Problem]) -> list[Problem]:
         key = (problem.file, problem.line, problem.field) if secret else problem
         unique.setdefault(key, problem)
     return sorted(unique.values(), key=lambda p: (p.file, p.line or 0))
+
+
+# --- Policies ----------------------------------------------------------------------------
+
+
+def _policy_problems(checked: Checked) -> list[Problem]:
+    """Every CEL expression of every Policy compiles (a typo is found here, not on a PR)."""
+    if not checked.policies:
+        return []
+    from werft.gitops.cel import compile_error  # CEL is only loaded for inventories with rules
+
+    problems = []
+    for doc, policy in checked.policies.values():
+        for index, rule in enumerate(policy.spec.rules):
+            for key in ("when", "expression"):
+                text = getattr(rule, key)
+                error = compile_error(text) if text else None
+                if error:
+                    problems.append(
+                        doc.problem(
+                            ("spec", "rules", index, key),
+                            f"rule {rule.name!r}: not a valid CEL expression: {error}",
+                            "see https://github.com/google/cel-spec (e.g. "
+                            "'request.author in object.spec.owners')",
+                        )
+                    )
+    return problems

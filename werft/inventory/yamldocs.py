@@ -24,6 +24,10 @@ from werft.inventory.rules import (
 )
 
 Path_ = tuple[str | int, ...]
+_KEY_SHOWN = 64
+# Nodes that aliases may add to a document beyond those written in it: reusing a BMC block
+# for a hundred machines adds a few hundred; a "billion laughs" adds billions.
+ALIAS_EXPANSION_MAX = 10_000
 
 try:  # libyaml's composer is several times faster; marks are the same
     _Loader: type = yaml.CSafeLoader
@@ -44,7 +48,10 @@ def format_path(path: Path_) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
+            key = str(part)
+            if len(key) > _KEY_SHOWN:  # a hostile key is named by its start, not printed whole
+                key = f"{key[:_KEY_SHOWN]}..."
+            text += f".{key}" if text else key
     return text
 
 
@@ -116,6 +123,10 @@ def parse_yaml_file(rel: str, file: str, text: str) -> tuple[list[RawDoc], list[
             continue
         if isinstance(node, yaml.ScalarNode) and node.value == "" and node.tag.endswith("null"):
             continue  # an empty document between two '---'
+        bomb = alias_bomb(node, file)
+        if bomb is not None:
+            problems.append(bomb)  # nothing else of this document is looked at
+            continue
         doc = RawDoc(rel, file, index, node.start_mark.line + 1, None)
         _walk(node, (), doc, problems, depth=0)
         try:
@@ -125,6 +136,76 @@ def parse_yaml_file(rel: str, file: str, text: str) -> tuple[list[RawDoc], list[
             continue
         docs.append(doc)
     return docs, problems
+
+
+def alias_bomb(root: yaml.Node, file: str) -> Problem | None:
+    """A Problem if aliases make ``root`` expand past ``ALIAS_EXPANSION_MAX`` nodes more than
+    it holds (a "billion laughs"), or refer to themselves; None for an ordinary document.
+
+    The composer shares an anchored node among its aliases, so the node graph stays as small
+    as the text; the expansion happens in whoever walks it as a tree (the constructor's
+    consumers, pydantic, the line walk). Sizes are counted on the graph, each node once,
+    without recursion, before anything walks it.
+    """
+    children = _children
+    distinct = _count_distinct(root)
+    limit = distinct + ALIAS_EXPANSION_MAX
+    size: dict[int, int] = {}
+    on_stack: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_stack.discard(key)
+            total = 1 + sum(size[id(child)] for child in children(node))
+            size[key] = min(total, limit + 1)  # capped: past the limit the value is moot
+            if total > limit:
+                return Problem(
+                    file,
+                    node.start_mark.line + 1,
+                    "yaml",
+                    f"aliases (*name) expand the value at this line to more than "
+                    f"{limit:,} nodes, over {ALIAS_EXPANSION_MAX:,} more than the document "
+                    "holds (a 'billion laughs'); it was not read further",
+                    "write the values out, or use fewer and smaller anchors and aliases",
+                )
+            continue
+        if key in size:
+            continue
+        on_stack.add(key)
+        stack.append((node, True))
+        for child in children(node):
+            if id(child) in on_stack:
+                return Problem(
+                    file,
+                    child.start_mark.line + 1,
+                    "yaml",
+                    "an alias refers to the value that contains it (a recursive anchor)",
+                    "replace the alias with the values it should hold",
+                )
+            if id(child) not in size:
+                stack.append((child, False))
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _count_distinct(root: yaml.Node) -> int:
+    seen: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            pending += _children(node)
+    return len(seen)
 
 
 def _walk(node: yaml.Node, path: Path_, doc: RawDoc, problems: list[Problem], depth: int) -> None:

@@ -10,14 +10,17 @@ its cluster (so a reboot does not reinstall it), and ``power_on`` for an install
 machine that lost power (from its disk, never the installer). ``mutations_sent`` counts
 the mutating calls per machine, those of failed operations included. Every failure
 arrives as a ``TransientError`` or ``PermanentError`` with a ``reason`` (classified in
-``werft.providers.errors``).
+``werft.providers.errors``). Requests are retried at the request within the deadline a
+stage sets with ``request_deadline``; what werft did to each machine (its resets, that it
+joined) is kept in the secret store by ``MachineRecords``.
 """
 
-from werft.providers._http import HttpOptions
+from werft.providers._http import HttpOptions, request_deadline
 from werft.providers.base import MachineState, Provider, ProviderKind, is_seed_of
 from werft.providers.errors import Target, classify
 from werft.providers.libvirt import LibvirtProvider
 from werft.providers.pool import ProviderPool, provider_for, provider_key
+from werft.providers.records import MachineRecords
 from werft.providers.redfish import BmcAddress, RedfishProvider, parse_bmc_address
 from werft.providers.simulated import SimulatedProvider
 
@@ -25,6 +28,7 @@ __all__ = [
     "BmcAddress",
     "HttpOptions",
     "LibvirtProvider",
+    "MachineRecords",
     "MachineState",
     "Provider",
     "ProviderKind",
@@ -37,4 +41,5 @@ __all__ = [
     "parse_bmc_address",
     "provider_for",
     "provider_key",
+    "request_deadline",
 ]

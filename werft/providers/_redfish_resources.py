@@ -7,6 +7,7 @@ and followed by the driver, never built from hard-coded paths.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -104,10 +105,26 @@ class System(Resource):
     virtual_media: Link | None = Field(None, alias="VirtualMedia")
     links: SystemLinks = Field(default_factory=SystemLinks, alias="Links")
     boot_progress: BootProgress | None = Field(None, alias="BootProgress")
+    # ComputerSystem v1_13: when the system was last reset (ISO 8601), where reported.
+    last_reset_time: str | None = Field(None, alias="LastResetTime")
 
     @property
     def powered_on(self) -> bool:
         return self.power_state in ("On", "PoweringOn")
+
+    @property
+    def last_reset_at(self) -> float | None:
+        """``LastResetTime`` as a POSIX timestamp; None when absent or unparseable (BMCs
+        without a clock report "0001-01-01T00:00:00Z")."""
+        if not self.last_reset_time:
+            return None
+        try:
+            when = datetime.fromisoformat(self.last_reset_time.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if when.tzinfo is None or when.year < 2000:
+            return None
+        return when.timestamp()
 
     @property
     def in_post(self) -> bool:

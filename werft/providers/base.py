@@ -51,6 +51,10 @@ class MachineState(BaseModel):
     seed_outdated: bool = False
     # Same, for the installer image (the profile's osImage changed since install).
     image_outdated: bool = False
+    # The seed werft recorded when it released this machine (its Node had registered:
+    # ``werft.providers.records``), whatever the machine holds now -- ``release`` ejects
+    # the media. werft's evidence that the machine was installed; None without one.
+    joined_seed: str | None = None
     # Raw, non-secret details for tables and debugging: "power_state" as the endpoint
     # reports it (every provider), "system" (Redfish: the system's path), "boot"
     # (libvirt: the boot order).
@@ -80,6 +84,21 @@ class MachineState(BaseModel):
             and not self.boot_pending
         )
 
+    def joined_with(self, seed_url: str) -> bool:
+        """werft saw this machine join the cluster of ``seed_url`` (any seed of its own for
+        that cluster) and released it: it holds an installed OS."""
+        return self.joined_seed is not None and is_seed_of(self.joined_seed, seed_url, self.name)
+
+    def released(self, seed_url: str) -> bool:
+        """Running the OS werft installed: powered on, and werft saw it join and released
+        it. Its media may be ejected: that is the desired state once the node has joined.
+        (An override to the CD set since is the bootstrap stage's to clear again.)"""
+        return self.powered_on and self.joined_with(seed_url)
+
+    def provisioned(self, image_url: str, seed_url: str) -> bool:
+        """What the infrastructure stage wants: booting the install media, or released."""
+        return self.boots(image_url, seed_url) or self.released(seed_url)
+
 
 @runtime_checkable
 class Provider(Protocol):
@@ -108,18 +127,25 @@ class Provider(Protocol):
         restart) is restarted.
 
         A machine that is off is (re)installed: never call this for a machine that was
-        installed already and only lost power -- that is ``power_on``.
+        installed already and only lost power -- that is ``power_on``. A machine werft
+        released after it joined (``MachineState.released``) is left alone.
+
+        Re-entrant at every step: whatever an earlier call (killed, or failed at one
+        request) left done -- media inserted, override set, reset sent -- is not done
+        again, and no reset follows within the settle time of the last one werft sent
+        the machine (``werft.providers.records``).
         """
         ...
 
     async def release(self, machine: Machine) -> int:
-        """After the node has joined its cluster: make the machine boot its disk from now
-        on, so a reboot does not reinstall it (Redfish: clear a Cd boot override, which
-        BMCs that ignore Once keep for good; libvirt: boot order hd first).
+        """After the node has joined its cluster: record that it joined (the seed it was
+        installed from: ``MachineState.joined_seed``, werft's evidence that the machine is
+        installed), make it boot its disk from now on, so a reboot does not reinstall it
+        (Redfish: clear a Cd boot override, which BMCs that ignore Once keep for good;
+        libvirt: boot order hd first), and eject werft's media (the seed carries the
+        cluster's keys; ejected is the desired state from then on).
 
-        The media stay inserted: the inserted seed is how werft recognises a machine it
-        provisioned. Returns the number of mutating calls made: 0 when there is nothing to
-        change.
+        Returns the number of mutating calls made: 0 when there is nothing to change.
         """
         ...
 
@@ -180,13 +206,27 @@ def is_seed_of(url: str, desired_seed_url: str, machine: str) -> bool:
     return re.fullmatch(re.escape(machine) + r"-[0-9a-f]{12}\.iso", found["file"]) is not None
 
 
+def seed_of_machine(media: list[str], machine: str) -> str | None:
+    """The werft seed for ``machine`` among ``media`` (any cluster, any hash), if any."""
+    for url in media:
+        found = _SEED_TAIL.search(url)
+        if found and re.fullmatch(re.escape(machine) + r"-[0-9a-f]{12}\.iso", found["file"]):
+            return url
+    return None
+
+
 def assess(state: MachineState, image_url: str, seed_url: str) -> tuple[MachineState, bool]:
     """(``state`` with the outdated flags set, whether ensure must leave the machine alone).
 
-    A powered-on machine carrying a werft seed of its own was installed by werft: ensure
-    leaves it alone and only reports what differs from the desired media.
+    A powered-on machine carrying a werft seed of its own, or released by werft after it
+    joined (media ejected), was installed by werft: ensure leaves it alone and only
+    reports what differs from the desired media.
     """
-    if not state.powered_on or not any(is_seed_of(u, seed_url, state.name) for u in state.media):
+    if not state.powered_on:
+        return state, False
+    if state.released(seed_url):
+        return state, True
+    if not any(is_seed_of(u, seed_url, state.name) for u in state.media):
         return state, False
     flags = {
         "seed_outdated": seed_url not in state.media,

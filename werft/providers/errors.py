@@ -15,7 +15,9 @@ none of them fits keeps the class's generic reason and the stage names it.
 
 from __future__ import annotations
 
+import email.utils
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +50,14 @@ UNAUTHORIZED = "Unauthorized"  # permanent: 401/403 from a hypervisor
 SYSTEM_NOT_FOUND = "SystemNotFound"  # permanent: no such system/domain (or no API) there
 MEDIA_UNAVAILABLE = "MediaUnavailable"  # permanent: the endpoint could not fetch an image
 CERTIFICATE_UNTRUSTED = "CertificateUntrusted"  # permanent: TLS verification failed
+CA_BUNDLE_INVALID = "CABundleInvalid"  # permanent: the caBundle file is missing or unreadable
 CREDENTIALS_MISSING = "CredentialsMissing"  # permanent: the credentialsRef resolves to nothing
 TIMEOUT = "Timeout"  # transient: a wait of the provider's own ran out
+
+# Causes (what happened at the wire, for retry statistics; besides the HTTP status).
+TIMED_OUT = "timeout"
+REFUSED = "connection refused"
+LOST = "connection lost"
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class Target:
     endpoint: str  # host:port
     kind: str = "BMC"  # "BMC", "hypervisor", "libvirt"
     credentials_ref: str | None = None
+    ca_bundle: str | None = None  # the BMC's caBundle (a path), when the inventory sets one
 
     def __str__(self) -> str:
         return f"machine {self.machine} ({self.kind} {self.endpoint})"
@@ -136,7 +145,13 @@ def _classify_response(
         )
     if status == 503 or status in _TRANSIENT_4XX or _is_busy(ids):
         return TransientError(
-            f"{head} (busy or rate limited, retry later){detail}", reason=PROVIDER_ERROR
+            f"{head} (busy or rate limited, retry later){detail}",
+            reason=PROVIDER_ERROR,
+            cause=str(status),
+            retry_after=retry_after(response),
+            # 412: the resource changed since werft read it; the same request with the
+            # same If-Match fails again. The caller reads it afresh.
+            retry=status != 412,
         )
     if status == 404:
         # No such system (a typo in the address) or no BMC / hypervisor API at all there.
@@ -145,7 +160,12 @@ def _classify_response(
     if status == 501:  # the BMC does not implement the operation: no retry changes that
         return PermanentError(f"{head}: not implemented by this endpoint{detail}")
     if status >= 500:
-        return TransientError(f"{head}{detail}", reason=PROVIDER_ERROR)
+        return TransientError(
+            f"{head}{detail}",
+            reason=PROVIDER_ERROR,
+            cause=str(status),
+            retry_after=retry_after(response),
+        )
     reason = MEDIA_UNAVAILABLE if fetches_media and status in _MEDIA_REFUSED else None
     return PermanentError(f"{head}{detail or ': ' + response.reason_phrase}", reason=reason)
 
@@ -155,22 +175,49 @@ def _classify_exception(
 ) -> TransientError | PermanentError:
     head = f"{target}: {action}"
     if isinstance(exc, httpx.TimeoutException):
-        return TransientError(f"{head}: timed out ({type(exc).__name__})", reason=UNREACHABLE)
+        return TransientError(
+            f"{head}: timed out ({type(exc).__name__})", reason=UNREACHABLE, cause=TIMED_OUT
+        )
     if isinstance(exc, httpx.ConnectError) and _tls_verification_failed(exc):
         # An untrusted certificate does not heal by retrying; the inventory must say
         # which CA to trust.
+        if target.ca_bundle:  # set, but it is not the CA that signed this certificate
+            advice = (
+                f"the caBundle {target.ca_bundle} does not sign it: give the CA that "
+                "issued the BMC's certificate"
+            )
+        else:
+            advice = "set caBundle or disableCertificateVerification on the BMC"
         return PermanentError(
-            f"{head}: TLS certificate not trusted ({_reason(exc)}); set caBundle "
-            "or disableCertificateVerification on the BMC",
+            f"{head}: TLS certificate not trusted ({_reason(exc)}); {advice}",
             reason=CERTIFICATE_UNTRUSTED,
         )
     if isinstance(exc, httpx.ConnectError):  # refused, unreachable, DNS failure
-        return TransientError(f"{head}: cannot connect ({_reason(exc)})", reason=UNREACHABLE)
+        return TransientError(
+            f"{head}: cannot connect ({_reason(exc)})", reason=UNREACHABLE, cause=REFUSED
+        )
     if isinstance(exc, httpx.TransportError) and not isinstance(
         exc, httpx.UnsupportedProtocol | httpx.ProxyError
     ):  # reset, closed mid-response, protocol garbage from a rebooting BMC
-        return TransientError(f"{head}: connection failed ({_reason(exc)})", reason=UNREACHABLE)
+        return TransientError(
+            f"{head}: connection failed ({_reason(exc)})", reason=UNREACHABLE, cause=LOST
+        )
     return PermanentError(f"{head}: {_reason(exc)}")
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (delta-seconds or an HTTP date), if any."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _tls_verification_failed(exc: BaseException) -> bool:
@@ -214,9 +261,12 @@ def classify_libvirt(
     message = (exc.get_error_message() if hasattr(exc, "get_error_message") else None) or exc
     head = f"{target}: {action}"
     if code in _codes(module, _LIBVIRT_UNREACHABLE):
-        return TransientError(f"{head}: {message}", reason=UNREACHABLE)
+        cause = REFUSED if "refused" in str(message).lower() else LOST
+        return TransientError(f"{head}: {message}", reason=UNREACHABLE, cause=cause)
+    if code in _codes(module, ("VIR_ERR_OPERATION_TIMEOUT",)):
+        return TransientError(f"{head}: {message}", reason=PROVIDER_ERROR, cause=TIMED_OUT)
     if code in _codes(module, _LIBVIRT_TRANSIENT):
-        return TransientError(f"{head}: {message}", reason=PROVIDER_ERROR)
+        return TransientError(f"{head}: {message}", reason=PROVIDER_ERROR, cause="busy")
     if code in _codes(module, ("VIR_ERR_AUTH_FAILED", "VIR_ERR_AUTH_CANCELLED")):
         return PermanentError(f"{head}: {message}", reason=UNAUTHORIZED)
     if code in _codes(module, ("VIR_ERR_NO_DOMAIN",)):

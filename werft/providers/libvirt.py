@@ -12,8 +12,9 @@ hypervisor must reach the URL); a path or file:// URL is a local file on the hyp
 
 ``ensure`` has no crash window: it stops a running domain before redefining it, so a
 domain holding the desired media either booted them or is shut off (and gets started).
-``release`` (the node has joined) redefines the domain with boot order hd first, so a
-reboot starts the installed OS instead of the installer; the CD-ROMs stay attached.
+``release`` (the node has joined) records that it joined, redefines the domain with boot
+order hd first, so a reboot starts the installed OS instead of the installer, and ejects
+the CD-ROMs' media (the drives stay, empty; a running domain's too).
 Until then, the CD-ROM-first boot order is reported as a ``Cd/Continuous`` boot
 override: that is what it amounts to. ``power_on`` (an installed machine lost power)
 releases, then starts the domain.
@@ -33,14 +34,18 @@ import jinja2
 
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine, VMSpec
+from werft.providers._http import current_deadline
 from werft.providers.base import (
     MachineState,
     MutationLedger,
     ProviderKind,
     assess,
     poll_until_powered_on,
+    seed_of_machine,
 )
 from werft.providers.errors import SYSTEM_NOT_FOUND, Target, classify_libvirt
+from werft.providers.records import MachineRecords
+from werft.retry import DEFAULT, RetryPolicy, retry_async
 
 T = TypeVar("T")
 
@@ -231,12 +236,20 @@ class LibvirtProvider:
 
     kind: ProviderKind = "libvirt"
 
-    def __init__(self, uri: str) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        records: MachineRecords | None = None,
+        retry: RetryPolicy = DEFAULT,
+    ) -> None:
         self.uri = uri
+        self._retry = retry
         self._lib = load_libvirt()
         self._conn: Any = None
         self._lock = threading.Lock()
         self._ledger = MutationLedger()
+        self._records = records or MachineRecords(None)
 
     def __repr__(self) -> str:
         return f"LibvirtProvider({self.uri!r})"
@@ -281,17 +294,25 @@ class LibvirtProvider:
     # --- blocking internals, run in a worker thread ----------------------------------------
 
     async def _run(self, machine: Machine, action: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn`` on a worker thread, retried on transient failures within the stage's
+        deadline. Safe because every operation observes the domain first and acts only on
+        the difference (a start only for a domain that is not running): a retry after a
+        lost answer finds the work done and does nothing."""
         vm = _vm_of(machine)
         if vm.host != self.uri:
             raise ValueError(f"{self!r} asked about {machine.name} on {vm.host}")
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except self._lib.libvirtError as exc:
-            target = Target(machine.name, _endpoint(self.uri), "libvirt")
-            error = classify_libvirt(exc, target, action, self._lib)
-            if isinstance(error, TransientError):
-                self._conn = None  # a broken connection is not reused; the retry reconnects
-            raise error from None
+
+        async def attempt() -> T:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except self._lib.libvirtError as exc:
+                target = Target(machine.name, _endpoint(self.uri), "libvirt")
+                error = classify_libvirt(exc, target, action, self._lib)
+                if isinstance(error, TransientError):
+                    self._conn = None  # a broken connection is not reused: reconnect
+                raise error from None
+
+        return await retry_async(attempt, policy=self._retry, deadline=current_deadline())
 
     def _connection(self) -> Any:
         with self._lock:
@@ -330,6 +351,7 @@ class LibvirtProvider:
             else facts
         )
         cd_first = persistent.boot.split(",", 1)[0] == "cdrom"
+        joined = self._records.joined(machine.name)
         return MachineState(
             name=machine.name,
             provider="libvirt",
@@ -337,6 +359,7 @@ class LibvirtProvider:
             powered_on=active,
             media=facts.media,
             boot_override="Cd/Continuous" if cd_first else None,
+            joined_seed=joined.seed if joined is not None else None,
             details={"power_state": "running" if active else "shutoff", "boot": facts.boot},
         )
 
@@ -345,6 +368,7 @@ class LibvirtProvider:
         _, hands_off = assess(self._state(machine, domain), image_url, seed_url)
         if hands_off:
             return 0
+        self._records.forget_joined(machine.name)  # (re)installed from here on
         vm = _vm_of(machine)
         conn = self._connection()
         mutations = 0
@@ -382,21 +406,52 @@ class LibvirtProvider:
             domain.create()
         return mutations
 
-    def _release_sync(self, machine: Machine) -> int:
+    def _release_sync(self, machine: Machine, *, eject: bool = True) -> int:
+        """Disk first (and, with ``eject``, record the join and eject the media)."""
         domain = self._lookup(machine.name)
         if domain is None:
             return 0
         # The persistent definition: what the next boot uses (a running domain's live XML
         # keeps the old order until it restarts).
         root = ET.fromstring(domain.XMLDesc(self._lib.VIR_DOMAIN_XML_INACTIVE))
+        seed = seed_of_machine(DomainFacts.parse(domain.XMLDesc(0)).media, machine.name)
+        if eject and seed is not None:
+            self._records.record_joined(machine.name, seed)  # first: the evidence
+        made = 0
         boots = root.findall("os/boot")
         devices = [b.get("dev", "") for b in boots]
-        if devices[:1] != ["cdrom"]:
-            return 0
-        for boot, dev in zip(boots, ["hd", *(d for d in devices if d != "hd")], strict=False):
-            boot.set("dev", dev)
-        made = self._sent(machine)
-        self._connection().defineXML(ET.tostring(root, encoding="unicode"))
+        cdroms = list(root.iterfind("devices/disk[@device='cdrom']"))
+        loaded = [d for d in cdroms if d.find("source") is not None] if eject else []
+        if devices[:1] == ["cdrom"] or loaded:
+            for boot, dev in zip(boots, ["hd", *(d for d in devices if d != "hd")], strict=False):
+                boot.set("dev", dev)
+            for disk in loaded:
+                _empty_drive(disk)
+            made += self._sent(machine)
+            self._connection().defineXML(ET.tostring(root, encoding="unicode"))
+        if eject and domain.isActive():
+            made += self._eject_live(machine, domain)
+        return made
+
+    def _eject_live(self, machine: Machine, domain: Any) -> int:
+        """Eject the running domain's CD-ROM media (``virsh change-media --eject``)."""
+        made = 0
+        live = ET.fromstring(domain.XMLDesc(0))
+        for disk in live.iterfind("devices/disk[@device='cdrom']"):
+            if disk.find("source") is None:
+                continue
+            _empty_drive(disk)
+            try:
+                domain.updateDeviceFlags(
+                    ET.tostring(disk, encoding="unicode"), self._lib.VIR_DOMAIN_AFFECT_LIVE
+                )
+            except self._lib.libvirtError as exc:
+                if exc.get_error_code() != self._lib.VIR_ERR_NO_SUPPORT:
+                    raise
+                # Drivers without live device updates (the test driver): the persistent
+                # definition is empty already; the drive empties at the next restart.
+                return made
+            made += self._sent(machine)  # counted once applied: unsupported is no call
         return made
 
     def _power_on_sync(self, machine: Machine) -> int:
@@ -409,7 +464,8 @@ class LibvirtProvider:
             )
         if domain.isActive():
             return 0
-        made = self._release_sync(machine)  # hd first: the installed OS, not the installer
+        # hd first: the installed OS, not the installer; the media are left as they are.
+        made = self._release_sync(machine, eject=False)
         made += self._sent(machine)
         self._connection().lookupByName(machine.name).create()
         return made
@@ -449,6 +505,15 @@ class LibvirtProvider:
             0,
         )
         return volume.path(), 1
+
+
+def _empty_drive(disk: ET.Element) -> None:
+    """A CD-ROM drive with its medium ejected: no source (a network drive becomes a file
+    drive, which libvirt allows to be empty)."""
+    source = disk.find("source")
+    if source is not None:
+        disk.remove(source)
+    disk.set("type", "file")
 
 
 def _domain_type(conn: Any) -> str:

@@ -26,6 +26,7 @@ from werft.inventory.model import Machine
 from werft.providers._http import HttpOptions
 from werft.providers.base import Provider
 from werft.providers.libvirt import LibvirtProvider
+from werft.providers.records import MachineRecords
 from werft.providers.redfish import RedfishProvider, parse_bmc_address
 from werft.providers.simulated import SimulatedProvider, sim_origin
 from werft.secrets import SecretStore
@@ -48,8 +49,15 @@ def provider_key(machine: Machine) -> ProviderKey:
     return ("libvirt", machine.vm.host)
 
 
-def _create(key: ProviderKey, secrets: SecretStore, options: HttpOptions | None) -> Provider:
+def _create(
+    key: ProviderKey,
+    secrets: SecretStore,
+    options: HttpOptions | None,
+    records: MachineRecords | None = None,
+) -> Provider:
     kind = key[0]
+    if records is None:
+        records = MachineRecords(secrets, settle=(options or HttpOptions()).reset_settle)
     if kind == "redfish":
         _, origin, verify, ca_bundle = key
         return RedfishProvider(
@@ -58,10 +66,11 @@ def _create(key: ProviderKey, secrets: SecretStore, options: HttpOptions | None)
             verify_tls=verify == "verify",
             ca_bundle=ca_bundle or None,
             options=options,
+            records=records,
         )
     if kind == "simulated":
-        return SimulatedProvider(key[1], options=options)
-    return LibvirtProvider(key[1])
+        return SimulatedProvider(key[1], options=options, records=records)
+    return LibvirtProvider(key[1], records=records, retry=(options or HttpOptions()).retry)
 
 
 def provider_for(
@@ -75,18 +84,27 @@ def provider_for(
 
 
 class ProviderPool:
-    """One provider per endpoint for the lifetime of a batch; closes them all."""
+    """One provider per endpoint for the lifetime of a batch; closes them all.
+
+    Every provider shares ``records`` (``werft.providers.records``): what werft did to each
+    machine, kept in the secret store so every run and every worker sees it.
+    """
 
     def __init__(self, secrets: SecretStore, *, options: HttpOptions | None = None) -> None:
         self._secrets = secrets
         self._options = options
+        self.records = MachineRecords(secrets, settle=(options or HttpOptions()).reset_settle)
         self._providers: dict[ProviderKey, Provider] = {}
 
     def get(self, machine: Machine) -> Provider:
         key = provider_key(machine)
         provider = self._providers.get(key)
         if provider is None:
-            provider = self._providers[key] = _create(key, self._secrets, self._options)
+            try:
+                provider = _create(key, self._secrets, self._options, self.records)
+            except PermanentError as exc:  # e.g. an unreadable caBundle: name the machine
+                raise PermanentError(f"machine {machine.name}: {exc}", reason=exc.reason) from None
+            self._providers[key] = provider
         return provider
 
     def __len__(self) -> int:

@@ -5,21 +5,30 @@ machine's system; its VirtualMedia (newer BMCs hang it off the System) or, faili
 that, its manager's (``Links.ManagedBy``, then the Managers collection). Where BMCs part
 from the standard, ``redfish_quirks`` says so.
 
-ensure(), in order, each step only when needed:
+ensure(), in order, each step only when needed -- so that werft stopped (crashed, killed,
+a request failed) after any step, the next ensure picks up from where the machine stands:
   1. observe power, media and boot override;
-  2. a powered-on machine with a werft seed of its own is left alone (reported), unless
-     it holds the desired media with a Cd/Once override still pending: werft stopped
-     after setting it up and before restarting it, so it is restarted now;
+  2. a powered-on machine with a werft seed of its own (or released after it joined) is
+     left alone (reported), unless it holds the desired media with a Cd/Once override
+     still pending: werft stopped after setting it up and before restarting it, so it is
+     restarted now -- unless werft reset it within the settle time (it is in POST);
   3. eject stale media, insert the installer image and the seed (write-protected);
   4. boot override Cd (Once; Continuous where the BMC ignores Once);
   5. power on, or force a restart when it was running and the media just changed.
 
-release(), once the node has joined its cluster: clear a Cd override (a Continuous one
-would reinstall the machine at every reboot); the media stay inserted.
+Requests: reads and the boot-override PATCH are retried at the request (``Calls``);
+InsertMedia, EjectMedia and Reset are never sent blindly twice: after a failure werft
+reads the device or the system and sends again only when it did not take effect. Every
+reset is recorded first (``werft.providers.records``), and none follows within the settle
+time of the last one werft sent, whatever run or worker sent it.
 
-power_on(), for an installed machine that lost power: release() (so it boots its disk),
-then power on; no media change, no override to Cd. ensure() on such a machine would set
-the override and re-image it.
+release(), once the node has joined its cluster: record that it joined (the seed it was
+installed from), clear a Cd override (a Continuous one would reinstall the machine at
+every reboot), eject werft's media (the seed carries the cluster's keys).
+
+power_on(), for an installed machine that lost power: clear a Cd override (so it boots
+its disk), then power on; no media change. ensure() on such a machine would set the
+override and re-image it.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from urllib.parse import urlsplit
 from werft.errors import PermanentError, SecretNotFound, TransientError
 from werft.inventory.model import BMC, Machine
 from werft.providers import redfish_quirks as quirks
-from werft.providers._http import Calls, HttpOptions, new_client, tls_verify
+from werft.providers._http import Calls, HttpOptions, act_observed, new_client, tls_verify
 from werft.providers._redfish_resources import (
     Collection,
     Manager,
@@ -48,8 +57,10 @@ from werft.providers.base import (
     ProviderKind,
     assess,
     poll_until_powered_on,
+    seed_of_machine,
 )
 from werft.providers.errors import CREDENTIALS_MISSING, SYSTEM_NOT_FOUND, Target
+from werft.providers.records import MachineRecords
 from werft.secrets import SecretStore, basic_auth
 
 log = logging.getLogger(__name__)
@@ -207,7 +218,15 @@ class _View:
     etag: str | None
     devices: list[VirtualMedia]
 
+    joined_seed: str | None = None
+
     def state(self, machine: Machine) -> MachineState:
+        details = {
+            "power_state": self.system.power_state or "unknown",
+            "system": self.location.system,
+        }
+        if self.system.boot_progress is not None and self.system.boot_progress.last_state:
+            details["boot_progress"] = self.system.boot_progress.last_state
         return MachineState(
             name=machine.name,
             provider="redfish",
@@ -215,10 +234,8 @@ class _View:
             powered_on=self.system.powered_on,
             media=[d.current for d in self.devices if d.current],
             boot_override=self.system.boot.override(),
-            details={
-                "power_state": self.system.power_state or "unknown",
-                "system": self.location.system,
-            },
+            joined_seed=self.joined_seed,
+            details=details,
         )
 
 
@@ -241,11 +258,13 @@ class RedfishProvider:
         verify_tls: bool = True,
         ca_bundle: str | None = None,
         options: HttpOptions | None = None,
+        records: MachineRecords | None = None,
     ) -> None:
         self.origin = origin
         self._secrets = secrets
         self._options = options or HttpOptions()
-        verify = tls_verify(disable=not verify_tls, ca_bundle=ca_bundle)
+        self._records = records or MachineRecords(secrets, settle=self._options.reset_settle)
+        verify = tls_verify(disable=not verify_tls, ca_bundle=ca_bundle, endpoint=f"BMC {origin}")
         self._client = new_client(origin, self._options, verify=verify)
         self._locations: dict[str, _Location] = {}
         self._ledger = MutationLedger()
@@ -287,6 +306,8 @@ class RedfishProvider:
         if system.power_state == "PoweringOff":
             raise TransientError(f"{session.calls.target}: the machine is powering off")
 
+        # From here on the machine gets (re)installed: whatever it joined before is gone.
+        self._records.forget_joined(machine.name)
         media_changed = await self._put_media(
             session, view.devices, {installer.odata_id: image_url, seed.odata_id: seed_url}
         )
@@ -301,11 +322,18 @@ class RedfishProvider:
         return session.calls.mutations
 
     async def release(self, machine: Machine) -> int:
-        view = await self._look(machine, with_media=False)
-        if not view.system.boot.to_cd:
-            return 0
-        await self._clear_cd_override(view.session, view.location, view.etag)
-        return view.session.calls.mutations
+        view = await self._look(machine)
+        session = view.session
+        seed = seed_of_machine([d.current for d in view.devices if d.current], machine.name)
+        if seed is not None:
+            # First, so that a release cut short still leaves the evidence behind.
+            self._records.record_joined(machine.name, seed)
+        if view.system.boot.to_cd:
+            await self._clear_cd_override(session, view.location, view.etag)
+        for device in view.devices:
+            if device.attached and device.accepts("CD", "DVD", *quirks.SEED_FALLBACK_MEDIA_TYPES):
+                await self._media_action(session, device, "EjectMedia", {})
+        return session.calls.mutations
 
     async def power_on(self, machine: Machine) -> int:
         view = await self._look(machine, with_media=False)
@@ -351,7 +379,9 @@ class RedfishProvider:
         address = parse_bmc_address(bmc.address)
         if address.origin != self.origin:
             raise ValueError(f"{self!r} asked about {machine.name} at {address.origin}")
-        target = Target(machine.name, address.netloc, "BMC", bmc.credentials_ref)
+        target = Target(
+            machine.name, address.netloc, "BMC", bmc.credentials_ref, ca_bundle=bmc.ca_bundle
+        )
         try:
             auth = basic_auth(bmc.credentials_ref, self._secrets)
         except SecretNotFound as exc:
@@ -362,6 +392,7 @@ class RedfishProvider:
             auth=auth,
             action_timeout=self._options.action_timeout,
             ledger=self._ledger,
+            retry=self._options.retry,
         )
         session = _Session(calls, address)
 
@@ -379,8 +410,21 @@ class RedfishProvider:
                     reason=SYSTEM_NOT_FOUND,
                 )
         system, etag = found
+        if system.powered_on or self._reset_applied(machine.name, system):
+            # A reset werft sent has taken effect: from now on, a machine found off again
+            # was powered off since, and may be powered on at once.
+            self._records.saw_power_on(machine.name)
         devices = await session.media(location) if with_media else []
-        return _View(session, location, system, etag, devices)
+        joined = self._records.joined(machine.name)
+        return _View(
+            session, location, system, etag, devices, joined.seed if joined else None
+        )
+
+    def _reset_applied(self, machine: str, system: System) -> bool:
+        """The BMC's LastResetTime is later than werft's last recorded reset."""
+        at = system.last_reset_at
+        record = self._records.last_reset(machine) if at is not None else None
+        return record is not None and at is not None and at >= record.at
 
     async def _put_media(
         self, session: _Session, devices: list[VirtualMedia], wanted: dict[str, str]
@@ -404,17 +448,29 @@ class RedfishProvider:
     async def _media_action(
         self, session: _Session, device: VirtualMedia, action: str, body: dict[str, Any]
     ) -> None:
+        """InsertMedia / EjectMedia, which are not idempotent (a second insert is refused
+        with 409 by most BMCs): after a failure, read the device and send again only if it
+        does not show the change."""
         target = device.action_target(f"VirtualMedia.{action}") or (
             f"{device.odata_id}/Actions/VirtualMedia.{action}"
         )
-        verb = "eject media from" if action == "EjectMedia" else "insert media into"
-        await session.calls.request(
-            "POST",
-            session.path(target),
-            f"{verb} {device.id or device.odata_id}",
-            json=body,
-            fetches_media=action == "InsertMedia",  # the BMC downloads the image now
-        )
+        inserting = action == "InsertMedia"
+        verb = "insert media into" if inserting else "eject media from"
+
+        async def send() -> object:
+            return await session.calls.request(
+                "POST",
+                session.path(target),
+                f"{verb} {device.id or device.odata_id}",
+                json=body,
+                fetches_media=inserting,  # the BMC downloads the image now
+            )
+
+        async def took_effect() -> bool:
+            now = await session.read(VirtualMedia, device.odata_id, "virtual media")
+            return now.current == body.get("Image") if inserting else not now.attached
+
+        await act_observed(send, took_effect, policy=self._options.retry)
 
     async def _boot_from_cd(
         self, session: _Session, location: _Location, system: System, etag: str | None
@@ -427,15 +483,25 @@ class RedfishProvider:
         enabled = quirks.override_enabled_to_request(system.boot)
         for attempt in (enabled, "Continuous"):
             headers = {"If-Match": etag} if etag else None
-            await session.calls.request(
-                "PATCH",
-                location.system,
-                f"set the boot override to Cd/{attempt}",
-                json={
-                    "Boot": {"BootSourceOverrideTarget": "Cd", "BootSourceOverrideEnabled": attempt}
-                },
-                headers=headers,
-            )
+            try:
+                await session.calls.request(
+                    "PATCH",
+                    location.system,
+                    f"set the boot override to Cd/{attempt}",
+                    json={
+                        "Boot": {
+                            "BootSourceOverrideTarget": "Cd",
+                            "BootSourceOverrideEnabled": attempt,
+                        }
+                    },
+                    headers=headers,
+                )
+            except TransientError:
+                # Retried at the request already; an answer lost on the last try (or a
+                # 412 after an applied try changed the ETag) may hide a success: look.
+                again = await session.system(location)
+                if again is None or quirks.override_took(again[0].boot, "Cd") is None:
+                    raise
             found = await session.system(location)
             if found is None:
                 raise PermanentError(
@@ -465,14 +531,20 @@ class RedfishProvider:
         """Disable the override; where the BMC will not, point it at the disk instead."""
         for boot in ({"BootSourceOverrideEnabled": "Disabled"}, quirks.DISK_OVERRIDE):
             fallback = boot is quirks.DISK_OVERRIDE
-            response = await session.calls.request(
-                "PATCH",
-                location.system,
-                "clear the Cd boot override" + (" (override to Hdd)" if fallback else ""),
-                json={"Boot": boot},
-                headers={"If-Match": etag} if etag else None,
-                allow=frozenset() if fallback else frozenset({400}),
-            )
+            try:
+                response = await session.calls.request(
+                    "PATCH",
+                    location.system,
+                    "clear the Cd boot override" + (" (override to Hdd)" if fallback else ""),
+                    json={"Boot": boot},
+                    headers={"If-Match": etag} if etag else None,
+                    allow=frozenset() if fallback else frozenset({400}),
+                )
+            except TransientError:
+                again = await session.system(location)  # as for _boot_from_cd
+                if again is None or again[0].boot.to_cd:
+                    raise
+                return
             found = await session.system(location)
             if found is None:
                 raise PermanentError(
@@ -494,6 +566,24 @@ class RedfishProvider:
     async def _reset(
         self, session: _Session, system: System, location: _Location, preferred: tuple[str, ...]
     ) -> None:
+        """Send ComputerSystem.Reset -- at most once per settle time per machine.
+
+        Recorded before it is sent (an answer that never came may hide an applied reset).
+        An error answer means the BMC did not apply it: the record is undone, the system
+        read again, and the reset sent again only if the machine still needs it. A lost
+        answer (timeout, dropped connection) leaves the record: the machine may be on its
+        way, and the next reset waits for the settle time.
+        """
+        machine = session.calls.target.machine
+        powering = system.power_state == "PoweringOn"
+        if not self._records.may_reset(machine, powered_on=system.powered_on, powering=powering):
+            log.info(
+                "%s: werft reset it less than %gs ago (power %s); not resetting it again",
+                session.calls.target,
+                self._records.settle,
+                system.power_state,
+            )
+            return
         allowed = system.allowable("ComputerSystem.Reset", "ResetType")
         reset_type = next((t for t in preferred if allowed is None or t in allowed), None)
         if reset_type is None:
@@ -504,9 +594,37 @@ class RedfishProvider:
         target = system.action_target("ComputerSystem.Reset") or (
             f"{location.system}/Actions/ComputerSystem.Reset"
         )
-        await session.calls.request(
-            "POST", session.path(target), f"reset ({reset_type})", json={"ResetType": reset_type}
-        )
+        powering_on = reset_type in ("On", "ForceOn")
+        answered = True
+
+        async def send() -> object:
+            nonlocal answered
+            previous = self._records.record_reset(machine, reset_type)
+            try:
+                return await session.calls.request(
+                    "POST",
+                    session.path(target),
+                    f"reset ({reset_type})",
+                    json={"ResetType": reset_type},
+                )
+            except TransientError as exc:
+                answered = _answered(exc)
+                if answered:  # refused: not applied, so it keeps no later reset away
+                    self._records.undo_reset(machine, previous)
+                raise
+
+        async def took_effect() -> bool:
+            if not answered:
+                return True  # unknown: never sent again; the record makes the next wait
+            found = await session.system(location)
+            return found is not None and powering_on and found[0].powered_on
+
+        await act_observed(send, took_effect, policy=self._options.retry)
+
+
+def _answered(exc: TransientError) -> bool:
+    """The endpoint answered with an HTTP error status (so it did not act on it)."""
+    return bool(exc.cause) and str(exc.cause).isdigit()
 
 
 def _bmc_of(machine: Machine) -> BMC:

@@ -6,10 +6,15 @@ a POST; a started domain with media then goes through the same lifecycle as a ba
 machine in the simulator.
 
 It has no boot override to leave behind: a simulated domain boots its disk once the OS
-is installed (as a libvirt domain with boot order hd, cdrom would), so ``release`` has
-nothing to do and ``power_on`` only starts the domain. Nor has ``ensure`` a crash
-window: the API refuses new media for a running domain, so a domain holding the desired
-media either booted them or is shut off (and gets started).
+is installed (as a libvirt domain with boot order hd, cdrom would), so ``release`` only
+records that the machine joined and ejects its media (a PUT with no media, which the
+API allows on a running domain, as libvirt ejects a live CD-ROM), and ``power_on`` only
+starts the domain. Nor has ``ensure`` a crash window: the API refuses new media for a
+running domain, so a domain holding the desired media either booted them or is shut off
+(and gets started).
+
+Requests: GET and PUT (a whole definition) are retried at the request; start and stop
+are sent again only after a read shows they did not take effect.
 
 The hypervisor downloads a domain's media when it is defined (PUT), so a refused PUT is
 classified as MediaUnavailable (``fetches_media``).
@@ -22,15 +27,17 @@ from urllib.parse import quote, urlsplit
 
 from werft.errors import PermanentError
 from werft.inventory.model import Machine, VMSpec
-from werft.providers._http import Calls, HttpOptions, new_client
+from werft.providers._http import Calls, HttpOptions, act_observed, new_client
 from werft.providers.base import (
     MachineState,
     MutationLedger,
     ProviderKind,
     assess,
     poll_until_powered_on,
+    seed_of_machine,
 )
 from werft.providers.errors import SYSTEM_NOT_FOUND, Target
+from werft.providers.records import MachineRecords
 
 _SCHEMES = {"sim+http": "http", "sim+https": "https"}
 API = "/hypervisor/v1"
@@ -62,11 +69,18 @@ class SimulatedProvider:
 
     kind: ProviderKind = "simulated"
 
-    def __init__(self, origin: str, *, options: HttpOptions | None = None) -> None:
+    def __init__(
+        self,
+        origin: str,
+        *,
+        options: HttpOptions | None = None,
+        records: MachineRecords | None = None,
+    ) -> None:
         self.origin = origin
         self._options = options or HttpOptions()
         self._client = new_client(origin, self._options)
         self._ledger = MutationLedger()
+        self._records = records or MachineRecords(None)
 
     def __repr__(self) -> str:
         return f"SimulatedProvider({self.origin!r})"
@@ -76,7 +90,7 @@ class SimulatedProvider:
     ) -> MachineState:
         calls, path = self._calls(machine)
         domain = await self._get(calls, path)
-        state = self._state(machine, domain)
+        state = self._state(machine, domain, self._joined(machine))
         if image_url is not None and seed_url is not None:
             state, _ = assess(state, image_url, seed_url)
         return state
@@ -85,10 +99,12 @@ class SimulatedProvider:
         calls, path = self._calls(machine)
         vm = _vm_of(machine)
         domain = await self._get(calls, path)
-        _, hands_off = assess(self._state(machine, domain), image_url, seed_url)
+        state = self._state(machine, domain, self._joined(machine))
+        _, hands_off = assess(state, image_url, seed_url)
         if hands_off:
             return 0
 
+        self._records.forget_joined(machine.name)  # (re)installed from here on
         desired = domain_spec(machine, vm, image_url, seed_url)
         running = domain is not None and domain.get("state") == "running"
         differs = domain is None or any(domain.get(k) != v for k, v in desired.items())
@@ -96,17 +112,26 @@ class SimulatedProvider:
             # Running something else (not a werft install of this machine): the API
             # refuses to change a running domain's media, so stop it first, as the
             # Redfish driver restarts a bare-metal machine into the installer.
-            await calls.request("POST", f"{path}/stop", "stop the domain")
+            await self._power(calls, path, "stop")
             running = False
         if differs:
             await calls.request("PUT", path, "define the domain", json=desired, fetches_media=True)
         if not running:
-            await calls.request("POST", f"{path}/start", "start the domain")
+            await self._power(calls, path, "start")
         return calls.mutations
 
     async def release(self, machine: Machine) -> int:
-        self._calls(machine)  # only checks that the machine is served here
-        return 0
+        calls, path = self._calls(machine)
+        domain = await self._get(calls, path)
+        media = [str(m) for m in (domain or {}).get("media") or [] if m]
+        if domain is None or not media:
+            return 0
+        seed = seed_of_machine(media, machine.name)
+        if seed is not None:
+            self._records.record_joined(machine.name, seed)
+        spec = {k: domain.get(k) for k in ("cpus", "memoryMiB", "diskGiB", "mac")}
+        await calls.request("PUT", path, "eject the media", json={**spec, "media": []})
+        return calls.mutations
 
     async def power_on(self, machine: Machine) -> int:
         calls, path = self._calls(machine)
@@ -118,7 +143,7 @@ class SimulatedProvider:
             )
         if domain.get("state") == "running":
             return 0
-        await calls.request("POST", f"{path}/start", "start the domain")
+        await self._power(calls, path, "start")
         return calls.mutations
 
     async def power_off(self, machine: Machine) -> int:
@@ -126,7 +151,7 @@ class SimulatedProvider:
         domain = await self._get(calls, path)
         if domain is None or domain.get("state") != "running":
             return 0
-        await calls.request("POST", f"{path}/stop", "stop the domain")
+        await self._power(calls, path, "stop")
         return calls.mutations
 
     async def wait_powered_on(
@@ -154,6 +179,7 @@ class SimulatedProvider:
             target,
             action_timeout=self._options.action_timeout,
             ledger=self._ledger,
+            retry=self._options.retry,
         )
         return calls, f"{API}/domains/{quote(machine.name, safe='')}"
 
@@ -161,8 +187,29 @@ class SimulatedProvider:
         body, _ = await calls.get_json_or_none(path, "read the domain")
         return body
 
+    async def _power(self, calls: Calls, path: str, action: str) -> None:
+        """start / stop: sent again after a failure only if a read shows it did not
+        happen (a second start of a domain that came up meanwhile is refused or, worse,
+        restarts it on some hypervisors)."""
+        wanted = "running" if action == "start" else "shutoff"
+
+        async def send() -> object:
+            return await calls.request("POST", f"{path}/{action}", f"{action} the domain")
+
+        async def took_effect() -> bool:
+            domain = await self._get(calls, path)
+            return domain is not None and domain.get("state") == wanted
+
+        await act_observed(send, took_effect, policy=self._options.retry)
+
+    def _joined(self, machine: Machine) -> str | None:
+        record = self._records.joined(machine.name)
+        return record.seed if record is not None else None
+
     @staticmethod
-    def _state(machine: Machine, domain: dict[str, Any] | None) -> MachineState:
+    def _state(
+        machine: Machine, domain: dict[str, Any] | None, joined_seed: str | None = None
+    ) -> MachineState:
         if domain is None:
             return MachineState(
                 name=machine.name, provider="simulated", exists=False, powered_on=False
@@ -175,6 +222,7 @@ class SimulatedProvider:
             exists=True,
             powered_on=state == "running",
             media=[str(m) for m in media if m],
+            joined_seed=joined_seed,
             details={"power_state": state},
         )
 

@@ -53,19 +53,44 @@ class _PlannedAddon:
     set_name: str
     set_version: str
     folder: str  # the AddonSet document's folder, relative to the inventory root
+    force_conflicts: bool = False
+
+
+@dataclass(frozen=True)
+class RenderedObject:
+    """One add-on object with where it came from, for messages that say what to fix."""
+
+    obj: dict[str, Any]
+    addon: str
+    template: str  # the template's path in the inventory
+    # 0 for add-ons that depend on nothing, else one more than their deepest dependency:
+    # everything of level n is applied and healthy before level n+1 is applied.
+    level: int
+    force_conflicts: bool
 
 
 def render_addons(cluster: ResolvedCluster, inventory: Inventory) -> list[dict[str, Any]]:
     """Every object of the cluster's add-ons, labelled and in apply order."""
+    return [item.obj for item in render_addon_objects(cluster, inventory)]
+
+
+def render_addon_objects(cluster: ResolvedCluster, inventory: Inventory) -> list[RenderedObject]:
+    """``render_addons`` with each object's add-on, template and dependency level."""
     planned = _dependency_order(_cluster_addons(cluster, inventory), cluster)
+    levels: dict[str, int] = {}
+    for item in planned:  # dependencies come first in this order
+        deps = [levels[d] for d in item.addon.depends_on]
+        levels[item.addon.name] = 1 + max(deps) if deps else 0
     base = _base_context(cluster, inventory)
-    ranked: list[tuple[int, int, int, dict[str, Any]]] = []
+    ranked: list[tuple[int, int, int, RenderedObject]] = []
     for addon_index, item in enumerate(planned):
-        objects = _render_addon(item, inventory, base)
-        for seq, obj in enumerate(objects):
-            ranked.append((_kind_rank(obj["kind"]), addon_index, seq, obj))
+        for seq, (obj, template) in enumerate(_render_addon(item, inventory, base)):
+            rendered = RenderedObject(
+                obj, item.addon.name, template, levels[item.addon.name], item.force_conflicts
+            )
+            ranked.append((_kind_rank(obj["kind"]), addon_index, seq, rendered))
     ranked.sort(key=lambda entry: entry[:3])
-    return [obj for *_, obj in ranked]
+    return [rendered for *_, rendered in ranked]
 
 
 def _kind_rank(kind: str) -> int:
@@ -95,7 +120,13 @@ def _cluster_addons(cluster: ResolvedCluster, inventory: Inventory) -> list[_Pla
                     f"cluster {cluster.name!r}: add-on {addon.name!r} is in both AddonSet "
                     f"{found[addon.name].set_name!r} and {set_name!r}"
                 )
-            found[addon.name] = _PlannedAddon(addon, set_name, addon_set.spec.version, folder)
+            found[addon.name] = _PlannedAddon(
+                addon,
+                set_name,
+                addon_set.spec.version,
+                folder,
+                addon_set.spec.force_conflicts,
+            )
     return list(found.values())
 
 
@@ -164,7 +195,8 @@ def _base_context(cluster: ResolvedCluster, inventory: Inventory) -> dict[str, A
 
 def _render_addon(
     item: _PlannedAddon, inventory: Inventory, base: dict[str, Any]
-) -> list[dict[str, Any]]:
+) -> list[tuple[dict[str, Any], str]]:
+    """The add-on's objects, each with the path of the template it came from."""
     addon = item.addon
     context = {
         **base,
@@ -178,7 +210,7 @@ def _render_addon(
         LABEL_ADDON: addon.name,
         LABEL_ADDON_VERSION: addon.version,
     }
-    objects: list[dict[str, Any]] = []
+    objects: list[tuple[dict[str, Any], str]] = []
     for manifest in addon.manifests:
         path = posixpath.normpath(posixpath.join(item.folder, manifest))
         text = inventory.files.get(path)
@@ -190,7 +222,7 @@ def _render_addon(
         for obj in _parse_objects(addon.name, path, rendered):
             metadata = obj.setdefault("metadata", {})
             metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
-            objects.append(obj)
+            objects.append((obj, path))
     return objects
 
 

@@ -31,11 +31,18 @@ def k3s_release(kubernetes_version: str) -> str:
     return f"v{kubernetes_version}+k3s1"
 
 
-def k3s_token(pki: ClusterPKI) -> str:
+def k3s_token(pki: ClusterPKI, *, server: bool = True) -> str:
     """k3s's "secure" token format: joining nodes check that the server's CA bundle hashes
-    to the value in the token, so they pin werft's CA as kubeadm's caCertHashes do."""
+    to the value in the token, so they pin werft's CA as kubeadm's caCertHashes do.
+
+    Servers get the server token (k3s joins servers with nothing else and keys its
+    datastore encryption with it); agents get the expiring bootstrap token
+    (``K10<hash>::<id>.<secret>``, what ``k3s token create`` prints), which werft creates in
+    the cluster (``werft.render.pki.bootstrap_token_secret``)."""
     ca_hash = hashlib.sha256(pki.ca.cert_pem.encode()).hexdigest()
-    return f"K10{ca_hash}::server:{pki.bootstrap_token}"
+    if server:
+        return f"K10{ca_hash}::server:{pki.server_token or pki.bootstrap_token}"
+    return f"K10{ca_hash}::{pki.bootstrap_token}"
 
 
 def render_k3s_config(cluster: ResolvedCluster, machine: Machine, pki: ClusterPKI) -> str:
@@ -45,7 +52,7 @@ def render_k3s_config(cluster: ResolvedCluster, machine: Machine, pki: ClusterPK
         cluster_name=cluster.name,
         node_name=machine.name,
         node_labels=node_labels(cluster),
-        token=k3s_token(pki),
+        token=k3s_token(pki, server=is_control_plane(machine)),
         server=is_control_plane(machine),
         first_server=is_first_control_plane(cluster, machine),
         server_url=f"https://{host_port(host, port)}",

@@ -15,7 +15,7 @@ from werft.render.node import (
     node_labels,
     version_tuple,
 )
-from werft.render.pki import ClusterPKI, ca_cert_hash
+from werft.render.pki import ClusterPKI, ca_cert_hash, rfc3339
 from werft.render.templating import render_template
 
 CONFIG_FILE = "/etc/kubernetes/kubeadm.yaml"
@@ -50,6 +50,9 @@ def render_kubeadm_config(cluster: ResolvedCluster, machine: Machine, pki: Clust
         "node_name": machine.name,
         "kubelet_args": {"node-labels": labels},
         "bootstrap_token": pki.bootstrap_token,
+        "bootstrap_token_expires": (
+            rfc3339(pki.bootstrap_token_expires) if pki.bootstrap_token_expires else None
+        ),
         "control_plane_endpoint": host_port(host, port),
         "pki_dir": PKI_DIR,
     }

@@ -8,7 +8,16 @@ What is generated (kubeadm's shared control-plane material, so additional contro
 can join without ``--certificate-key`` -- werft distributes the keys through the seed):
 
   cluster CA (CN "kubernetes"), front-proxy CA, etcd CA, service-account key pair,
-  an admin bearer token and a kubeadm bootstrap token.
+  an admin bearer token, a kubeadm bootstrap token and k3s's server token.
+
+The bootstrap token expires (``bootstrap-token.expires``, the fleet's
+``defaults.bootstrapTokenTTLHours``, 24 h like kubeadm's default): a joining node needs it
+only until it has joined, and a seed that leaks later must not let anyone join a node.
+Asked with a TTL, ``ensure_cluster_pki`` renews a token that is past half its life, so a
+machine (re)installed from then on gets a fresh one with enough life left for its
+install; until then every render is the same, so seeds stay byte-stable. k3s servers
+cannot join with a bootstrap token and k3s encrypts its datastore with the server token,
+so that one is separate and never changes.
 
 Keys are ECDSA P-256: kubeadm (an existing ``ca.key`` of any supported type is used as is)
 and k3s (whose own CAs are ECDSA) both accept them, and they cost ~1 ms to generate
@@ -31,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from werft.errors import PermanentError
-from werft.inventory.resolved import ResolvedCluster
+from werft.inventory.resolved import Inventory, ResolvedCluster
 from werft.secrets import SecretStore
 
 log = logging.getLogger(__name__)
@@ -48,8 +58,14 @@ CA_VALIDITY = timedelta(days=3650)
 CLOCK_SKEW = timedelta(minutes=5)
 
 BOOTSTRAP_TOKEN_PATTERN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+# kubeadm's group for joining nodes (k3s's agents are authorised the same way).
+BOOTSTRAP_GROUP = "system:bootstrappers:kubeadm:default-node-token"
+# A new one is an admin-style token; one carried over from before is a bootstrap token.
+SERVER_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{22,}$")
 # token_urlsafe(32) gives 43 characters; never a comma, so tokens.csv stays well-formed.
 ADMIN_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{43,}$")
+
+DEFAULT_BOOTSTRAP_TOKEN_TTL = timedelta(hours=24)  # kubeadm's own default
 
 SECRET_NAMES = (
     "ca.crt",
@@ -62,6 +78,8 @@ SECRET_NAMES = (
     "sa.key",
     "admin-token",
     "bootstrap-token",
+    "bootstrap-token.expires",
+    "server-token",
 )
 
 
@@ -94,6 +112,11 @@ class ClusterPKI:
     service_account_key_pem: str = field(repr=False)
     admin_token: str = field(repr=False)
     bootstrap_token: str = field(repr=False)
+    # When the bootstrap token stops working; None for a token from before werft set
+    # expiries (kubeadm then applies its default TTL from ``kubeadm init``).
+    bootstrap_token_expires: datetime | None = None
+    # k3s's server token (servers join with it; it keys k3s's datastore encryption).
+    server_token: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
         return f"ClusterPKI(cluster={self.cluster!r}, ca_sha256={_fingerprint(self.ca.cert_pem)})"
@@ -101,8 +124,19 @@ class ClusterPKI:
     __str__ = __repr__
 
 
-def ensure_cluster_pki(cluster: ResolvedCluster, store: SecretStore) -> ClusterPKI:
+def ensure_cluster_pki(
+    cluster: ResolvedCluster,
+    store: SecretStore,
+    *,
+    token_ttl: timedelta | None = None,
+    now: datetime | None = None,
+) -> ClusterPKI:
     """Load the cluster's PKI from ``store``, generating whatever is missing.
+
+    With ``token_ttl`` (what rendering seeds passes: the fleet's TTL), a bootstrap token
+    past half its life -- or without a recorded expiry -- is replaced by a fresh one
+    valid for ``token_ttl`` from ``now``; without it (reading the PKI for a kubeconfig),
+    the stored token is kept as it is.
 
     Idempotent and crash-safe: each key is written before its certificate, and a pair
     with a missing or mismatching half is generated anew, so an interrupted first run
@@ -115,8 +149,17 @@ def ensure_cluster_pki(cluster: ResolvedCluster, store: SecretStore) -> ClusterP
         etcd = _ensure_ca(store, name, "etcd-ca", "etcd-ca")
         sa_pub, sa_key = _ensure_pair(store, name, "sa.pub", "sa.key", _new_service_account_key)
         admin = _ensure_token(store, name, "admin-token", _new_admin_token, ADMIN_TOKEN_PATTERN)
-        bootstrap = _ensure_token(
-            store, name, "bootstrap-token", _new_bootstrap_token, BOOTSTRAP_TOKEN_PATTERN
+        # Before the bootstrap token may be renewed: a k3s cluster provisioned before the
+        # two were separate joined its servers with the bootstrap token, and keeps it.
+        server = _ensure_token(
+            store,
+            name,
+            "server-token",
+            lambda: _stored_token(store, name, "bootstrap-token") or _new_admin_token(),
+            SERVER_TOKEN_PATTERN,
+        )
+        bootstrap, expires = _ensure_bootstrap_token(
+            store, name, token_ttl, now or datetime.now(UTC)
         )
     return ClusterPKI(
         cluster=name,
@@ -127,7 +170,46 @@ def ensure_cluster_pki(cluster: ResolvedCluster, store: SecretStore) -> ClusterP
         service_account_key_pem=sa_key,
         admin_token=admin,
         bootstrap_token=bootstrap,
+        bootstrap_token_expires=expires,
+        server_token=server,
     )
+
+
+def token_ttl(inventory: Inventory) -> timedelta:
+    """The fleet's bootstrap token TTL (``spec.defaults.bootstrapTokenTTLHours``)."""
+    return timedelta(hours=inventory.fleet.spec.defaults.bootstrap_token_ttl_hours)
+
+
+def bootstrap_token_secret(pki: ClusterPKI) -> dict[str, Any]:
+    """The bootstrap token as the Secret ``kubeadm token create`` makes
+    (``kube-system/bootstrap-token-<id>``), for werft to server-side apply once the API
+    answers: ``kubeadm init`` creates it on a new kubeadm cluster, but k3s creates none
+    (its agents join with it), and a machine re-installed after a renewal joins with a
+    token the cluster has not seen yet. The API server deletes it at ``expiration``."""
+    token_id, token_secret = pki.bootstrap_token.split(".", 1)
+    data = {
+        "description": f"werft: joins the nodes of {pki.cluster}",
+        "token-id": token_id,
+        "token-secret": token_secret,
+        "usage-bootstrap-authentication": "true",
+        "usage-bootstrap-signing": "true",
+        "auth-extra-groups": BOOTSTRAP_GROUP,
+    }
+    if pki.bootstrap_token_expires is not None:
+        data["expiration"] = rfc3339(pki.bootstrap_token_expires)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": data,
+    }
+
+
+def rfc3339(instant: datetime) -> str:
+    """``2026-01-02T03:04:05Z``: what kubeadm's ``expires`` and the Secret's
+    ``expiration`` read."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ca_cert_hash(pki: ClusterPKI) -> str:
@@ -269,6 +351,49 @@ def _ensure_token(
             "generate a new one (nodes already joined keep working)"
         )
     return value
+
+
+def _stored_token(store: SecretStore, cluster: str, item: str) -> str | None:
+    value = store.get(secret_name(cluster, item))
+    return value.strip() if value and value.strip() else None
+
+
+def _ensure_bootstrap_token(
+    store: SecretStore, cluster: str, ttl: timedelta | None, now: datetime
+) -> tuple[str, datetime | None]:
+    """(token, expiry): the stored one, or -- when missing, or asked with a TTL and past
+    half its life or without an expiry -- a new one valid for the TTL from ``now``."""
+    name = secret_name(cluster, "bootstrap-token")
+    expires_name = secret_name(cluster, "bootstrap-token.expires")
+    token = _stored_token(store, cluster, "bootstrap-token")
+    expires = _parse_instant(store.get(expires_name))
+    if token is not None:
+        keep = ttl is None or (expires is not None and expires - now > ttl / 2)
+        if keep:
+            if not BOOTSTRAP_TOKEN_PATTERN.fullmatch(token):
+                raise PermanentError(
+                    f"secret {name!r} does not have the expected shape; delete it to let "
+                    "werft generate a new one (nodes already joined keep working)"
+                )
+            return token, expires
+    token = _new_bootstrap_token()
+    expires = (now + (ttl or DEFAULT_BOOTSTRAP_TOKEN_TTL)).replace(microsecond=0)
+    # Token first: a crash in between leaves the new token with the old expiry, which the
+    # next call renews again -- never the old token with a new expiry.
+    store.put(name, token)
+    store.put(expires_name, rfc3339(expires))
+    log.info("cluster %s: generated bootstrap-token (expires %s)", cluster, rfc3339(expires))
+    return token, expires
+
+
+def _parse_instant(text: str | None) -> datetime | None:
+    if not text or not text.strip():
+        return None
+    try:
+        instant = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None  # unreadable: treated as unknown, so a TTL renews the token
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 def _halves_match(public_pem: str, key_pem: str) -> bool:

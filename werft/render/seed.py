@@ -1,26 +1,44 @@
 """NoCloud seed images: a small ``cidata`` ISO per machine, published where machines fetch
-their boot artifacts.
+their boot artifacts, for as long as the machine needs it.
 
 The image is byte-deterministic for the same inputs (pinned clock, fixed file order), so
 its content hash -- which is in its file name and URL -- changes only when what the
 machine would receive changes. Re-rendering never moves the URL and never makes a BMC or
 hypervisor re-insert media.
+
+A control plane's seed carries the cluster's CA keys and tokens, so its URL is a
+capability: ``<baseUrl>/s/<token>/seeds/<cluster>/<machine>-<sha256[:12]>.iso`` with a
+192-bit token nobody can guess and the artifacts server lists no directory. The token is
+derived (HMAC) from a key only the cluster's secret store holds, the machine and the
+content hash: every worker and every re-run computes the same URL without coordination,
+and a new seed gets a new token. Once the machine has bootstrapped, ``retire_seed``
+deletes it, and a retired seed is never written again (a re-image renders a new one).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import io
+import itertools
+import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import pycdlib
 
 from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
+from werft.redact import register_secret
 from werft.render.cloudinit import render_meta_data, render_network_config, render_user_data
 from werft.render.isoclock import pinned_clock
-from werft.render.pki import ClusterPKI
+from werft.render.pki import ClusterPKI, ensure_cluster_pki, secret_name
+from werft.secrets import SecretStore
+
+log = logging.getLogger(__name__)
 
 VOLUME_ID = "CIDATA"  # what cloud-init's NoCloud datasource looks for (case-insensitive)
 # (Rock Ridge / Joliet name, ISO 9660 level-3 name)
@@ -87,9 +105,30 @@ def build_seed_iso(
     return build_iso(seed_documents(cluster, machine, pki, artifacts_url=artifacts_url))
 
 
-def seed_relpath(cluster: ResolvedCluster, machine: Machine, iso: bytes) -> str:
-    digest = hashlib.sha256(iso).hexdigest()[:12]
-    return f"seeds/{cluster.name}/{machine.name}-{digest}.iso"
+def seed_token(pki: ClusterPKI, machine: str, digest: str, generation: int = 0) -> str:
+    """The unguessable path segment of a seed's URL: 192 bits, URL-safe, the same for the
+    same cluster, machine, content and generation on every worker (no shared state to
+    race on). A generation above 0 is the same seed re-issued for a re-install."""
+    # A key of its own for this purpose, derived from the CA key werft already keeps
+    # secret: knowing seed URLs tells nothing about the CA key and vice versa.
+    key = hashlib.sha256(b"werft seed url v1\0" + pki.ca.key_pem.encode()).digest()
+    message = f"{pki.cluster}\0{machine}\0{digest}" + (f"\0{generation}" if generation else "")
+    mac = hmac.new(key, message.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:24]).decode()
+
+
+def seed_digest(iso: bytes) -> str:
+    return hashlib.sha256(iso).hexdigest()[:12]
+
+
+def seed_relpath(
+    cluster: ResolvedCluster, machine: Machine, digest: str, pki: ClusterPKI, generation: int = 0
+) -> str:
+    """``s/<token>/seeds/<cluster>/<machine>-<sha256[:12]>.iso``: the tail is what
+    ``werft.providers.is_seed_of`` recognises; the token makes the whole unguessable."""
+    token = seed_token(pki, machine.name, digest, generation)
+    register_secret(token)  # the URL is a credential: logs show it masked
+    return f"s/{token}/seeds/{cluster.name}/{machine.name}-{digest}.iso"
 
 
 def publish_seed(
@@ -98,24 +137,179 @@ def publish_seed(
     pki: ClusterPKI,
     artifacts_dir: Path,
     base_url: str,
+    *,
+    store: SecretStore | None = None,
 ) -> str:
-    """Write the seed to ``<artifacts_dir>/seeds/<cluster>/<machine>-<sha256[:12]>.iso``
-    (unless it is already there) and return its URL under ``base_url``.
+    """Write the seed to ``<artifacts_dir>/<seed_relpath>`` (unless it is already there or
+    was retired) and return its URL under ``base_url``.
 
     ``base_url`` is the fleet's artifacts.baseUrl, which is also where k3s nodes fetch
-    their binaries. The file is written atomically with mode 0600: it carries tokens and,
-    for control planes, CA keys; the artifacts server reads it as the same user.
+    their binaries. The file is written atomically with mode 0600 in folders of mode 0700:
+    it carries tokens and, for control planes, CA keys; the artifacts server reads it as
+    the same user. With ``store``, the seed is recorded under the cluster's secrets (what
+    ``retire_seed`` deletes); a retired seed is not written again, its URL -- the one the
+    machine booted -- is returned as it was (``reissue_seed`` is for a re-install).
     """
     iso = build_seed_iso(cluster, machine, pki, artifacts_url=base_url)
-    relpath = seed_relpath(cluster, machine, iso)
-    target = Path(artifacts_dir) / relpath
-    if not target.exists():
-        _write_atomically(target, iso)
+    digest = seed_digest(iso)
+    generation, state = 0, None
+    if store is not None:
+        generation, state = _latest(store, cluster, machine, digest)
+    relpath = seed_relpath(cluster, machine, digest, pki, generation)
+    if store is not None:
+        if state is not None and state.startswith(_RETIRED):
+            return _url(base_url, relpath)  # bootstrapped with it: never serve the keys again
+        if state is None:
+            store.put(_record_name(cluster, machine, digest, generation), _PUBLISHED + relpath)
+    _write(Path(artifacts_dir), relpath, iso)
+    return _url(base_url, relpath)
+
+
+class SeedContext(Protocol):
+    """What ``retire_seed`` and ``reissue_seed`` need of a stage context
+    (``werft.stages.context.StageContext``)."""
+
+    @property
+    def secrets(self) -> SecretStore: ...
+
+    @property
+    def artifacts_dir(self) -> Path: ...
+
+    @property
+    def artifacts_url(self) -> str: ...
+
+
+def reissue_seed(cluster: ResolvedCluster, machine: Machine, ctx: SeedContext, url: str) -> str:
+    """The seed URL to install ``machine`` with, given the one ``publish_seed`` returned:
+    that URL while its seed is published; when it was retired -- the machine bootstrapped
+    with it once and is being installed again -- the same seed under a new URL (a new
+    token: the old one may have been seen since, in a BMC's media list)."""
+    if not seed_retired(cluster, url, ctx.secrets):
+        return url
+    pki = ensure_cluster_pki(cluster, ctx.secrets)
+    iso = build_seed_iso(cluster, machine, pki, artifacts_url=ctx.artifacts_url)
+    digest = seed_digest(iso)
+    generation = _latest(ctx.secrets, cluster, machine, digest)[0] + 1
+    relpath = seed_relpath(cluster, machine, digest, pki, generation)
+    ctx.secrets.put(_record_name(cluster, machine, digest, generation), _PUBLISHED + relpath)
+    _write(Path(ctx.artifacts_dir), relpath, iso)
+    log.info("cluster %s: seed of %s re-issued for a re-install", cluster.name, machine.name)
+    return _url(ctx.artifacts_url, relpath)
+
+
+def retire_seed(cluster: ResolvedCluster, machine: Machine, ctx: SeedContext) -> int:
+    """Delete every seed published for ``machine`` and mark each retired, so no re-run
+    publishes it again; returns how many files were deleted (0 on a re-run).
+
+    Call it once the machine's node has joined (Bootstrapped confirmed) and its media are
+    ejected: from then on nothing fetches the seed, and it holds the cluster's keys.
+    Besides the recorded seeds, the seed werft would publish now is retired too, so one
+    published without a record (without a store) is found as well.
+    """
+    artifacts = Path(ctx.artifacts_dir)
+    pki = ensure_cluster_pki(cluster, ctx.secrets)
+    digest = seed_digest(build_seed_iso(cluster, machine, pki, artifacts_url=ctx.artifacts_url))
+    records = {
+        _record_name(cluster, machine, digest, 0): seed_relpath(cluster, machine, digest, pki)
+    }
+    for name, value in _records(ctx.secrets, cluster, machine):
+        if value.startswith(_PUBLISHED):
+            records[name] = value[len(_PUBLISHED) :]
+        else:
+            records.pop(name, None)  # retired already
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    deleted = 0
+    for name, relpath in sorted(records.items()):
+        ctx.secrets.put(name, f"{_RETIRED}{stamp} {relpath}")
+        target = artifacts / relpath
+        if target.exists():
+            target.unlink()
+            deleted += 1
+        _prune_empty_dirs(target.parent, artifacts)
+    return deleted
+
+
+def retire_seeds(cluster: ResolvedCluster, ctx: SeedContext) -> int:
+    """``retire_seed`` for every machine of the cluster (the bootstrap stage calls it once
+    every machine has joined and been released); returns the files deleted."""
+    return sum(retire_seed(cluster, machine, ctx) for machine in cluster.machines)
+
+
+def seed_retired(cluster: ResolvedCluster, seed_url: str, store: SecretStore) -> bool:
+    """Whether the seed at ``seed_url`` was retired (its machine bootstrapped with it)."""
+    relpath = seed_url[seed_url.rindex("/s/") + 1 :] if "/s/" in seed_url else None
+    file = (relpath or "").rsplit("/", 1)[-1].removesuffix(".iso")
+    machine = file.rsplit("-", 1)[0]
+    return any(
+        value.startswith(_RETIRED) and value.endswith(f" {relpath}")
+        for _, value in _records(store, cluster, machine)
+        if relpath
+    )
+
+
+# Seed records: clusters/<cluster>/seeds/<machine>-<digest>[.g<generation>] ->
+# "published <relpath>" or "retired <when> <relpath>". They name the token, so they live
+# with the secrets.
+_RECORDS = "seeds"
+_PUBLISHED = "published "
+_RETIRED = "retired "
+
+
+def _record_name(cluster: ResolvedCluster, machine: Machine, digest: str, generation: int) -> str:
+    suffix = f".g{generation}" if generation else ""
+    return secret_name(cluster.name, f"{_RECORDS}/{machine.name}-{digest}{suffix}")
+
+
+def _records(
+    store: SecretStore, cluster: ResolvedCluster, machine: Machine | str
+) -> list[tuple[str, str]]:
+    """(name, value) of the machine's seed records."""
+    name = machine if isinstance(machine, str) else machine.name
+    prefix = secret_name(cluster.name, f"{_RECORDS}/")
+    found = []
+    for record in store.names(prefix):
+        file = record[len(prefix) :].split(".", 1)[0]
+        if file.rsplit("-", 1)[0] == name:
+            found.append((record, store.get(record) or ""))
+    return found
+
+
+def _latest(
+    store: SecretStore, cluster: ResolvedCluster, machine: Machine, digest: str
+) -> tuple[int, str | None]:
+    """(generation, record value) of the newest issue of this seed; (0, None) if none."""
+    generation, state = 0, None
+    for n in itertools.count():
+        value = store.get(_record_name(cluster, machine, digest, n))
+        if value is None:
+            break
+        generation, state = n, value
+    return generation, state
+
+
+def _url(base_url: str, relpath: str) -> str:
     return f"{base_url.rstrip('/')}/{relpath}"
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _write(artifacts_dir: Path, relpath: str, iso: bytes) -> None:
+    target = artifacts_dir / relpath
+    if not target.exists():
+        _write_atomically(target, iso, artifacts_dir)
+
+
+def _prune_empty_dirs(folder: Path, root: Path) -> None:
+    """Remove the seed's now-empty folders up to (not including) ``root``: an empty token
+    folder left behind would still tell that a seed existed."""
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another seed), or gone already
+            return
+        folder = folder.parent
+
+
+def _write_atomically(target: Path, data: bytes, root: Path) -> None:
+    _make_private_dirs(target.parent, root)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -127,6 +321,18 @@ def _write_atomically(target: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _make_private_dirs(folder: Path, root: Path) -> None:
+    """Create ``folder`` and its parents below ``root`` with mode 0700 (the token folders
+    and below; ``root`` itself is the artifacts server's and keeps its mode)."""
+    root.mkdir(parents=True, exist_ok=True)
+    missing = []
+    while folder != root and not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
 
 
 def read_seed(iso_bytes: bytes) -> dict[str, str]:

@@ -15,7 +15,9 @@ GET    /_sim/clusters/<name>/kubeconfig   admin kubeconfig (YAML): the only plac
                                           listener when there is one (kubectl sends no
                                           token over http); ?scheme=http for plain HTTP
 POST   /_sim/clusters/<name>/bootstrap    {"token", "kubernetesVersion", "nodes"?,
-                                           "distribution"?} -> API up, nodes Ready
+                                           "distribution"?, "cni"?} -> API up, nodes
+                                          registered (NotReady until a CNI runs; Ready
+                                          at once with "cni": true)
 POST   /_sim/drift                        see werft.sim.drift
 """
 
@@ -185,6 +187,11 @@ class AdminService:
         version = body.get("kubernetesVersion")
         nodes = body.get("nodes", 1)
         distribution = body.get("distribution", "kubeadm")
+        # "cni": true -- the nodes come with a working pod network (Ready at once), as if
+        # the distribution embedded its CNI; without it they wait for a CNI DaemonSet.
+        builtin_network = body.get("cni", False)
+        if not isinstance(builtin_network, bool):
+            return _error(400, "cni must be true or false")
         if not isinstance(token, str) or not token:
             return _error(400, "token must be a non-empty string")
         if not isinstance(version, str) or not version:
@@ -195,6 +202,6 @@ class AdminService:
             return _error(400, "distribution must be kubeadm or k3s")
         names = self.fleet.bootstrap(
             name, token=token, kubernetes_version=version.removeprefix("v"),
-            distribution=distribution, nodes=nodes,
+            distribution=distribution, nodes=nodes, builtin_network=builtin_network,
         )
         return json_response({"cluster": name, "apiUp": True, "nodes": names})

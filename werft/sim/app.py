@@ -4,7 +4,8 @@
     /hypervisor/v1/domains/<machine>...    simulated hypervisor (werft.sim.hypervisor)
     /clusters/<cluster>/...                Kubernetes API (werft.sim.kube.api, mounted here)
     /images/<name>.iso                     synthetic installer images
-    /artifacts/...                         --artifacts-dir, read-only
+    /artifacts/...                         --artifacts-dir, read-only, no listings (a
+                                           directory or a wrong seed token is a 404)
     /_sim/...                              admin API (werft.sim.admin)
     /healthz
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,7 +93,14 @@ class SimApp:
     def http_client(self) -> httpx.AsyncClient:
         """The client BMCs and the hypervisor download media with (one per process)."""
         if self._client is None:
+            # Media may come from this simulator's own HTTPS listener (an https
+            # artifacts.baseUrl): trust its self-signed certificate, as a BMC would be
+            # given the artifacts server's CA.
+            verify: bool | ssl.SSLContext = True
+            if self.tls is not None:
+                verify = ssl.create_default_context(cadata=self.tls.ca_pem.decode())
             self._client = httpx.AsyncClient(
+                verify=verify,
                 timeout=httpx.Timeout(30.0, connect=5.0),
                 follow_redirects=True,
                 trust_env=False,
@@ -130,12 +139,14 @@ class SimApp:
             return
 
         target = self._target(head, name, path)
+        # A dry run changes nothing on a real server either: it is a read, for the stats.
+        counted = "DRYRUN" if b"dryRun=All" in scope.get("query_string", b"") else method
         if target.kind == "hypervisor":
-            self.stats.record("hypervisor", target.machine, method)
+            self.stats.record("hypervisor", target.machine, counted)
         elif target.kind in ("bmc", "clusters"):
-            self.stats.record(target.kind, target.machine or target.cluster, method)
+            self.stats.record(target.kind, target.machine or target.cluster, counted)
         else:
-            self.stats.record(None, None, method)
+            self.stats.record(None, None, counted)
         if self.faults:
             decision = self.faults.decide(target, method, path)
             if decision is not None:

@@ -18,7 +18,7 @@ class Delays:
     install: float = 240.0  # OS installation from the virtual media
     api_up: float = 60.0  # first control plane installed -> API answers /readyz
     node_join: float = 20.0  # node installed (and API up) -> Node object registered
-    node_ready: float = 30.0  # Node registered -> Ready (CNI up)
+    node_ready: float = 30.0  # Node registered -> kubelet posting status (Ready needs a CNI)
     workload_available: float = 20.0  # Deployment/DaemonSet/StatefulSet applied -> Available
     media_fetch: float = 5.0  # BMC downloads an image for InsertMedia
 

@@ -13,6 +13,8 @@ A rule (from ``--faults FILE`` or ``POST /_sim/faults``) is a mapping:
               slow: added latency (default 1); offline with mode "hang": the hang (300)
     mode:     offline: "drop" (default: the connection is closed without a response, as a
               vanished site looks to a client) or "hang" (no answer until the client gives up)
+    count:    the most requests it hits, then it stays but fires no more (default: no limit);
+              ``count: 1`` is "a single 503 at this request"
     start, duration:
               the window, in wall-clock seconds after the rule is added (default: from now
               until the rule is deleted). Fault windows are NOT scaled by --time-scale: they
@@ -41,7 +43,7 @@ KINDS: tuple[str, ...] = ("error", "timeout", "slow", "offline", "auth")
 _DEFAULT_SECONDS = {"timeout": 30.0, "slow": 1.0, "offline": 300.0}
 _FIELDS = {
     "id", "kind", "machine", "cluster", "site", "path", "methods", "rate", "status",
-    "seconds", "mode", "start", "duration",
+    "seconds", "mode", "start", "duration", "count",
 }
 
 
@@ -74,11 +76,14 @@ class FaultRule:
     mode: str = "drop"
     start: float = 0.0
     duration: float | None = None
+    count: int | None = None
     added_at: float = field(default_factory=time.monotonic)
     rng: random.Random = field(default_factory=random.Random, repr=False)
     hits: int = 0
 
     def active(self, now: float) -> bool:
+        if self.count is not None and self.hits >= self.count:
+            return False
         if now < self.added_at + self.start:
             return False
         return self.duration is None or now < self.added_at + self.start + self.duration
@@ -96,7 +101,7 @@ class FaultRule:
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"id": self.id, "kind": self.kind, "rate": self.rate}
-        for key in ("machine", "cluster", "site", "path", "duration"):
+        for key in ("machine", "cluster", "site", "path", "duration", "count"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.methods is not None:
@@ -211,6 +216,9 @@ def parse_rule(raw: object, *, default_id: str) -> FaultRule:
             raise FaultRuleError("methods must be a list of HTTP methods")
         methods = frozenset(m.upper() for m in methods)
     duration = raw.get("duration")
+    count = raw.get("count")
+    if count is not None and _int(count, "count") < 1:
+        raise FaultRuleError("count must be at least 1")
     rule = FaultRule(
         id=str(raw.get("id") or default_id),
         kind=str(kind),
@@ -225,6 +233,7 @@ def parse_rule(raw: object, *, default_id: str) -> FaultRule:
         mode=str(mode),
         start=max(0.0, _float(raw.get("start", 0.0), "start")),
         duration=None if duration is None else max(0.0, _float(duration, "duration")),
+        count=None if count is None else _int(count, "count"),
     )
     return rule
 

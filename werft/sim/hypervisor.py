@@ -5,6 +5,7 @@
                                                       "media": [os_image_url, seed_url]}
                                                      201 defined | 200 unchanged or updated |
                                                      409 running with different media
+                                                     (media [] ejects them: allowed)
     POST   /hypervisor/v1/domains/<machine>/start    200 domain (running)
     POST   /hypervisor/v1/domains/<machine>/stop     200 domain (shutoff)
     DELETE /hypervisor/v1/domains/<machine>          204 (stops it and removes its disk)
@@ -118,7 +119,9 @@ class HypervisorService:
         created = machine is None or machine.domain is None
         current = [s.image for s in machine.media] if machine is not None else []
         if machine is not None and not created:
-            if machine.powered and media != current:
+            # libvirt ejects a live CD-ROM, but inserting other media means a redefinition
+            # the running domain would not see until it restarts: refused, as werft expects.
+            if machine.powered and media != current and media:
                 return _error(409, f"domain {name!r} is running with different media")
             if machine.domain == spec and media == current:
                 return json_response(domain_view(machine), 200)

@@ -9,7 +9,8 @@ happened, with the instants at which it happened:
 
   control plane OS up + delays.api_up           -> cluster.bring_up(token, version, distro)
   max(OS up, API up) + delays.node_join         -> cluster.join_node(name, ready_at=... +
-                                                   delays.node_ready)
+                                                   delays.node_ready) (the kubelet runs;
+                                                   the node is Ready once a CNI pod is)
   machine off / rebooting after it had joined   -> cluster.set_node_ready(name, False)
   no control plane of the cluster running       -> cluster.take_down() (API answers 503)
                                                    until a control plane is up again
@@ -37,7 +38,15 @@ class ClusterLike(Protocol):
 
     def bring_up(self, *, token: str, kubernetes_version: str, distribution: str) -> None: ...
 
-    def join_node(self, name: str, *, role: str, kubelet_version: str, ready_at: float) -> None: ...
+    def join_node(
+        self,
+        name: str,
+        *,
+        role: str,
+        kubelet_version: str,
+        ready_at: float,
+        builtin_network: bool = False,
+    ) -> None: ...
 
     def set_node_ready(self, name: str, ready: bool) -> None: ...
 
@@ -189,8 +198,11 @@ class Fleet:
         kubernetes_version: str,
         distribution: str = "kubeadm",
         nodes: int = 1,
+        builtin_network: bool = False,
     ) -> list[str]:
-        """Bring a cluster's API up directly with ``nodes`` Ready nodes; returns their names.
+        """Bring a cluster's API up directly with ``nodes`` registered nodes; returns their
+        names. The nodes are NotReady until a CNI runs on them, unless ``builtin_network``
+        (Ready at once, as with a distribution's embedded CNI).
 
         Node names are the cluster's inventory machines (control planes first), then
         ``<cluster>-node-<i>``.
@@ -211,7 +223,7 @@ class Fleet:
                 name, role = f"{cluster}-node-{i}", "control-plane" if i == 0 else "worker"
             sim.join_node(
                 name, role=role, kubelet_version="v" + kubernetes_version.removeprefix("v"),
-                ready_at=now,
+                ready_at=now, builtin_network=builtin_network,
             )
             names.append(name)
         return names

@@ -87,6 +87,7 @@ class SimMachine:
     media: list[MediaSlot] = field(default_factory=list)
     boot: Boot | None = None
     installed: NodeSeed | None = None  # persists on "disk" across power cycles
+    installs: int = 0  # OS installs finished on this machine: more than one is a re-image
     os_up_at: float | None = None  # when the installed OS came up in this cycle
     stuck: str | None = None  # why the machine cannot go on (cloud-init unusable, ...)
     idle: str | None = None  # why it booted nothing useful (no OS, PXE, no media)
@@ -97,6 +98,11 @@ class SimMachine:
     node_name: str | None = None
     node_cycle: int = -1
     node_down: bool = False
+    # Installer boots (each starts by wiping the disk), finished or not: with ``installs``
+    # a machine provisioned once shows 1 and 1; a second reset mid-install shows here.
+    installs_started: int = 0
+    # Wall clock (time.time()) of the last reset action, for Redfish LastResetTime.
+    last_reset_wall: float | None = None
 
     @property
     def name(self) -> str:
@@ -158,6 +164,7 @@ class SimMachine:
             boot.finished = True
             if isinstance(boot.seed, NodeSeed):
                 self.installed = boot.seed
+                self.installs += 1
                 self.os_up_at = done
             elif isinstance(boot.seed, SeedError):
                 self.stuck = f"cloud-init could not use the seed: {boot.seed.reason}"
@@ -184,6 +191,9 @@ class SimMachine:
             if any(isinstance(c, InstallerImage) for c in contents):
                 seed = next((c for c in contents if not isinstance(c, InstallerImage)), None)
                 self.boot = Boot(at, "installer", seed)  # type: ignore[arg-type]
+                # The installer partitions the disk first: whatever was installed is gone.
+                self.installed = None
+                self.installs_started += 1
                 return
             self.boot = Boot(at, "idle", finished=True)
             self.idle = "no bootable virtual media inserted"
@@ -231,6 +241,8 @@ class SimMachine:
                 for s in self.media
             ],
             "installed": self.installed.public() if self.installed else None,
+            "installs": self.installs,
+            "installsStarted": self.installs_started,
             "node": (
                 {"cluster": self.node_cluster, "name": self.node_name, "notReady": self.node_down}
                 if self.node_name

@@ -30,9 +30,11 @@ import binascii
 import functools
 import hmac
 import posixpath
+import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -279,6 +281,9 @@ class RedfishService:
             "PowerState": "On" if machine.powered else "Off",
             "Status": {"State": "Enabled", "Health": "OK"},
             "BootProgress": {"LastState": _BOOT_PROGRESS[machine.phase()]},
+            # v1_13: real BMCs report when the system was last reset (a client can tell
+            # that a reset it sent was applied, even when the answer got lost).
+            "LastResetTime": _iso(machine.last_reset_wall),
             "Boot": {
                 "BootSourceOverrideEnabled": machine.boot_enabled,
                 "BootSourceOverrideEnabled@Redfish.AllowableValues": list(BOOT_ENABLED),
@@ -311,6 +316,7 @@ class RedfishService:
                 "Base.1.8.ActionParameterValueNotInList",
             )
         now = self.fleet.clock.now()
+        machine.last_reset_wall = time.time()
         if reset_type == "On":
             machine.power_on(now)
         elif reset_type in ("ForceOff", "GracefulShutdown"):
@@ -439,6 +445,15 @@ class RedfishService:
         await json_object(request, allow_empty=True)
         slot.eject()
         return _no_content()
+
+
+def _iso(wall: float | None) -> str:
+    """A Redfish DateTime; never reset: the epoch a BMC without a record reports."""
+    if wall is None:
+        return "0001-01-01T00:00:00Z"
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
 
 
 def _etag(machine: SimMachine) -> str:

@@ -1,15 +1,20 @@
-"""Stage 2, Bootstrapped: the API answers and every machine is a Ready Node at the
-desired version, and booting its disk from now on. The nodes bootstrap themselves from
-their seeds; werft holds the admin kubeconfig from the start (it made the CA), so on the
-cluster this stage only watches: it never writes to the cluster API.
+"""Stage 2, Bootstrapped: the API answers and every machine is registered as a Node at
+the desired kubelet version, and boots its disk from now on. The nodes bootstrap
+themselves from their seeds; werft holds the admin kubeconfig from the start (it made the
+CA), so on the cluster this stage only watches: it never writes to the cluster API.
+
+Ready is *not* required here. A kubelet reports its Node NotReady
+(``NetworkPluginNotReady``) until a CNI runs; kubeadm installs none and werft's k3s
+config disables flannel, so the CNI is the first add-on and Ready belongs to Verified.
+Waiting for Ready here would deadlock every real cluster.
 
 observe  /readyz, then the Node list
 act      nothing on the cluster: kubeadm/k3s on the machines do the work
-wait     for /readyz, then for every Node Ready (deadline)
-act      once every Node is Ready: ``release`` each machine through its provider (clear a
+wait     for /readyz, then for every machine to register as a Node (deadline)
+act      once every machine has joined: ``release`` it through its provider (clear a
          boot override to the CD, put libvirt's disk first), so a reboot or a power cut
          does not boot the installer again; nothing to do on a re-run (0 mutations)
-confirm  every machine a Node, Ready, kubelet v<kubernetesVersion>, released
+confirm  every machine a Node with kubelet v<kubernetesVersion>, released
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from werft.errors import TransientError, WerftError, is_transient
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient
 from werft.render.kubeconfig import kubeconfig_for
+from werft.render.seed import retire_seeds
 from werft.stages.checks import NodeCheck, check_nodes
 from werft.stages.context import StageContext
 from werft.stages.machines import act_on_each, provider_reason, worst
@@ -30,7 +36,7 @@ STAGE = ConditionType.BOOTSTRAPPED
 
 BOOTSTRAPPED = "Bootstrapped"
 API_UNAVAILABLE = "APIUnavailable"  # transient: the API did not answer /readyz in time
-NODES_NOT_READY = "NodesNotReady"  # transient: missing or NotReady nodes at the deadline
+NODES_NOT_REGISTERED = "NodesNotRegistered"  # transient: machines not joined by the deadline
 VERSION_MISMATCH = "VersionMismatch"  # permanent: waiting does not change a kubelet
 BOOTSTRAP_FAILED = "BootstrapFailed"  # permanent, e.g. the API refuses werft's token
 # A machine could not be released and the provider named no reason (it usually does:
@@ -41,15 +47,16 @@ RELEASE_FAILED = "ReleaseFailed"
 async def ensure_bootstrapped(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
     async def body(progress: Progress) -> Done:
         kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
-        async with ctx.kube(cluster, kubeconfig) as kube:
+        async with ctx.kube(cluster, kubeconfig, deadline=progress.deadline) as kube:
             await wait_for_api(kube, cluster, ctx, progress)
             nodes = await _wait_for_nodes(kube, cluster, ctx, progress)
         await _release(cluster, ctx, progress)
+        await asyncio.to_thread(retire_seeds, cluster, ctx)  # seeds hold the CA keys: delete
         released = f"; {progress.mutations} boot change(s) to disk" if progress.mutations else ""
         return Done(
             BOOTSTRAPPED,
-            f"API ready; {nodes.expected} node(s) Ready at v{cluster.kubernetes_version}"
-            + released,
+            f"API ready; {nodes.expected} node(s) registered at "
+            f"v{cluster.kubernetes_version} ({len(nodes.ready)} Ready)" + released,
         )
 
     return await run_stage(STAGE, cluster, ctx, body, classify)
@@ -78,9 +85,9 @@ async def _wait_for_nodes(
         except TransientError as exc:  # the API blinked; it is up, so keep waiting
             nodes, detail = None, str(exc)
         else:
-            if nodes.ok:
+            if nodes.registered_at_version:
                 return nodes
-            if nodes.settled:  # all Ready, yet a kubelet runs another version
+            if nodes.all_registered:  # all joined, yet a kubelet runs another version
                 raise StageFailed(
                     VERSION_MISMATCH,
                     f"cluster {cluster.name}: want v{cluster.kubernetes_version}; "
@@ -89,8 +96,8 @@ async def _wait_for_nodes(
             detail = nodes.summary()
         if progress.deadline.expired:
             raise StageFailed(
-                NODES_NOT_READY,
-                f"cluster {cluster.name}: nodes not Ready after "
+                NODES_NOT_REGISTERED,
+                f"cluster {cluster.name}: machines not registered as Nodes after "
                 f"{progress.deadline.seconds:g}s: {detail}",
                 transient=True,
             )
@@ -98,7 +105,7 @@ async def _wait_for_nodes(
 
 
 async def _release(cluster: ResolvedCluster, ctx: StageContext, progress: Progress) -> None:
-    """Every node has joined: make each machine boot its disk from now on. Providers
+    """Every machine has joined: make each one boot its disk from now on. Providers
     observe first, so a machine with nothing to clear costs one read and no mutation."""
     errors = await act_on_each(
         cluster.machines, ctx, progress, lambda provider, machine: provider.release(machine)
@@ -110,7 +117,7 @@ async def _release(cluster: ResolvedCluster, ctx: StageContext, progress: Progre
         raise error
     raise StageFailed(
         provider_reason(error, transient=RELEASE_FAILED, permanent=RELEASE_FAILED),
-        f"cluster {cluster.name}: every node Ready, but a machine still boots the installer "
+        f"cluster {cluster.name}: every machine joined, but one still boots the installer "
         f"next (release failed): {error}",
         transient=is_transient(error),
     )

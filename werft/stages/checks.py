@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from werft.inventory.resolved import ResolvedCluster
-from werft.kube import describe, health, managed_drift
+from werft.kube import describe, health
 
 Obj = Mapping[str, Any]
 
@@ -24,12 +24,13 @@ def bare_version(version: str) -> str:
 
 @dataclass
 class NodeCheck:
-    """Every machine of the cluster registered as a Node, Ready, at the desired version."""
+    """Every machine of the cluster registered as a Node, Ready, at the desired version.
+
+    ``ok`` (all three) is what Verified requires; ``registered_at_version`` (Ready or not)
+    is what Bootstrapped requires."""
 
     expected: int
-    ready: list[str] = field(
-        default_factory=list
-    )  # Ready, whatever their version = field(default_factory=list)
+    ready: list[str] = field(default_factory=list)  # Ready, whatever their version
     missing: list[str] = field(default_factory=list)
     not_ready: list[str] = field(default_factory=list)
     wrong_version: dict[str, str] = field(default_factory=dict)  # node -> kubeletVersion
@@ -47,9 +48,16 @@ class NodeCheck:
         return self.registered - len(self.wrong_version)
 
     @property
-    def settled(self) -> bool:
-        """All registered and Ready: waiting longer cannot change a version mismatch."""
-        return not (self.missing or self.not_ready)
+    def registered_at_version(self) -> bool:
+        """Every machine joined as a Node with the desired kubelet: what Bootstrapped
+        means. Ready may still be missing -- a kubelet is NotReady until a CNI runs, and
+        the CNI is an add-on."""
+        return not (self.missing or self.wrong_version)
+
+    @property
+    def all_registered(self) -> bool:
+        """Every machine joined: waiting longer cannot change a kubelet's version."""
+        return not self.missing
 
     def summary(self) -> str:
         parts = [f"{len(self.ready)}/{self.expected} Ready"]
@@ -113,8 +121,10 @@ class AddonCheck:
         return self.present and not self.drift and self.healthy
 
 
-def check_addon(desired: Obj, live: Obj | None) -> AddonCheck:
-    check = AddonCheck(desired, live, drift=managed_drift(desired, live))
+def check_addon(desired: Obj, live: Obj | None, drift: Sequence[str]) -> AddonCheck:
+    """``drift`` is the server's answer (``KubeClient.diff``): fields an apply would
+    change, ``["."]`` when absent."""
+    check = AddonCheck(desired, live, drift=[] if live is None else list(drift))
     if live is not None:
         check.healthy, check.health = health(live)
     else:

@@ -17,6 +17,7 @@ from werft.errors import PermanentError
 from werft.inventory.model import Machine
 from werft.inventory.resolved import Inventory, ResolvedCluster
 from werft.kube import KubeClient
+from werft.providers import HttpOptions
 from werft.providers.base import Provider
 from werft.providers.pool import ProviderPool
 from werft.render.pki import secret_name
@@ -38,6 +39,9 @@ class StageTimeouts:
     verify: float = 120.0
     poll_interval: float = 5.0
     http: float = 10.0  # one request to a cluster API
+    # No second reset of a machine within this long of the last one werft sent it (real
+    # servers spend minutes in POST): werft.providers.records.
+    reset_settle: float = 600.0
 
     def deadline(self, stage: ConditionType) -> float:
         return {
@@ -63,6 +67,7 @@ class StageTimeouts:
             addons=max(self.addons / time_scale, min_deadline),
             verify=max(self.verify / time_scale, min_deadline),
             poll_interval=max(self.poll_interval / time_scale, min_poll),
+            reset_settle=max(self.reset_settle / time_scale, 0.5),
         )
 
 
@@ -78,6 +83,11 @@ class Deadline:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+    @property
+    def instant(self) -> float:
+        """The deadline as a ``time.monotonic()`` instant (what request retries honour)."""
+        return self.start + self.seconds
 
     @property
     def expired(self) -> bool:
@@ -102,7 +112,8 @@ class StageContext:
 
     def __post_init__(self) -> None:
         if self.providers is None:
-            self.providers = ProviderPool(self.secrets)
+            options = HttpOptions(reset_settle=self.timeouts.reset_settle)
+            self.providers = ProviderPool(self.secrets, options=options)
 
     @classmethod
     def for_inventory(
@@ -148,8 +159,15 @@ class StageContext:
         """The admin kubeconfig werft holds, without generating anything."""
         return self.secrets.get(secret_name(cluster.name, "kubeconfig"))
 
-    def kube(self, cluster: ResolvedCluster, kubeconfig: str | None = None) -> KubeClient:
-        """A client for ``cluster`` built from its own kubeconfig (never a global one)."""
+    def kube(
+        self,
+        cluster: ResolvedCluster,
+        kubeconfig: str | None = None,
+        *,
+        deadline: Deadline | None = None,
+    ) -> KubeClient:
+        """A client for ``cluster`` built from its own kubeconfig (never a global one);
+        its request retries never run past ``deadline``."""
         text = kubeconfig or self.stored_kubeconfig(cluster)
         if text is None:
             raise PermanentError(
@@ -157,7 +175,11 @@ class StageContext:
                 "(run the infrastructure stage first)"
             )
         return KubeClient.from_kubeconfig(
-            text, cluster=cluster.name, timeout=self.timeouts.http, executor=self.executor
+            text,
+            cluster=cluster.name,
+            timeout=self.timeouts.http,
+            executor=self.executor,
+            deadline=deadline.instant if deadline is not None else None,
         )
 
     async def aclose(self) -> None:

@@ -5,10 +5,13 @@ The checks build on each other, as the stages do, and stop at the first one that
 one look into the secret store and a provisioned one:
 
   one observe per machine (provider)   -> InfrastructureReady
-  GET /readyz, LIST nodes              -> Bootstrapped (and no machine still set to boot
-                                          the installer next: released)
-  LIST each add-on kind (werft's label)  -> AddonsReady
-  GET /version                         -> Verified
+  GET /readyz, LIST nodes              -> Bootstrapped: every machine a Node at the desired
+                                          kubelet (Ready or not: the CNI is an add-on),
+                                          and none still set to boot the installer next
+  LIST each add-on kind (werft's label),
+  a dry-run apply per object           -> AddonsReady (present, healthy, and the server
+                                          says an apply would change nothing)
+  GET /version, the Nodes Ready        -> Verified
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from typing import Any
 from werft.conditions import STAGE_ORDER, ConditionType
 from werft.errors import WerftError
 from werft.inventory.resolved import ResolvedCluster
-from werft.kube import KubeClient
+from werft.kube import KubeClient, health
 from werft.providers.base import MachineState, is_seed_of
-from werft.render.addons import LABEL_MANAGED_BY, MANAGED_BY, render_addons
-from werft.stages.checks import bare_version, check_addon, check_nodes
+from werft.render.addons import LABEL_MANAGED_BY, MANAGED_BY, RenderedObject, render_addon_objects
+from werft.stages.checks import bare_version, check_nodes
 from werft.stages.context import StageContext
 
 log = logging.getLogger("werft.stages")
@@ -74,10 +77,13 @@ async def _observe(
     async with ctx.kube(cluster, kubeconfig) as kube:
         if kube.server != cluster.api_endpoint.rstrip("/"):
             return  # the inventory moved the endpoint: the bootstrap stage rewrites it
-        if not await kube.readyz() or not check_nodes(cluster, await kube.list("v1", "Node")).ok:
+        if not await kube.readyz():
             return
-        if any(s.cd_override for s in states):  # the bootstrap stage releases them
+        nodes = check_nodes(cluster, await kube.list("v1", "Node"))
+        if not nodes.registered_at_version:
             return
+        if any(s.cd_override or s.media for s in states):
+            return  # the bootstrap stage releases them: override cleared, media ejected
         observed[ConditionType.BOOTSTRAPPED] = True
 
         if not await _addons_ready(cluster, ctx, kube):
@@ -85,45 +91,63 @@ async def _observe(
         observed[ConditionType.ADDONS_READY] = True
 
         version = await kube.version()
-        observed[ConditionType.VERIFIED] = bare_version(version) == cluster.kubernetes_version
+        observed[ConditionType.VERIFIED] = (
+            nodes.ok and bare_version(version) == cluster.kubernetes_version
+        )
 
 
 def _boots_werft_media(cluster: ResolvedCluster, ctx: StageContext, state: MachineState) -> bool:
-    """Powered on with the OS image and a werft seed of its own.
+    """Powered on with the OS image and a werft seed of its own -- or released: its node
+    joined, werft recorded that and ejected the media (the desired state from then on).
 
     Any seed of its own counts, not only the one werft would publish now: computing that
     means building the ISO (too dear for an observe pass), and the infrastructure stage
     does not re-image a running machine for a newer seed either.
     """
+    example = f"{ctx.artifacts_url.rstrip('/')}/seeds/{cluster.name}/{state.name}-0.iso"
+    if state.exists and state.released(example):
+        return True
     if not (state.exists and state.powered_on and cluster.os_image_url in state.media):
         return False
-    example = f"{ctx.artifacts_url.rstrip('/')}/seeds/{cluster.name}/{state.name}-0.iso"
     return any(is_seed_of(url, example, state.name) for url in state.media)
 
 
 async def _addons_ready(cluster: ResolvedCluster, ctx: StageContext, kube: KubeClient) -> bool:
-    """Every add-on object present, undrifted, healthy -- one request per kind.
+    """Every add-on object present, healthy and undrifted.
 
     werft labels what it applies (``app.kubernetes.io/managed-by: werft``), so one LIST
     with that selector across namespaces serves every object of a kind; a cluster's ~30
-    add-on objects cost ~10 requests. An object whose label someone removed is not
-    listed: it counts as absent, which is right -- it drifted.
+    add-on objects cost ~10 reads. An object whose label someone removed is not listed:
+    it counts as absent, which is right -- it drifted. Only when everything is present and
+    healthy does drift cost a dry-run apply per object: the server, not werft, decides
+    whether an apply would change anything.
     """
-    manifests = await asyncio.to_thread(render_addons, cluster, ctx.inventory)
-    by_kind: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for obj in manifests:
-        by_kind.setdefault((obj["apiVersion"], obj["kind"]), []).append(obj)
+    rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
+    by_kind: dict[tuple[str, str], list[RenderedObject]] = {}
+    for item in rendered:
+        by_kind.setdefault((item.obj["apiVersion"], item.obj["kind"]), []).append(item)
+    lives: list[Mapping[str, Any]] = []
     for (api_version, kind), wanted in by_kind.items():
         if len(wanted) == 1:  # a GET costs the same as a LIST and returns less
-            meta = wanted[0]["metadata"]
+            meta = wanted[0].obj["metadata"]
             found = await kube.get(api_version, kind, meta["name"], meta.get("namespace"))
-            live = {_name(wanted[0]): found} if found is not None else {}
+            live = {_name(wanted[0].obj): found} if found is not None else {}
         else:
             items = await kube.list(api_version, kind, label_selector=MANAGED_SELECTOR)
             live = {_name(item): item for item in items}
-        if not all(check_addon(obj, live.get(_name(obj))).ok for obj in wanted):
-            return False
-    return True
+        for item in wanted:
+            found = live.get(_name(item.obj))
+            if found is None or not health(found)[0]:
+                return False
+            lives.append(found)
+    ordered = [item for wanted in by_kind.values() for item in wanted]
+    drifts = await asyncio.gather(
+        *(
+            kube.diff_live(item.obj, found, force=item.force_conflicts)
+            for item, found in zip(ordered, lives, strict=True)
+        )
+    )
+    return not any(drifts)
 
 
 def _name(obj: Mapping[str, Any]) -> tuple[str, str]:

@@ -5,6 +5,14 @@ it understands (nodes not Ready, an add-on not Available) and lets werft errors 
 providers and clients propagate. ``run_stage`` catches everything for the cluster,
 enforces the cluster's deadline, and never lets one cluster's failure escape into the
 batch.
+
+A body that fails because nothing answered (refused, reset, timed out) is run again,
+a poll interval later, while the deadline allows and until ``progress.reach`` judges the
+site unreachable (``werft.stages.reach``): one dropped connection is a blip that the
+next attempt outlives, not an unreachable site. Bodies are observe-first and idempotent,
+so running one again is what a task retry would do, only sooner. An unreachable failure
+that never became the judgement (the deadline came first) is reported as
+``ConnectionFailed``, transient, so the task retries it and no tier defers it.
 """
 
 from __future__ import annotations
@@ -17,11 +25,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from werft.conditions import Condition, ConditionType, Status
-from werft.errors import WerftError, is_transient
+from werft.errors import TransientError, WerftError, is_transient
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import WaitTimeout
-from werft.render.pki import secret_name
+from werft.redact import redact
 from werft.stages.context import Deadline, StageContext
+from werft.stages.reach import (
+    UNREACHABLE,
+    Reachability,
+    SiteUnreachable,
+    current_grace,
+    is_unreachable,
+)
 
 if TYPE_CHECKING:
     from werft.inventory.model import Machine
@@ -31,7 +46,8 @@ log = logging.getLogger("werft.stages")
 
 INTERNAL_ERROR = "InternalError"
 TIMEOUT = "Timeout"
-UNREACHABLE = "Unreachable"
+# Nothing answered, but not for long enough to call the site unreachable (see above).
+CONNECTION_FAILED = "ConnectionFailed"
 
 
 class StageFailed(WerftError):
@@ -55,6 +71,7 @@ class Progress:
     """What a stage has done so far; kept on failure too (mutations made before it)."""
 
     deadline: Deadline
+    reach: Reachability
     mutations: int = 0
     checks: list[str] = field(default_factory=list)
 
@@ -81,7 +98,8 @@ async def run_stage(
     body: Body,
     classify: Classify,
 ) -> Condition:
-    progress = Progress(Deadline(ctx.timeouts.deadline(stage)))
+    grace = current_grace(ctx.timeouts.poll_interval)
+    progress = Progress(Deadline(ctx.timeouts.deadline(stage)), Reachability(cluster.name, grace))
     # The body watches its own deadline and says what it was waiting for; this hard
     # stop (a little later, so an in-flight request can finish) catches anything that
     # does not, such as a provider call that hangs.
@@ -90,8 +108,10 @@ async def run_stage(
     transient = False
     try:
         async with asyncio.timeout(hard_stop):
-            done = await body(progress)
+            done = await _until_judged(body, progress, ctx)
         status, reason, message = done.status, done.reason, done.message
+    except SiteUnreachable as exc:
+        reason, message, transient = UNREACHABLE, str(exc), True
     except StageFailed as exc:
         reason, message, transient = exc.reason, str(exc), exc.transient
     except WerftError as exc:
@@ -102,7 +122,11 @@ async def run_stage(
     except Exception as exc:  # a bug: report it for this cluster, keep the batch going
         log.exception("cluster %s: %s failed unexpectedly", cluster.name, stage)
         reason = INTERNAL_ERROR
-        message = _redact(f"{type(exc).__name__}: {exc}", cluster, ctx)
+        # werft.redact masks every secret handed out (the Condition does it too).
+        message = redact(f"{type(exc).__name__}: {exc}")[:500]
+    if reason == UNREACHABLE and not progress.reach.persistent:
+        # Nothing answered, but not for the grace period: a blip, not a site to defer.
+        reason = CONNECTION_FAILED
     condition = Condition(
         type=stage,
         status=status,
@@ -117,19 +141,38 @@ async def run_stage(
     return condition
 
 
+async def _until_judged(body: Body, progress: Progress, ctx: StageContext) -> Done:
+    """``body(progress)``, run again while it fails because nothing answered and the
+    reachability judgement is still open; raises ``SiteUnreachable`` once it is reached."""
+    while True:
+        try:
+            return await body(progress)
+        except (StageFailed, WerftError) as exc:
+            if not _nothing_answered(exc):
+                raise
+            progress.reach.saw(_as_unreachable(exc))  # raises SiteUnreachable when judged
+            pause = min(ctx.timeouts.poll_interval, progress.deadline.remaining())
+            if progress.deadline.expired or pause <= 0:
+                raise
+        await asyncio.sleep(pause)  # the poll interval before probing again
+
+
+def _nothing_answered(exc: BaseException) -> bool:
+    if isinstance(exc, SiteUnreachable):
+        return False  # already the judgement
+    if isinstance(exc, StageFailed):
+        return exc.transient and exc.reason == UNREACHABLE
+    return is_unreachable(exc)
+
+
+def _as_unreachable(exc: BaseException) -> BaseException:
+    """A StageFailed(Unreachable) wraps a provider's error; the tracker wants the error."""
+    if isinstance(exc, StageFailed):
+        return TransientError(str(exc), reason=UNREACHABLE)
+    return exc
+
+
 def default_classify(exc: WerftError, *, transient_reason: str, permanent_reason: str) -> str:
     if isinstance(exc, WaitTimeout):
         return TIMEOUT
     return transient_reason if is_transient(exc) else permanent_reason
-
-
-def _redact(text: str, cluster: ResolvedCluster, ctx: StageContext) -> str:
-    """An unexpected exception's text may quote anything; strip the cluster's tokens."""
-    for item in ("admin-token", "bootstrap-token"):
-        try:
-            value = ctx.secrets.get(secret_name(cluster.name, item))
-        except (OSError, ValueError):
-            value = None
-        if value and value.strip():
-            text = text.replace(value.strip(), "***")
-    return text[:500]

@@ -1,10 +1,16 @@
 """Stage 4, Verified: an independent, read-only check of everything the stages promised.
 
-observe  /readyz, /livez, /version, the Nodes, every add-on object; then a smoke request
+observe  /version, /readyz, /livez, the Nodes, every add-on object; then a smoke request
          over a second HTTP stack (httpx) with the admin token and the cluster CA
 act      nothing
-wait     nothing: verify reports what is, now
+wait     only for answers: a probe that failed (5xx, a dropped connection, a timeout) is
+         probed again, a poll interval later, within the stage's deadline
 confirm  status True only if every check passes; ``checks`` lists each one
+
+Verify judges each failure by its cause. A check that got its answer and the answer is
+wrong (a version, a node, an add-on) is ``VerificationFailed``; a probe that never got an
+answer by the deadline is transient (``APIUnavailable``), retried like any other stage;
+a site that stops answering altogether is ``Unreachable`` once ``progress.reach`` says so.
 """
 
 from __future__ import annotations
@@ -12,19 +18,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 import yaml
 
 from werft.conditions import Condition, ConditionType
-from werft.errors import TransientError, WerftError
+from werft.errors import PermanentError, TransientError, WerftError
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient
-from werft.render.addons import render_addons
+from werft.render.addons import RenderedObject, render_addon_objects
 from werft.render.kubeconfig import kubeconfig_for
+from werft.retry import retry_async
 from werft.stages.checks import bare_version, check_addon, check_nodes
 from werft.stages.context import StageContext
+from werft.stages.reach import is_unreachable
 from werft.stages.result import (
     UNREACHABLE,
     Done,
@@ -33,6 +43,8 @@ from werft.stages.result import (
     default_classify,
     run_stage,
 )
+
+T = TypeVar("T")
 
 STAGE = ConditionType.VERIFIED
 
@@ -57,21 +69,27 @@ class _Checks:
 
 async def verify_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
     async def body(progress: Progress) -> Done:
+        progress.checks.clear()  # run again (run_stage): this run's checks only
         checks = _Checks(progress)
         kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
-        manifests = await asyncio.to_thread(render_addons, cluster, ctx.inventory)
-        async with ctx.kube(cluster, kubeconfig) as kube:
-            if not checks.record(await kube.readyz(), "API /readyz"):
-                raise StageFailed(
-                    API_UNAVAILABLE,
-                    f"cluster {cluster.name}: API {cluster.api_endpoint} is not ready",
-                    transient=True,
-                )
-            checks.record(await kube.livez(), "API /livez")
-            await _version(kube, cluster, checks)
-            await _nodes(kube, cluster, checks)
-            await _addons(kube, manifests, checks)
-        await _smoke(cluster, kubeconfig, ctx, checks)
+        rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
+        probe = _Prober(cluster, ctx, progress)
+        async with ctx.kube(cluster, kubeconfig, deadline=progress.deadline) as kube:
+            # /version first: it raises with the cause, so it also tells whether the site
+            # answers at all, which the boolean health probes cannot.
+            await _version(kube, cluster, checks, probe)
+            for path, health in (("/readyz", kube.readyz), ("/livez", kube.livez)):
+                if not await probe.healthy(health, kube):
+                    raise StageFailed(
+                        API_UNAVAILABLE,
+                        f"cluster {cluster.name}: API {cluster.api_endpoint} {path} not ok "
+                        f"after {progress.deadline.seconds:g}s",
+                        transient=True,
+                    )
+                checks.record(True, f"API {path}")
+            await _nodes(kube, cluster, checks, probe)
+            await _addons(kube, rendered, checks, probe)
+        await _smoke(cluster, kubeconfig, ctx, checks, probe)
         total = len(checks.lines)
         if checks.failed:
             return Done(
@@ -84,14 +102,64 @@ async def verify_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Conditi
     return await run_stage(STAGE, cluster, ctx, body, classify)
 
 
-async def _version(kube: KubeClient, cluster: ResolvedCluster, checks: _Checks) -> None:
-    version = await kube.version()
+class _Prober:
+    """Asks again until it gets an answer: a probe that fails transiently is probed again
+    a poll interval later while the stage's deadline allows; every outcome is shown to
+    ``progress.reach``, which raises ``SiteUnreachable`` when nothing has answered for the
+    tier's grace period. At the deadline the last transient error propagates."""
+
+    def __init__(self, cluster: ResolvedCluster, ctx: StageContext, progress: Progress) -> None:
+        self.cluster = cluster
+        self.ctx = ctx
+        self.progress = progress
+
+    async def answer(self, call: Callable[[], Awaitable[T]]) -> T:
+        while True:
+            try:
+                result = await call()
+            except TransientError as exc:
+                self.progress.reach.saw(exc)
+                if not await self._pause():
+                    raise
+                continue
+            self.progress.reach.saw(None)
+            return result
+
+    async def healthy(self, probe: Callable[[], Awaitable[bool]], kube: KubeClient) -> bool:
+        """A health endpoint (True/False, no cause) until it says ok or the deadline
+        passes; between tries /version says whether the site answers at all."""
+        while not await probe():
+            if not await self._pause():
+                return False
+            await self.answer(kube.version)
+        return True
+
+    @property
+    def deadline(self) -> float:
+        """The stage's deadline as a ``time.monotonic()`` instant, for request retries."""
+        return time.monotonic() + self.progress.deadline.remaining()
+
+    async def _pause(self) -> bool:
+        """Sleep a poll interval before the next try; False when the deadline is too near."""
+        pause = self.ctx.timeouts.poll_interval
+        if self.progress.deadline.remaining() <= pause:
+            return False
+        await asyncio.sleep(pause)
+        return True
+
+
+async def _version(
+    kube: KubeClient, cluster: ResolvedCluster, checks: _Checks, probe: _Prober
+) -> None:
+    version = await probe.answer(kube.version)
     want = cluster.kubernetes_version
     checks.record(bare_version(version) == want, f"API version {version or '?'} (want v{want})")
 
 
-async def _nodes(kube: KubeClient, cluster: ResolvedCluster, checks: _Checks) -> None:
-    nodes = check_nodes(cluster, await kube.list("v1", "Node"))
+async def _nodes(
+    kube: KubeClient, cluster: ResolvedCluster, checks: _Checks, probe: _Prober
+) -> None:
+    nodes = check_nodes(cluster, await probe.answer(lambda: kube.list("v1", "Node")))
     want = nodes.expected
     checks.record(not nodes.missing, f"nodes registered {nodes.registered}/{want}")
     checks.record(not nodes.not_ready, f"nodes Ready {len(nodes.ready)}/{want}")
@@ -101,10 +169,24 @@ async def _nodes(kube: KubeClient, cluster: ResolvedCluster, checks: _Checks) ->
     )
 
 
-async def _addons(kube: KubeClient, manifests: list[dict[str, Any]], checks: _Checks) -> None:
-    lives = await asyncio.gather(*(kube.get_live(obj) for obj in manifests))
-    for obj, live in zip(manifests, lives, strict=True):
-        check = check_addon(obj, live)
+async def _addons(
+    kube: KubeClient, rendered: list[RenderedObject], checks: _Checks, probe: _Prober
+) -> None:
+    lives = await asyncio.gather(
+        *(probe.answer(lambda obj=item.obj: kube.get_live(obj)) for item in rendered)
+    )
+    drifts = await asyncio.gather(
+        *(
+            probe.answer(
+                lambda item=item, live=live: kube.diff_live(
+                    item.obj, live, force=item.force_conflicts
+                )
+            )
+            for item, live in zip(rendered, lives, strict=True)
+        )
+    )
+    for item, live, drift in zip(rendered, lives, drifts, strict=True):
+        check = check_addon(item.obj, live, drift.paths)
         if not checks.record(check.present, f"{check.name} present"):
             continue
         drift = f" ({', '.join(check.drift[:3])})" if check.drift else ""
@@ -113,21 +195,65 @@ async def _addons(kube: KubeClient, manifests: list[dict[str, Any]], checks: _Ch
 
 
 async def _smoke(
-    cluster: ResolvedCluster, kubeconfig: str, ctx: StageContext, checks: _Checks
+    cluster: ResolvedCluster, kubeconfig: str, ctx: StageContext, checks: _Checks, probe: _Prober
 ) -> None:
     """GET /version over httpx: a second client stack, as a person with the kubeconfig
-    would see the cluster (bearer token, the cluster CA when https)."""
+    would see the cluster (bearer token, the cluster CA when https). A 5xx, a dropped
+    connection or a timeout is retried at the request (``werft.retry``) and probed again
+    within the deadline; only an answer that is wrong fails the check."""
     server, token, verify = _credentials(kubeconfig)
+    url = f"{server.rstrip('/')}/version"
+    async with httpx.AsyncClient(verify=verify, timeout=ctx.timeouts.http) as client:
+
+        async def get() -> httpx.Response:
+            try:
+                response = await client.get(url, headers={"Authorization": f"Bearer {token}"})
+            except httpx.HTTPError as exc:
+                failed: BaseException | None = _smoke_error(cluster, exc)
+            else:
+                failed = None
+            if failed is not None:
+                # Outside the handler: the httpx error's request (its Authorization
+                # header) must not ride along as the __context__.
+                raise failed
+            if response.status_code >= 500 or response.status_code in (408, 429):
+                raise TransientError(
+                    f"cluster {cluster.name}: smoke GET /version: {response.status_code}",
+                    cause=str(response.status_code),
+                    retry_after=_retry_after(response),
+                )
+            return response
+
+        response = await probe.answer(lambda: retry_async(get, deadline=probe.deadline))
+    version = ""
+    if response.status_code == 200:
+        try:
+            version = str(response.json().get("gitVersion", ""))
+        except ValueError:
+            version = ""
+    ok = bare_version(version) == cluster.kubernetes_version
+    checks.record(ok, f"smoke GET /version over httpx: {response.status_code} {version}")
+
+
+def _smoke_error(cluster: ResolvedCluster, exc: httpx.HTTPError) -> WerftError:
+    """An httpx failure in werft's words, with the cause retry statistics count by."""
+    head = f"cluster {cluster.name}: smoke GET /version"
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"{head}: timed out", cause="timeout")
+    if isinstance(exc, httpx.ConnectError):
+        if "certificate" in str(exc).lower():  # an untrusted CA does not heal by waiting
+            return PermanentError(f"{head}: TLS certificate not trusted")
+        return TransientError(f"{head}: connection refused", cause="connection refused")
+    if isinstance(exc, httpx.TransportError):
+        return TransientError(f"{head}: connection lost", cause="connection lost")
+    return PermanentError(f"{head}: {type(exc).__name__}")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
     try:
-        async with httpx.AsyncClient(verify=verify, timeout=ctx.timeouts.http) as client:
-            response = await client.get(
-                f"{server.rstrip('/')}/version", headers={"Authorization": f"Bearer {token}"}
-            )
-        version = response.json().get("gitVersion", "") if response.status_code == 200 else ""
-        ok = bare_version(version) == cluster.kubernetes_version
-        checks.record(ok, f"smoke GET /version over httpx: {response.status_code} {version}")
-    except (httpx.HTTPError, ValueError) as exc:
-        checks.record(False, f"smoke GET /version over httpx: {type(exc).__name__}")
+        return float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
 
 
 def _credentials(kubeconfig: str) -> tuple[str, str, ssl.SSLContext | bool]:
@@ -146,7 +272,9 @@ def _credentials(kubeconfig: str) -> tuple[str, str, ssl.SSLContext | bool]:
 
 def classify(exc: WerftError) -> str:
     if isinstance(exc, TransientError):
-        return UNREACHABLE if "connection refused" in str(exc) else API_UNAVAILABLE
+        # Unreachable only as a judgement over time: run_stage turns a failure that
+        # never became one into ConnectionFailed.
+        return UNREACHABLE if is_unreachable(exc) else API_UNAVAILABLE
     return default_classify(
         exc, transient_reason=API_UNAVAILABLE, permanent_reason=VERIFICATION_FAILED
     )

@@ -25,7 +25,8 @@ polled, see ``_Watch``), create, get, replace, patch (merge, strategic merge, JS
 apply), delete, deletecollection, ``/status`` and ``/scale``; self reviews for
 ``kubectl auth can-i`` / ``whoami``. ``kubectl get`` receives server-side Tables
 (kubetables.py); ``/openapi/v2`` and ``/openapi/v3`` say just enough for kubectl to leave
-validation to the server (kubeopenapi.py), which accepts any field.
+validation to the server (kubeopenapi.py), which validates as a real one does
+(``fieldValidation``: kubedecoding.py; quantities, defaults: kubeschema.py, kubedefaults.py).
 
 Over plain HTTP, kubectl sends no token at all (client-go reads credentials only for TLS
 transports), so a person's kubectl needs the app served over HTTPS (kubetls.py); the
@@ -47,6 +48,7 @@ from werft.sim.clock import Clock
 from werft.sim.kube import openapi as kubeopenapi
 from werft.sim.kube import tables as kubetables
 from werft.sim.kube.cluster import SimCluster
+from werft.sim.kube.decoding import IGNORE, Decoder, directive, find_duplicates, warning_header
 from werft.sim.kube.discovery import (
     ResourceType,
     api_group,
@@ -108,6 +110,15 @@ class _Request:
         """What the API server names an unnamed manager: the User-Agent up to its '/'."""
         return self.field_manager or (self.user_agent.split("/")[0][:128] or "unknown")
 
+    def decoder(self) -> Decoder:
+        """How this write is decoded: its fieldValidation, the fields its body repeats."""
+        validation = directive(self.query.get("fieldValidation"))
+        duplicates = []
+        if validation != IGNORE and self.body:
+            json_body = self.body.lstrip()[:1] in (b"{", b"[")
+            duplicates = find_duplicates(self.body, json_body=json_body)
+        return Decoder(validation, duplicates)
+
     def parsed_body(self) -> Any:
         if not self.body:
             return None
@@ -157,6 +168,15 @@ async def _respond(send: Send, status: int, body: bytes, headers: list) -> None:
 
 def _json(status: int, obj: Any) -> tuple[int, bytes, list]:
     return status, orjson.dumps(obj), _JSON
+
+
+def _warned(response: tuple[int, bytes, list], decoder: Decoder) -> tuple[int, bytes, list]:
+    """The response with one ``Warning`` header per warning the decoding gave."""
+    if not decoder.warnings:
+        return response
+    status, body, headers = response
+    warnings = [(b"warning", warning_header(w).encode()) for w in decoder.warnings]
+    return status, body, [*headers, *warnings]
 
 
 def kube_api_app(
@@ -381,14 +401,16 @@ def _resources(
         if method == "POST":
             if rt.namespaced and namespace is None:
                 raise method_not_allowed(method)
+            decoder = request.decoder()
             created = store.create(
                 rt,
                 ns,
                 request.parsed_body(),
                 manager=request.default_manager(),
                 dry_run=request.dry_run,
+                decoder=decoder,
             )
-            return _json(201, created)
+            return _warned(_json(201, created), decoder)
         if method == "DELETE":
             return _json(
                 200,
@@ -409,21 +431,22 @@ def _resources(
         obj = store.read(rt, ns, name)
         return _json(200, kubetables.maybe_table(rt, obj, request.accept, q))
     if method == "PUT":
-        return _json(
-            200,
-            store.replace(
-                rt,
-                ns,
-                name,
-                request.parsed_body(),
-                manager=request.default_manager(),
-                subresource=sub,
-                dry_run=request.dry_run,
-            ),
+        decoder = request.decoder()
+        replaced = store.replace(
+            rt,
+            ns,
+            name,
+            request.parsed_body(),
+            manager=request.default_manager(),
+            subresource=sub,
+            dry_run=request.dry_run,
+            decoder=decoder,
         )
+        return _warned(_json(200, replaced), decoder)
     if method == "PATCH":
         patch_type = request.content_type
         manager = request.field_manager if patch_type == APPLY_PATCH else request.default_manager()
+        decoder = request.decoder()
         obj, created = store.patch(
             rt,
             ns,
@@ -434,8 +457,9 @@ def _resources(
             force=request.flag("force"),
             subresource=sub,
             dry_run=request.dry_run,
+            decoder=decoder,
         )
-        return _json(201 if created else 200, obj)
+        return _warned(_json(201 if created else 200, obj), decoder)
     if method == "DELETE":
         if sub:
             raise method_not_allowed(method)

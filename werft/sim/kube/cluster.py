@@ -2,7 +2,10 @@
 
 The lifecycle (werft/sim/lifecycle.py) drives it: ``bring_up`` when the first control
 plane's API server would answer, ``join_node`` when a kubelet registers, and
-``set_node_ready`` when a machine goes away or comes back. The HTTP side
+``set_node_ready`` when a machine goes away or comes back. A registered node is Ready only
+once its pod network is up, i.e. once a CNI DaemonSet's pod runs on it
+(werft/sim/kube/scheduling.py), exactly as on a kubeadm or k3s (``flannel-backend: none``)
+cluster. The HTTP side
 (werft/sim/kubeapi.py) serves ``store``. A cluster that was never brought up holds no
 store at all, so 10,000 clusters waiting for their machines cost a few hundred bytes each.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 from werft.sim.clock import Clock
 from werft.sim.kube.discovery import BUILTIN_BY_GV
 from werft.sim.kube.objects import NodeState, ObjectStore
+from werft.sim.kube.scheduling import CNI_CONF_DIRS
 
 _NODES = BUILTIN_BY_GV["v1"]["nodes"]
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
@@ -75,6 +79,7 @@ class SimCluster:
         self._token = token
         self._version = kubernetes_version.removeprefix("v")
         self._distribution = distribution
+        self.store.cni_conf_dir = CNI_CONF_DIRS.get(distribution, CNI_CONF_DIRS["kubeadm"])
         self.store.ensure_namespaces()
         self._api_up = True
 
@@ -92,20 +97,36 @@ class SimCluster:
 
     # --- kubelets ------------------------------------------------------------------------
 
-    def join_node(self, name: str, *, role: str, kubelet_version: str, ready_at: float) -> None:
-        """A kubelet registers its Node; it turns Ready at ``ready_at`` (a clock instant).
+    def join_node(
+        self,
+        name: str,
+        *,
+        role: str,
+        kubelet_version: str,
+        ready_at: float,
+        builtin_network: bool = False,
+    ) -> None:
+        """A kubelet registers its Node; it runs (posts status) from ``ready_at`` on.
 
-        Joining again (the machine rebooted) keeps the Node object and sets a new
-        ``ready_at``, as a kubelet re-registering would.
+        The node turns Ready once its pod network is up too: when a CNI pod is Ready on
+        it or, with ``builtin_network``, at once (a distribution that brings its own
+        network; used by tests and the admin bootstrap, not by machines). Joining again
+        (the machine rebooted) keeps the Node object; the network comes up anew.
         """
         store = self.store
         with store.lock:
             now = self.clock.now()
             state = store.node_states.get(name)
             if state is None:
-                store.node_states[name] = NodeState(joined_at=now, ready_at=ready_at)
+                store.node_states[name] = NodeState(
+                    joined_at=now,
+                    kubelet_at=ready_at,
+                    since=now,
+                    builtin_network=builtin_network,
+                )
             else:
-                state.ready_at = ready_at
+                state.kubelet_at, state.since, state.network_at = ready_at, now, None
+                state.builtin_network = state.builtin_network or builtin_network
             store.nodes_changed()
             existing = store.objects(_NODES.key).get(("", name))
             if existing is None:
@@ -114,7 +135,8 @@ class SimCluster:
                 self._set_kubelet(existing, kubelet_version)
 
     def set_node_ready(self, name: str, ready: bool) -> None:
-        """The kubelet stops (False) or resumes (True, from now on) posting Ready."""
+        """The kubelet stops (False) or resumes (True, from now on) posting status. After a
+        stop, the pod network has to come up again (its CNI pod restarts)."""
         if self._store is None:
             return  # wiped or never up: no node to tell
         store = self._store
@@ -122,10 +144,12 @@ class SimCluster:
             state = store.node_states.get(name)
             if state is None:
                 return
+            now = self.clock.now()
             if not ready:
-                state.ready_at = None
-            elif state.ready_at is None or state.ready_at > self.clock.now():
-                state.ready_at = self.clock.now()
+                if state.kubelet_at is not None:
+                    state.kubelet_at, state.since, state.network_at = None, now, None
+            elif state.kubelet_at is None or state.kubelet_at > now:
+                state.kubelet_at, state.since = now, now
             store.nodes_changed()
 
     def set_kubelet_version(self, node: str, version: str) -> None:
@@ -140,8 +164,10 @@ class SimCluster:
             self._set_kubelet(existing, version)
 
     def node_ready(self, name: str) -> bool:
-        state = self.store.node_states.get(name) if self._store else None
-        return bool(state and state.ready_at is not None and self.clock.now() >= state.ready_at)
+        """Is the node's Ready condition True now (kubelet running and pod network up)?"""
+        node = self.store.get("", "v1", "nodes", None, name) if self._store else None
+        conditions = ((node or {}).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
     def _set_kubelet(self, node: dict, version: str) -> None:
         status = node.get("status") or {}

@@ -8,9 +8,13 @@ same instants it would on a real cluster, watches see them, and 10,000 idle clus
 nothing. Every timestamp is derived from the instant of the transition, never from the
 instant of the read, so an unchanged status never looks changed.
 
-Timing (``Clock.delays.workload_available``, scaled): a Deployment, StatefulSet,
-ReplicaSet, Job or Pod is available that long after its last spec change; a DaemonSet's
-pod on a node is ready that long after both its spec change and the node turning Ready.
+Timing (``Clock.delays.workload_available``, scaled): a pod is ready that long after both
+its workload's last spec change and the instant it can start on a node
+(kubescheduling.py: normally the node turning Ready, which needs a CNI). A Deployment,
+StatefulSet, ReplicaSet, Job or Pod is available when its pods are, on the first node that
+takes them; a DaemonSet counts its pods node by node. A workload whose pods fit no node
+stays unavailable (a Deployment reports ``ProgressDeadlineExceeded`` after its
+``progressDeadlineSeconds``, scaled like every delay).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from werft.sim.kube import scheduling
+from werft.sim.kube.scheduling import NodeView
 
 Obj = dict[str, Any]
 
@@ -28,11 +35,17 @@ class Rollout:
 
     changed_at: float  # clock instant of the last spec change (or creation)
     was_available: bool = False  # the rollout before the current one had finished
+    created_at: float = -1.0  # clock instant of the object's creation (-1: changed_at)
+    finished: bool = False  # the controller has seen this rollout complete
     # The store's cache: the status of ``checked`` (the stored object) holds until
     # ``until`` unless the nodes change (``epoch``); reads skip the controller till then.
     checked: Any = None
     until: float = 0.0
     epoch: int = -1
+
+    def __post_init__(self) -> None:
+        if self.created_at < 0:
+            self.created_at = self.changed_at
 
 
 class World(Protocol):
@@ -48,12 +61,20 @@ class World(Protocol):
 
     def wall(self, instant: float) -> str: ...
 
-    def nodes(self) -> Iterable[tuple[Obj, float | None]]:
-        """Every Node object with the instant it turned Ready (None: not Ready)."""
+    def scaled(self, seconds: float) -> float:
+        """A duration of the real world in clock time (the time scale applied)."""
         ...
 
-    def node_ready_since(self, name: str) -> tuple[float | None, float]:
-        """(instant it turned Ready or None, instant it joined)."""
+    def node_views(self) -> Iterable[NodeView]:
+        """Every node with its kubelet and readiness instants."""
+        ...
+
+    def node_view(self, name: str, obj: Obj | None = None) -> NodeView | None:
+        """One node's view; ``obj``: the Node object being written (not stored yet)."""
+        ...
+
+    def kubelet(self, name: str) -> Any:
+        """The node's kubelet state (objects.NodeState) or None: no kubelet registered it."""
         ...
 
 
@@ -68,22 +89,45 @@ def _condition(type_: str, ok: bool, reason: str, message: str, since: str) -> O
     }
 
 
-def _done_at(rollout: Rollout, world: World) -> float:
-    return rollout.changed_at + world.delay
-
-
 def _generation(obj: Mapping[str, Any]) -> int:
     return int((obj.get("metadata") or {}).get("generation") or 1)
 
 
+def _placed_at(obj: Obj, world: World) -> float | None:
+    """When the first node can start this workload's pods (None: no node will)."""
+    pod_spec = scheduling.pod_spec_of(obj)
+    if pod_spec.get("nodeName"):  # bound by hand: the scheduler's filters do not apply
+        view = world.node_view(str(pod_spec["nodeName"]))
+        if view is None or view.kubelet_at is None:
+            return None
+        return view.kubelet_at if pod_spec.get("hostNetwork") else view.ready_at
+    tolerations = list(pod_spec.get("tolerations") or [])
+    starts = [scheduling.start_at(pod_spec, tolerations, v) for v in world.node_views()]
+    return min((s for s in starts if s is not None), default=None)
+
+
+def _done_at(obj: Obj, rollout: Rollout, world: World) -> float | None:
+    """When the current rollout's pods are all available (None: never, as things stand)."""
+    placed = _placed_at(obj, world)
+    if placed is None:
+        return None
+    return max(rollout.changed_at, placed) + world.delay
+
+
+def _reached(world: World, instant: float | None) -> bool:
+    return instant is not None and world.reached(instant)
+
+
 def deployment(obj: Obj, rollout: Rollout, world: World) -> Obj:
     name = obj["metadata"]["name"]
-    replicas = int((obj.get("spec") or {}).get("replicas", 1))
-    done_at = _done_at(rollout, world)
-    done = replicas == 0 or world.reached(done_at)
+    spec = obj.get("spec") or {}
+    replicas = int(spec.get("replicas", 1))
+    done_at = None if replicas == 0 else _done_at(obj, rollout, world)
+    done = replicas == 0 or _reached(world, done_at)
     status: Obj = {"observedGeneration": _generation(obj), "replicas": replicas}
     if done:
-        since = world.wall(done_at if replicas else rollout.changed_at)
+        rollout.finished = True
+        since = world.wall(done_at if done_at is not None else rollout.changed_at)
         status.update(
             updatedReplicas=replicas,
             readyReplicas=replicas,
@@ -99,13 +143,25 @@ def deployment(obj: Obj, rollout: Rollout, world: World) -> Obj:
         )
     else:
         since = world.wall(rollout.changed_at)
-        progressing = _condition(
-            "Progressing",
-            True,
-            "ReplicaSetUpdated",
-            f'ReplicaSet "{name}" is progressing.',
-            since,
+        deadline = rollout.changed_at + world.scaled(
+            float(spec.get("progressDeadlineSeconds") or 600)
         )
+        if world.reached(deadline):
+            progressing = _condition(
+                "Progressing",
+                False,
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{name}" has timed out progressing.',
+                world.wall(deadline),
+            )
+        else:
+            progressing = _condition(
+                "Progressing",
+                True,
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{name}" is progressing.',
+                since,
+            )
         if rollout.was_available:  # a rolling update: the old pods keep serving
             status.update(
                 updatedReplicas=0,
@@ -141,7 +197,9 @@ def _deployment_available(available: bool, since: str) -> Obj:
 
 def statefulset(obj: Obj, rollout: Rollout, world: World) -> Obj:
     replicas = int((obj.get("spec") or {}).get("replicas", 1))
-    done = replicas == 0 or world.reached(_done_at(rollout, world))
+    done = replicas == 0 or _reached(world, _done_at(obj, rollout, world))
+    if done:
+        rollout.finished = True
     ready = replicas if (done or rollout.was_available) else 0
     revision = f"{obj['metadata']['name']}-{_generation(obj)}"
     status: Obj = {
@@ -160,7 +218,7 @@ def statefulset(obj: Obj, rollout: Rollout, world: World) -> Obj:
 
 def replicaset(obj: Obj, rollout: Rollout, world: World) -> Obj:
     replicas = int((obj.get("spec") or {}).get("replicas", 1))
-    done = replicas == 0 or world.reached(_done_at(rollout, world))
+    done = replicas == 0 or _reached(world, _done_at(obj, rollout, world))
     ready = replicas if done else 0
     return {
         "observedGeneration": _generation(obj),
@@ -171,41 +229,20 @@ def replicaset(obj: Obj, rollout: Rollout, world: World) -> Obj:
     }
 
 
-def _tolerated(taint: Mapping[str, Any], tolerations: list[Mapping[str, Any]]) -> bool:
-    if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-        return True
-    for tol in tolerations:
-        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
-            continue
-        if tol.get("operator") == "Exists":
-            if not tol.get("key") or tol.get("key") == taint.get("key"):
-                return True
-        elif tol.get("key") == taint.get("key") and tol.get("value", "") == taint.get("value", ""):
-            return True
-    return False
-
-
-def _schedulable(pod_spec: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    selector = pod_spec.get("nodeSelector") or {}
-    if any(labels.get(k) != v for k, v in selector.items()):
-        return False
-    tolerations = pod_spec.get("tolerations") or []
-    taints = (node.get("spec") or {}).get("taints") or []
-    return all(_tolerated(t, tolerations) for t in taints)
-
-
 def daemonset(obj: Obj, rollout: Rollout, world: World) -> Obj:
-    pod_spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    pod_spec = scheduling.pod_spec_of(obj)
+    tolerations = scheduling.daemon_tolerations(pod_spec)
     desired = ready = 0
-    for node, ready_since in world.nodes():
-        if ready_since is None or not world.reached(ready_since):
-            continue
-        if not _schedulable(pod_spec, node):
+    for view in world.node_views():
+        node_ready = _reached(world, view.ready_at)
+        if not scheduling.scheduled_now(pod_spec, tolerations, view, node_ready):
             continue
         desired += 1
-        if world.reached(max(rollout.changed_at, ready_since) + world.delay):
+        start = scheduling.start_at(pod_spec, tolerations, view)
+        if start is not None and world.reached(max(rollout.changed_at, start) + world.delay):
             ready += 1
+    if desired and ready == desired:
+        rollout.finished = True
     status: Obj = {
         "observedGeneration": _generation(obj),
         "currentNumberScheduled": desired,
@@ -221,9 +258,9 @@ def daemonset(obj: Obj, rollout: Rollout, world: World) -> Obj:
 
 
 def job(obj: Obj, rollout: Rollout, world: World) -> Obj:
-    done_at = _done_at(rollout, world)
+    done_at = _done_at(obj, rollout, world)
     started = world.wall(rollout.changed_at)
-    if not world.reached(done_at):
+    if done_at is None or not world.reached(done_at):
         return {"active": 1, "startTime": started, "ready": 0}
     finished = world.wall(done_at)
     completions = int((obj.get("spec") or {}).get("completions") or 1)
@@ -244,15 +281,16 @@ def job(obj: Obj, rollout: Rollout, world: World) -> Obj:
 
 
 def pod(obj: Obj, rollout: Rollout, world: World) -> Obj:
-    done_at = _done_at(rollout, world)
-    running = world.reached(done_at)
-    since = world.wall(done_at if running else rollout.changed_at)
+    done_at = _done_at(obj, rollout, world)
+    running = _reached(world, done_at)
+    since = world.wall(done_at if running and done_at is not None else rollout.changed_at)
     started = world.wall(rollout.changed_at)
     containers = ((obj.get("spec") or {}).get("containers")) or []
+    scheduled = _placed_at(obj, world) is not None
     conditions = [
         {
             "type": t,
-            "status": "True" if (running or t == "PodScheduled") else "False",
+            "status": "True" if (running or (t == "PodScheduled" and scheduled)) else "False",
             "lastProbeTime": None,
             "lastTransitionTime": since if t != "PodScheduled" else started,
         }
@@ -287,7 +325,7 @@ def apiservice(obj: Obj, rollout: Rollout, world: World) -> Obj:
                 _available(True, "Local", "Local APIServices are always available", since)
             ]
         }
-    done_at = _done_at(rollout, world)
+    done_at = rollout.changed_at + world.delay
     if world.reached(done_at):
         return {
             "conditions": [_available(True, "Passed", "all checks passed", world.wall(done_at))]
@@ -346,11 +384,43 @@ def crd(obj: Obj, rollout: Rollout, world: World) -> Obj:
     }
 
 
+# What a kubelet (>= 1.24, containerd) posts while the runtime has no CNI configuration.
+NO_CNI_MESSAGE = (
+    "container runtime network not ready: NetworkReady=false "
+    "reason:NetworkPluginNotReady message:Network plugin returns error: "
+    "cni plugin not initialized"
+)
+_PRESSURE = (("MemoryPressure", "Memory"), ("DiskPressure", "Disk"), ("PIDPressure", "PID"))
+
+
 def node(obj: Obj, rollout: Rollout, world: World) -> Obj:
-    ready_since, joined_at = world.node_ready_since(obj["metadata"]["name"])
-    ready = ready_since is not None and world.reached(ready_since)
-    joined = world.wall(joined_at)
+    """The kubelet's conditions; once it stops posting, the node lifecycle controller's."""
+    name = obj["metadata"]["name"]
+    state = world.kubelet(name)
+    view = world.node_view(name, obj)
     status = dict(obj.get("status") or {})
+    if state is None or view is None or view.kubelet_at is None:
+        # The kubelet stopped (or no kubelet ever registered this Node): every condition
+        # Unknown, as the node lifecycle controller sets them after the grace period.
+        since = world.wall(state.since if state is not None else rollout.created_at)
+        message = (
+            "Kubelet stopped posting node status."
+            if state is not None
+            else "Kubelet never posted node status."
+        )
+        status["conditions"] = [
+            {
+                "type": t,
+                "status": "Unknown",
+                "lastHeartbeatTime": since,
+                "lastTransitionTime": since,
+                "reason": "NodeStatusUnknown",
+                "message": message,
+            }
+            for t in (*(p for p, _ in _PRESSURE), "Ready")
+        ]
+        return status
+    joined = world.wall(state.since)
     conditions = [
         {
             "type": t,
@@ -360,13 +430,10 @@ def node(obj: Obj, rollout: Rollout, world: World) -> Obj:
             "reason": f"KubeletHasSufficient{what}",
             "message": f"kubelet has sufficient {what.lower()} available",
         }
-        for t, what in (
-            ("MemoryPressure", "Memory"),
-            ("DiskPressure", "Disk"),
-            ("PIDPressure", "PID"),
-        )
+        for t, what in _PRESSURE
     ]
-    since = world.wall(ready_since) if ready and ready_since is not None else joined
+    ready = _reached(world, view.ready_at)
+    since = world.wall(view.ready_at) if ready and view.ready_at is not None else joined
     conditions.append(
         {
             "type": "Ready",
@@ -374,13 +441,29 @@ def node(obj: Obj, rollout: Rollout, world: World) -> Obj:
             "lastHeartbeatTime": since,
             "lastTransitionTime": since,
             "reason": "KubeletReady" if ready else "KubeletNotReady",
-            "message": "kubelet is posting ready status"
-            if ready
-            else "container runtime network not ready: NetworkReady=false",
+            "message": "kubelet is posting ready status" if ready else NO_CNI_MESSAGE,
         }
     )
     status["conditions"] = conditions
     return status
+
+
+def node_spec(obj: Obj) -> Obj:
+    """The node's spec with the taints its Ready condition implies (and no other
+    condition taints): what the node lifecycle controller maintains."""
+    spec = obj.get("spec") or {}
+    ready = next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"),
+        None,
+    )
+    if ready is None:
+        return spec
+    own = [t for t in spec.get("taints") or [] if t.get("key") not in scheduling.CONDITION_TAINTS]
+    taints = own + scheduling.condition_taints(ready["status"], ready["lastTransitionTime"])
+    out = {k: v for k, v in spec.items() if k != "taints"}
+    if taints:
+        out["taints"] = taints
+    return out
 
 
 Controller = Callable[[Obj, Rollout, World], Obj]
@@ -417,6 +500,9 @@ def _stallable(controller: Controller) -> Controller:
 
     return reconcile
 
+
+# Controllers that also own part of the spec (given the object with its new status).
+SPEC_CONTROLLERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {("", "nodes"): node_spec}
 
 CONTROLLERS: dict[tuple[str, str], Controller] = {
     ("apps", "deployments"): _stallable(deployment),

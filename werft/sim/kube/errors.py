@@ -39,6 +39,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:  # an error that is no Status (a plain Go error): no reason
+            del body["reason"]
         if self.details is not None:
             body["details"] = self.details
         return body

@@ -14,9 +14,12 @@ A faithful-enough model of structured-merge-diff, the library behind server-side
 - An **Update** (create, PUT, merge/JSON/strategic patch) never conflicts: its manager
   takes over every field it changed, and removed fields leave every manager.
 
-Associative lists are keyed like the built-in schemas (containers by name, container
-ports by containerPort+protocol, ...); for other lists of maps, a unique ``name`` makes
-them associative, and everything else is atomic (custom resources have no schema here).
+Which lists are associative, and by which keys, comes from the object's schema (the
+compiled upstream schemas, a CRD's structural schema: kubeschema.py), as in
+structured-merge-diff: ``x-kubernetes-list-type: map`` with its ``list-map-keys``, or a
+``patch-merge-key``; every other list is atomic, and so are lists in untyped parts
+(``x-kubernetes-preserve-unknown-fields``). Only without any schema do the historical
+heuristics apply (the built-in key table; a unique ``name`` makes a list associative).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from werft.sim.kube import schema as kubeschema
 from werft.sim.kube.errors import ApiError
 
 Obj = dict[str, Any]
@@ -76,6 +80,54 @@ def list_key(field: str, items: Iterable[Any]) -> tuple[str, ...] | None:
     return None
 
 
+# The schema of the part of an object being walked: a compiled node, None (no schema at
+# all: heuristics) or _DEDUCED (an untyped part: maps are granular, lists atomic).
+_DEDUCED: Mapping[str, Any] = {"t": "any"}
+SchemaNode = Mapping[str, Any] | None
+
+
+def _resolve(node: SchemaNode) -> SchemaNode:
+    if node is None or node is _DEDUCED:
+        return node
+    name = node.get("$")
+    return kubeschema.definition(name) if name is not None else node
+
+
+def _field_node(node: SchemaNode, key: str) -> SchemaNode:
+    node = _resolve(node)
+    if node is None or node is _DEDUCED:
+        return node
+    props = node.get("o")
+    if props is not None:
+        return props.get(key) or _DEDUCED
+    return node.get("x") or _DEDUCED
+
+
+def _item_node(node: SchemaNode) -> SchemaNode:
+    node = _resolve(node)
+    if node is None or node is _DEDUCED:
+        return node
+    return node.get("l") or _DEDUCED
+
+
+def _keys(node: SchemaNode, field: str, items: list[Any]) -> tuple[str, ...] | None:
+    """The key fields of a list at ``node`` (None: atomic)."""
+    node = _resolve(node)
+    if node is None:
+        return list_key(field, items)
+    if node is _DEDUCED or not items or not all(isinstance(i, dict) for i in items):
+        return None
+    kind = node.get("lt")
+    if kind == "map" and node.get("k"):
+        keys = tuple(node["k"])
+    elif kind is None and node.get("pk"):
+        keys = (node["pk"],)
+    else:
+        return None
+    present = all(all(k in i or k in _KEY_DEFAULTS for k in keys) for i in items)
+    return keys if present else None
+
+
 def _key_of(item: Mapping[str, Any], keys: tuple[str, ...]) -> Obj:
     return {k: item.get(k, _KEY_DEFAULTS.get(k)) for k in keys}
 
@@ -109,23 +161,33 @@ def tracked(obj: Mapping[str, Any] | None, *, status_subresource: bool, only_sta
     return out
 
 
-def flatten(value: Any, prefix: Path = (), field: str = "", out: dict | None = None) -> dict:
-    """``{path: leaf value}``; associative list items also appear as paths of their own."""
+def flatten(
+    value: Any,
+    prefix: Path = (),
+    field: str = "",
+    out: dict | None = None,
+    node: SchemaNode = None,
+) -> dict:
+    """``{path: leaf value}``; associative list items also appear as paths of their own.
+    ``node``: the schema of ``value`` (None: no schema, heuristics)."""
     if out is None:
         out = {}
     if isinstance(value, dict) and value:
         for key, child in value.items():
-            flatten(child, (*prefix, f"f:{key}"), key, out)
+            flatten(child, (*prefix, f"f:{key}"), key, out, _field_node(node, key))
         return out
     if isinstance(value, list) and value:
-        keys = list_key(field, value)
+        keys = _keys(node, field, value)
         if keys is not None:
+            item_node = _item_node(node)
             for item in value:
                 element = _key_element(item, keys)
                 item_path = (*prefix, element)
                 out[item_path] = element
                 for key, child in item.items():
-                    flatten(child, (*item_path, f"f:{key}"), key, out)
+                    flatten(
+                        child, (*item_path, f"f:{key}"), key, out, _field_node(item_node, key)
+                    )
             return out
     if prefix:
         out[prefix] = value
@@ -170,7 +232,9 @@ def path_text(path: Path) -> str:
             text += f".{rest}"
         elif kind == "k":
             key = json.loads(rest)
-            text += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in key.items()) + "]"
+            text += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(key.items())) + "]"
+        elif kind == "v":
+            text += f"[={rest}]"
         else:
             text += f"[{rest}]"
     return text
@@ -190,16 +254,17 @@ def drop_nulls(value: Any) -> Any:
     return value
 
 
-def merge(live: Any, config: Any, field: str = "") -> Any:
+def merge(live: Any, config: Any, field: str = "", node: SchemaNode = None) -> Any:
     """Apply ``config`` onto ``live``: maps and associative lists merge, the rest replaces."""
     if isinstance(config, dict) and isinstance(live, dict):
         out = dict(live)
         for key, value in config.items():
-            out[key] = merge(live.get(key, _MISSING), value, key)
+            out[key] = merge(live.get(key, _MISSING), value, key, _field_node(node, key))
         return out
     if isinstance(config, list) and isinstance(live, list) and config:
-        keys = list_key(field, live + config)
+        keys = _keys(node, field, live + config)
         if keys is not None:
+            item_node = _item_node(node)
             out_list = list(live)
             index = {_key_element(item, keys): n for n, item in enumerate(out_list)}
             for item in config:
@@ -207,7 +272,7 @@ def merge(live: Any, config: Any, field: str = "") -> Any:
                 if at is None:
                     out_list.append(item)
                 else:
-                    out_list[at] = merge(out_list[at], item)
+                    out_list[at] = merge(out_list[at], item, "", item_node)
             return out_list
     return config
 
@@ -321,19 +386,51 @@ def _render(entries: list[_Entry], now: str) -> list[Obj]:
     return [e.render(now) for e in entries if e.paths]
 
 
-def _conflict_error(conflicts: list[tuple[_Entry, Path]]) -> ApiError:
-    def who(entry: _Entry) -> str:
-        using = f" using {entry.api_version}" if entry.operation != "Apply" else ""
-        return f'conflict with "{entry.manager}"{using}'
+def _manager_identifier(entry: _Entry) -> str:
+    """The manager as structured-merge-diff names it: the managedFields entry without
+    time and fields (and, for appliers, without apiVersion), JSON-encoded."""
+    ident: Obj = {"manager": entry.manager, "operation": entry.operation}
+    if entry.operation != "Apply":
+        ident["apiVersion"] = entry.api_version
+    if entry.subresource:
+        ident["subresource"] = entry.subresource
+    return json.dumps(ident, separators=(",", ":"))
 
-    count = len(conflicts)
-    lines = [f"{who(e)}: {path_text(p)}" for e, p in conflicts]
-    noun = "conflict" if count == 1 else "conflicts"
-    message = f"Apply failed with {count} {noun}: " + "\n".join(lines)
+
+def _who(entry: _Entry) -> str:
+    """``"kubectl-edit" using apps/v1`` (apimachinery's printManager)."""
+    text = json.dumps(entry.manager, ensure_ascii=False)
+    if entry.subresource:
+        text += f" with subresource {json.dumps(entry.subresource, ensure_ascii=False)}"
+    if entry.operation == "Update":
+        text += f" using {entry.api_version}"
+    return text
+
+
+def _conflict_error(conflicts: list[tuple[_Entry, Path]]) -> ApiError:
+    """409 Conflict worded as apimachinery's managedfields NewConflictError."""
     causes = [
-        {"reason": "FieldManagerConflict", "message": who(e), "field": path_text(p)}
+        {
+            "reason": "FieldManagerConflict",
+            "message": f"conflict with {_who(e)}",
+            "field": path_text(p),
+        }
         for e, p in conflicts
     ]
+    if len(conflicts) == 1:
+        entry, path = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {_who(entry)}: {path_text(path)}"
+    else:
+        by_manager: dict[str, tuple[_Entry, list[Path]]] = {}
+        for entry, path in conflicts:
+            by_manager.setdefault(_manager_identifier(entry), (entry, []))[1].append(path)
+        lines = []
+        for ident in sorted(by_manager):
+            entry, paths = by_manager[ident]
+            lines.append(f"conflicts with {_who(entry)}:")
+            lines.extend(f"- {path_text(p)}" for p in paths)
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    # StatusCause's Type is serialised as "reason" (metav1.StatusCause json tags).
     return ApiError(409, "Conflict", message, {"causes": causes})
 
 
@@ -350,6 +447,7 @@ def apply(
     status_subresource: bool,
     subresource: str,
     now: str,
+    schema: SchemaNode = None,
 ) -> Obj:
     """``live`` after an Apply of ``config`` by ``manager``, with its managedFields.
 
@@ -361,7 +459,8 @@ def apply(
     config = drop_nulls(config)
     cfg = tracked(config, status_subresource=status_subresource, only_status=only_status)
     old = tracked(live, status_subresource=status_subresource, only_status=only_status)
-    cfg_flat, old_flat = flatten(cfg), flatten(old)
+    cfg_flat = flatten(cfg, node=schema)
+    old_flat = flatten(old, node=schema)
     entries = _entries(live)
     mine = _find(entries, (manager, "Apply", "", subresource))
     others = [e for e in entries if e is not mine and e.subresource == subresource]
@@ -378,7 +477,7 @@ def apply(
         entry.paths.discard(path)
         entry.changed = True
 
-    merged = merge(old, cfg)
+    merged = merge(old, cfg, node=schema)
     previous = mine.paths if mine else set()
     owned_by_others: set[Path] = set()
     for entry in others:
@@ -419,11 +518,16 @@ def update(
     status_subresource: bool,
     subresource: str,
     now: str,
+    schema: SchemaNode = None,
 ) -> list[Obj]:
     """The managedFields of ``new`` after ``manager`` wrote it over ``old`` (None: create)."""
     only_status = subresource == "status"
-    before = flatten(tracked(old, status_subresource=status_subresource, only_status=only_status))
-    after = flatten(tracked(new, status_subresource=status_subresource, only_status=only_status))
+    before = flatten(
+        tracked(old, status_subresource=status_subresource, only_status=only_status), node=schema
+    )
+    after = flatten(
+        tracked(new, status_subresource=status_subresource, only_status=only_status), node=schema
+    )
     changed = {p for p, v in after.items() if before.get(p, _MISSING) != v}
     removed = before.keys() - after.keys()
     entries = _entries(old)

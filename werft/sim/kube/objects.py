@@ -39,7 +39,15 @@ import orjson
 from werft.sim.clock import Clock
 from werft.sim.kube import fields as kubefields
 from werft.sim.kube import patch as kubepatch
-from werft.sim.kube.controllers import CONTROLLERS, Rollout
+from werft.sim.kube import scheduling
+from werft.sim.kube import schema as kubeschema
+from werft.sim.kube.controllers import (
+    CONTROLLERS,
+    SPEC_CONTROLLERS,
+    UNAVAILABLE_ANNOTATION,
+    Rollout,
+)
+from werft.sim.kube.decoding import Decoder
 from werft.sim.kube.discovery import (
     BUILTIN_BY_GV,
     BUILTIN_GROUPS,
@@ -57,6 +65,7 @@ from werft.sim.kube.errors import (
     not_found,
     unsupported_media_type,
 )
+from werft.sim.kube.scheduling import NodeView
 from werft.sim.kube.selectors import field_selector, label_selector
 from werft.sim.kube.shared import share
 
@@ -74,6 +83,9 @@ PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 _CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 _NAMESPACES = ("", "namespaces")
 _NODES = ("", "nodes")
+_DAEMONSETS = ("apps", "daemonsets")
+# Kinds whose writes change what nodes and node readers (DaemonSets, workloads) see.
+_NODE_INPUTS = frozenset({_NODES, _DAEMONSETS})
 # RFC 1123 subdomain: what most object names must be.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -98,19 +110,23 @@ def copy_obj(obj: Any) -> Any:
 
 @dataclass(slots=True)
 class NodeState:
-    """What the kubelet of a node would report: when it joined and when it turned Ready."""
+    """What the kubelet of a node would report (see kubescheduling.py for readiness)."""
 
     joined_at: float
-    ready_at: float | None  # None: not Ready until set_node_ready(True)
+    kubelet_at: float | None  # the kubelet runs from then on; None: stopped
+    since: float  # the kubelet's last start or stop (the Ready condition's transition)
+    network_at: float | None = None  # the pod network came up (kept while the kubelet runs)
+    builtin_network: bool = False  # the distribution brings its own (no CNI DaemonSet)
 
 
 class _World:
     """The view controllers get (kubecontrollers.World): one instant for a whole read."""
 
-    __slots__ = ("delay", "next_change", "now", "store")
+    __slots__ = ("_views", "delay", "next_change", "now", "store")
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+        self._views: list[NodeView] | None = None
         self.now = store.clock.now()
         self.delay = store.clock.scaled(store.clock.delays.workload_available)
         self.next_change = _INF
@@ -124,17 +140,26 @@ class _World:
     def wall(self, instant: float) -> str:
         return self.store.wall(instant)
 
-    def nodes(self) -> Iterator[tuple[Obj, float | None]]:
-        states = self.store.node_states
-        for (_, name), node in self.store.objects(_NODES).items():
-            state = states.get(name)
-            yield node, (state.ready_at if state else None)
+    def scaled(self, seconds: float) -> float:
+        return self.store.clock.scaled(seconds)
 
-    def node_ready_since(self, name: str) -> tuple[float | None, float]:
-        state = self.store.node_states.get(name)
-        if state is None:
-            return None, self.now
-        return state.ready_at, state.joined_at
+    def kubelet(self, name: str) -> NodeState | None:
+        return self.store.node_states.get(name)
+
+    def node_views(self) -> list[NodeView]:
+        """Every node with its kubelet and readiness instants (computed once per look)."""
+        if self._views is None:
+            self._views = self.store.node_views(self.now, self.delay)
+        return self._views
+
+    def node_view(self, name: str, obj: Obj | None = None) -> NodeView | None:
+        """One node's view; ``obj``: the Node being written (not stored yet)."""
+        for view in self.node_views():
+            if view.name == name:
+                return view if obj is None else NodeView(name, obj, view.kubelet_at, view.ready_at)
+        if obj is None:
+            return None
+        return self.store.node_views(self.now, self.delay, iter([(name, obj)]))[0]
 
 
 class ObjectStore:
@@ -151,7 +176,8 @@ class ObjectStore:
         self.custom_key: frozenset[ResourceType] = frozenset()  # what discovery depends on
         self._wall_anchor = (time.time(), clock.now())  # so derived timestamps never wobble
         self._next_ip = 10
-        self._node_epoch = 0  # bumped when nodes change: DaemonSets and Nodes re-evaluate
+        self._node_epoch = 0  # bumped when nodes or DaemonSets change: controllers re-look
+        self.cni_conf_dir = scheduling.CNI_CONF_DIRS["kubeadm"]  # set by the cluster
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -200,6 +226,13 @@ class ObjectStore:
         found.update(self._custom.get(group_version, {}))
         return list(found.values())
 
+    def schema_root(self, rt: ResourceType) -> kubeschema.Node | None:
+        """The schema that decodes ``rt``'s objects (a CRD's for custom resources)."""
+        if not rt.custom:
+            return kubeschema.builtin_root(rt.group_version, rt.kind)
+        crd = self.objects(_CRDS).get(("", f"{rt.plural}.{rt.group}"))
+        return None if crd is None else kubeschema.custom_root(crd, rt.version)
+
     def kind_resource(self, api_version: str, kind: str) -> ResourceType | None:
         for t in self.resources_of(api_version):
             if t.kind == kind:
@@ -232,14 +265,78 @@ class ObjectStore:
         ):
             return obj  # nothing the controller looks at has changed since its last look
         world.next_change = _INF
-        status = controller(obj, rollout, world)
-        if status != obj.get("status"):
-            new = dict(obj)
-            new["status"] = status
+        new = self._controlled(rt, obj, controller(obj, rollout, world))
+        if new is not obj:
             new["metadata"] = {**obj["metadata"], "resourceVersion": self._next_rv()}
             self._objects[rt.key][key] = obj = new
         rollout.checked, rollout.until, rollout.epoch = obj, world.next_change, self._node_epoch
         return obj
+
+    @staticmethod
+    def _controlled(rt: ResourceType, obj: Obj, status: Obj) -> Obj:
+        """``obj`` with the controller's status (and spec, for nodes' taints); ``obj``
+        itself when nothing changed."""
+        new = obj
+        if status != obj.get("status"):
+            new = {**obj, "status": status}
+        spec_of = SPEC_CONTROLLERS.get(rt.key)
+        if spec_of is not None:
+            spec = spec_of(new)
+            if spec != new.get("spec"):
+                new = {**new, "spec": spec}
+        return new
+
+    def node_views(
+        self, now: float, delay: float, nodes: Iterator[tuple[str, Obj]] | None = None
+    ) -> list[NodeView]:
+        """Every node: when its kubelet runs and when it is (foreseen to be) Ready.
+
+        Ready = kubelet running + pod network up; the network comes up when the first CNI
+        pod on the node is Ready (kubescheduling.py), and is remembered once it has.
+        """
+        cnis: list[tuple[Any, list, float]] | None = None
+        views = []
+        if nodes is None:
+            nodes = ((name, node) for (_, name), node in self.objects(_NODES).items())
+        for name, node in nodes:
+            state = self.node_states.get(name)
+            if state is None or state.kubelet_at is None:
+                views.append(NodeView(name, node, None, None))
+                continue
+            kubelet_at = state.kubelet_at
+            network = state.network_at
+            if network is None and state.builtin_network:
+                network = kubelet_at
+            if network is None:
+                if cnis is None:
+                    cnis = self._cni_pods(now)
+                bare = NodeView(name, node, kubelet_at, None)
+                starts = []
+                for pod_spec, tolerations, created_at in cnis:
+                    start = scheduling.start_at(pod_spec, tolerations, bare)
+                    if start is not None:
+                        starts.append(max(start, created_at) + delay)
+                network = min(starts, default=None)
+                if network is not None and network <= now:
+                    state.network_at = network  # the CNI config stays on the host
+            ready_at = None if network is None else max(network, kubelet_at)
+            views.append(NodeView(name, node, kubelet_at, ready_at))
+        return views
+
+    def _cni_pods(self, now: float) -> list[tuple[Any, list, float]]:
+        """(pod spec, its tolerations, the DaemonSet's creation) of every CNI DaemonSet
+        whose pods can become Ready (not marked unavailable)."""
+        found = []
+        for key, ds in self.objects(_DAEMONSETS).items():
+            if not scheduling.is_cni(ds, self.cni_conf_dir):
+                continue
+            if ((ds.get("metadata") or {}).get("annotations") or {}).get(UNAVAILABLE_ANNOTATION):
+                continue
+            pod_spec = scheduling.pod_spec_of(ds)
+            rollout = self._rollouts.get((*_DAEMONSETS, *key))
+            created_at = rollout.created_at if rollout is not None else now
+            found.append((pod_spec, scheduling.daemon_tolerations(pod_spec), created_at))
+        return found
 
     def nodes_changed(self) -> None:
         """A kubelet's state changed (the cluster calls this): re-evaluate node readers."""
@@ -431,27 +528,18 @@ class ObjectStore:
                 obj["data"] = data
             obj.setdefault("type", "Opaque")
         elif rt.key == ("", "services"):
+            # The type's defaults come from decoding (kubedefaults.py); this is what the
+            # Service registry allocates: a cluster IP and its single-stack family.
             obj["spec"] = spec = dict(obj.get("spec") or {})
             spec.setdefault("type", "ClusterIP")
             if spec.get("type") != "ExternalName" and "clusterIP" not in spec:
                 spec["clusterIP"] = self._allocate_ip()
             if spec.get("clusterIP") and "clusterIPs" not in spec:
                 spec["clusterIPs"] = [spec["clusterIP"]]
-            spec.setdefault("sessionAffinity", "None")
-            if spec.get("ports"):
-                ports = []
-                for port in spec["ports"]:
-                    if isinstance(port, dict) and (
-                        "protocol" not in port or "targetPort" not in port
-                    ):
-                        port = {"protocol": "TCP", "targetPort": port.get("port"), **port}
-                    ports.append(port)
-                spec["ports"] = ports
+            if spec.get("type") != "ExternalName":  # headless ones too
+                spec.setdefault("ipFamilies", ["IPv4"])
+                spec.setdefault("ipFamilyPolicy", "SingleStack")
             obj.setdefault("status", {"loadBalancer": {}})
-        elif rt.group == "apps" and rt.plural in ("deployments", "statefulsets", "replicasets"):
-            spec = obj.get("spec") or {}
-            if "replicas" not in spec:
-                obj["spec"] = {**spec, "replicas": 1}
         return obj
 
     def _allocate_ip(self) -> str:
@@ -510,7 +598,8 @@ class ObjectStore:
         world = _World(self)
         if controller is not None:
             rollout = self._rollout_after_write(rt, key, spec_changed)
-            new["status"] = controller(new, rollout, world)
+            new = self._controlled(rt, new, controller(new, rollout, world))
+            meta = new["metadata"]
         if old is not None and new == old:
             return old
         if dry_run:
@@ -521,7 +610,7 @@ class ObjectStore:
             return new
         _share_parts(new)
         self._objects.setdefault(rt.key, {})[key] = new
-        if rt.key == _NODES:
+        if rt.key in _NODE_INPUTS:
             self._node_epoch += 1
         if rollout is not None:
             rollout.checked, rollout.until = new, world.next_change
@@ -537,16 +626,16 @@ class ObjectStore:
         if previous is not None and not spec_changed:
             return previous
         now = self.clock.now()
-        delay = self.clock.scaled(self.clock.delays.workload_available)
-        was_available = previous is not None and (
-            previous.was_available or now >= previous.changed_at + delay
-        )
-        return Rollout(now, was_available)
+        # The rollout before this one had finished (its controller saw it through), or it
+        # was itself replacing pods that served: old pods keep serving during this one.
+        was_available = previous is not None and (previous.was_available or previous.finished)
+        created_at = previous.created_at if previous is not None else now
+        return Rollout(now, was_available, created_at=created_at)
 
     def _forget(self, rt: ResourceType, key: Key) -> None:
         old = self._objects.get(rt.key, {}).pop(key, None)
         self._rollouts.pop((*rt.key, *key), None)
-        if rt.key == _NODES:
+        if rt.key in _NODE_INPUTS:
             self._node_epoch += 1
         if rt.key == _CRDS:
             self._refresh_custom()
@@ -590,9 +679,11 @@ class ObjectStore:
         *,
         manager: str,
         dry_run: bool = False,
+        decoder: Decoder | None = None,
     ) -> Obj:
         with self.lock:
             obj = self._check_body(rt, body, namespace)
+            obj = (decoder or Decoder()).write(rt, self.schema_root(rt), obj, patch=False)
             meta = obj["metadata"]
             if not meta.get("name") and meta.get("generateName"):
                 suffix = "".join(random.choices(_GENERATE_CHARS, k=5))
@@ -619,6 +710,7 @@ class ObjectStore:
                 status_subresource=rt.status,
                 subresource="",
                 now=wall_now(),
+                schema=self.schema_root(rt),
             )
             if managed:
                 obj["metadata"]["managedFields"] = managed
@@ -665,6 +757,7 @@ class ObjectStore:
             status_subresource=rt.status,
             subresource=subresource,
             now=wall_now(),
+            schema=self.schema_root(rt),
         )
         if not obj["metadata"]["managedFields"]:
             del obj["metadata"]["managedFields"]
@@ -680,6 +773,7 @@ class ObjectStore:
         manager: str,
         subresource: str = "",
         dry_run: bool = False,
+        decoder: Decoder | None = None,
     ) -> Obj:
         with self.lock:
             obj = self._check_body(rt, body, namespace)
@@ -689,6 +783,7 @@ class ObjectStore:
                 raise not_found(rt.group, rt.plural, name)
             if subresource == "scale":
                 return self._write_scale(rt, key, old, obj, manager=manager, dry_run=dry_run)
+            obj = (decoder or Decoder()).write(rt, self.schema_root(rt), obj, patch=False)
             # Server-set metadata comes from the stored object; managedFields too.
             obj["metadata"]["managedFields"] = old["metadata"].get("managedFields")
             return self._update(
@@ -707,8 +802,10 @@ class ObjectStore:
         force: bool = False,
         subresource: str = "",
         dry_run: bool = False,
+        decoder: Decoder | None = None,
     ) -> tuple[Obj, bool]:
         """The patched object and whether it was created (server-side apply only)."""
+        decoder = decoder or Decoder()
         if patch_type not in PATCH_TYPES:
             raise unsupported_media_type(patch_type)
         if patch_type == STRATEGIC_PATCH and rt.custom:
@@ -731,6 +828,7 @@ class ObjectStore:
                     force=force,
                     subresource=subresource,
                     dry_run=dry_run,
+                    decoder=decoder,
                 )
             key, old = self._current(rt, namespace, name)
             if old is None:
@@ -751,6 +849,7 @@ class ObjectStore:
             obj = self._check_body(rt, patched, namespace)
             if obj["metadata"].get("name") != name:
                 raise bad_request("a patch may not change metadata.name")
+            obj = decoder.write(rt, self.schema_root(rt), obj, patch=True)
             return self._update(
                 rt,
                 key,
@@ -772,6 +871,7 @@ class ObjectStore:
         force: bool,
         subresource: str,
         dry_run: bool,
+        decoder: Decoder,
     ) -> tuple[Obj, bool]:
         if not manager:
             raise bad_request(
@@ -784,6 +884,8 @@ class ObjectStore:
         self._check_name(config, name)
         if subresource == "scale":
             raise ApiError(415, "UnsupportedMediaType", "apply is not supported on scale")
+        root = self.schema_root(rt)
+        decoder.apply_config(rt, root, body)
         key, old = self._current(rt, namespace, name)
         created = old is None
         if created:
@@ -809,7 +911,11 @@ class ObjectStore:
             status_subresource=rt.status,
             subresource=subresource,
             now=wall_now(),
+            schema=root,
         )
+        # Decoding the merged object stores its quantities canonically (the comparison
+        # for conflicts above saw the configuration as written, as the real one does).
+        result = decoder.stored(rt, root, result)
         if subresource != "status":
             if rt.status:
                 if old is not None and "status" in old:

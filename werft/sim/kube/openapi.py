@@ -3,7 +3,7 @@
 kubectl ``apply`` / ``create`` validate manifests (``--validate=strict`` by default). Since
 v1.27 kubectl asks OpenAPI v3 whether the server's PATCH operation for the kind takes
 the ``fieldValidation`` query parameter; if it does, kubectl leaves validation to the
-server (which here accepts any field) and needs no schema at all. So:
+server (which validates with the upstream schemas: decoding.py) and needs none. So:
 
 - ``/openapi/v3`` lists one document per group version (``serverRelativeURL`` carries
   the mount prefix: client-go requests it as an absolute path);
