@@ -59,7 +59,7 @@ def _parameters(flow: Flow[Any, Any], spec: dict[str, Any], time_scale: float) -
     if time_scale != 1.0:
         if "time_scale" in inspect.signature(flow.fn).parameters:
             parameters["time_scale"] = time_scale
-        elif flow.name == "provision-fleet":
+        elif flow.name in ("provision-fleet", "reconcile"):
             parameters.setdefault("request", {})["time_scale"] = time_scale
     return parameters
 

@@ -58,8 +58,8 @@ class DriftRequest(BaseModel):
     observe_concurrency: int = Field(32, ge=1, le=1000, description="Clusters checked at once")
     deadline_s: float = Field(30.0, gt=0, description="Seconds one cluster's check may take")
     lock_wait_s: float = Field(
-        0.0, ge=0, description="Seconds a remediation waits for clusters a provisioning run "
-        "holds before it skips them (they are remediated by a later check)")
+        0.0, ge=0, description="Seconds to wait for clusters a provisioning run holds before "
+        "reporting them Busy (checked and remediated by a later run)")
     time_scale: float = Field(1.0, gt=0, description="The simulator's time scale")
 
 
@@ -109,11 +109,15 @@ async def drift_check(request: DriftRequest | None = None) -> Any:
     ref = RunRef(key=str(flow_run.id or "local-drift"), source=source,
                  time_scale=request.time_scale)
     locks = ClusterLocks(home, holder=ref.key)
-    busy = locks.busy(names)
+    # A cluster a provisioning run holds is mid-change: wait for it (lock_wait_s), then
+    # report it Busy rather than check a half-built state.
+    busy = await locks.wait_until_free(names, wait_s=request.lock_wait_s,
+                                       poll_s=_poll(request.lock_wait_s))
     async with open_run(ref, inventory):
         reports = await check(ref, names, _scope(request), request.observe_concurrency,
                               request.deadline_s, sorted(busy))
     report = DriftReport.of(reports, result.source)
+    result.busy = sorted(busy)
     report.duration_s = round(time.monotonic() - start, 3)
     decisions = decide(inventory, {c.cluster: c for c in reports}, report.groups,
                        state.first_seen(), report.checked_at)
@@ -140,6 +144,10 @@ def _selected(request: DriftRequest, inventory: Inventory, state: DriftState) ->
     return [name for name in chosen if name in members]
 
 
+def _poll(wait_s: float) -> float:
+    return min(1.0, max(0.05, wait_s / 20))
+
+
 def _scope(request: DriftRequest) -> str:
     return f"group={request.group}" if request.group else request.selector.describe()
 
@@ -160,8 +168,9 @@ async def remediate(
         return
     logger = get_run_logger()
     taken, busy = await locks.acquire_waiting(chosen, wait_s=request.lock_wait_s,
-                                              poll_s=min(1.0, max(0.05, request.lock_wait_s / 20)))
-    result.busy, report.skipped_busy = busy, busy
+                                              poll_s=_poll(request.lock_wait_s))
+    result.busy += busy
+    report.skipped_busy = busy
     if busy:
         logger.warning("drift: %d cluster(s) held by a provisioning run: skipped", len(busy))
     try:

@@ -31,6 +31,7 @@ from werft.errors import TransientError
 from werft.inventory.model import Tier
 from werft.plan import UNREACHABLE
 from werft.redact import redacted_exceptions
+from werft.retry import DEFAULT, RetryPolicy
 from werft.stages import run_stage_batch
 
 
@@ -69,9 +70,15 @@ _partial: dict[str, dict[str, ClusterStageResult]] = {}
 
 def unreachable_grace(batch: BatchSpec, poll_interval: float) -> float:
     """The tier's ``deferAfter`` in the run's time (the simulator's time scale divides it
-    like every deadline), and never under two poll intervals: a site is probed again at
-    least once before it can be judged unreachable."""
-    return max(batch.defer_after / batch.run.time_scale, 2 * poll_interval)
+    like every deadline), but never under two poll intervals (a site is probed again
+    before it is judged) nor under the wall-clock time one request takes to run all its
+    retries: outages and request retries are wall-clock time, whatever the time scale."""
+    return max(batch.defer_after / batch.run.time_scale, 2 * poll_interval, _retry_span())
+
+
+def _retry_span(policy: RetryPolicy = DEFAULT) -> float:
+    """The longest a request's retries back off in all (the ceilings, no Retry-After)."""
+    return sum(min(policy.cap, policy.base * 2**i) for i in range(policy.attempts - 1))
 
 
 def retry_worthy(condition: Condition, defer_unreachable: bool) -> bool:

@@ -60,10 +60,17 @@ class RunResources:
 _open: dict[str, RunResources] = {}
 
 
+# The shortest stage deadline of a simulated run (time_scale > 1), in wall-clock seconds.
+# The time scale speeds up the simulated machines, not werft's own work: a request that
+# meets a fault retries over seconds of real time, as it would at a real site, and a
+# deadline scaled below that would turn ordinary retries into Timeouts.
+SIMULATED_MIN_DEADLINE_S = 10.0
+
+
 def _resources(ref: RunRef, inventory: Inventory) -> RunResources:
     timeouts = StageTimeouts()
     if ref.time_scale != 1.0:
-        timeouts = timeouts.scaled(ref.time_scale)
+        timeouts = timeouts.scaled(ref.time_scale, min_deadline=SIMULATED_MIN_DEADLINE_S)
     return RunResources(inventory, StageContext.for_inventory(inventory, timeouts=timeouts))
 
 

@@ -1,11 +1,13 @@
 """Never strand a machine (issue 13): werft killed, or one request of the act sequence
 failing, at each step of it -- insert the installer, insert the seed, set the boot
 override, reset (bare metal, Redfish); define, start (VMs, the simulator's hypervisor) --
-and the next run still provisions every machine with exactly one install.
+and the next run still ends Verified with exactly one install per machine.
 
 "Killed" is the stage task cancelled while the step's request hangs in the simulator (a
 ``timeout`` fault rule: the request never takes effect, as when werft dies with it in
-flight), or right after the reset took effect; "faulted" is a 503 at that request, once
+flight), or right after the reset took effect, and the next run is a new context with
+providers of its own (nothing shared but the store, as after a crash); "faulted" is a
+503 at that request, once
 (retried or observed within the same run) or until the next run (the stage fails there).
 The simulator counts installer boots and finished installs per machine.
 """
@@ -26,10 +28,17 @@ from tests.stagefixtures import (  # noqa: F401 (the fixture)
     StageFleet,
     stage_fleet_fixture,
 )
-from werft.conditions import Condition
+from werft.conditions import Condition, ConditionType
 from werft.inventory.resolved import ResolvedCluster
 from werft.providers import HttpOptions, ProviderPool
-from werft.stages import StageContext, ensure_bootstrapped, ensure_infrastructure
+from werft.stages import (
+    StageContext,
+    ensure_addons,
+    ensure_bootstrapped,
+    ensure_infrastructure,
+    observe_cluster,
+    verify_cluster,
+)
 
 # (step, fault-rule path glob, method) per kind of machine; "<m>" is the machine's name.
 REDFISH_STEPS = {
@@ -52,24 +61,32 @@ CASES = [(BARE_METAL, step) for step in REDFISH_STEPS] + [(VMS, step) for step i
 IDS = [f"{'bare-metal' if c == BARE_METAL else 'vm'}-{s}" for c, s in CASES]
 
 
-@pytest.fixture(name="ctx")
-async def ctx_fixture(stage_fleet: StageFleet) -> AsyncIterator[StageContext]:
-    """The fleet's context with the reset settle time in simulated time, as the stage
-    deadlines are (a fresh context per run would do the same: the records are in the
-    store, not in the providers)."""
+@pytest.fixture(name="contexts")
+async def contexts_fixture(stage_fleet: StageFleet) -> AsyncIterator[Callable[[], StageContext]]:
+    """New contexts on the fleet, each with providers of its own (a new process: nothing
+    shared with a killed run but the store), the reset settle time in simulated time as
+    the stage deadlines are."""
     f = stage_fleet
-    pool = ProviderPool(f.ctx.secrets, options=HttpOptions().scaled(TIME_SCALE))
-    ctx = StageContext(
-        inventory=f.inventory,
-        secrets=f.ctx.secrets,
-        artifacts_dir=f.ctx.artifacts_dir,
-        timeouts=f.ctx.timeouts,
-        providers=pool,
-    )
+    made: list[StageContext] = []
+
+    def new() -> StageContext:
+        pool = ProviderPool(f.ctx.secrets, options=HttpOptions().scaled(TIME_SCALE))
+        made.append(
+            StageContext(
+                inventory=f.inventory,
+                secrets=f.ctx.secrets,
+                artifacts_dir=f.ctx.artifacts_dir,
+                timeouts=f.ctx.timeouts,
+                providers=pool,
+            )
+        )
+        return made[-1]
+
     try:
-        yield ctx
+        yield new
     finally:
-        await ctx.aclose()
+        for ctx in made:
+            await ctx.aclose()
 
 
 def _step(cluster: str, step: str) -> tuple[str, str]:
@@ -127,17 +144,29 @@ async def _finish_and_count(
         # nothing re-imaged it, nothing left it on an empty disk.
         assert (seen["installsStarted"], seen["installs"]) == (1, 1), (name, seen)
         assert seen["node"]["name"] == name
+        # Released once Bootstrapped: werft's media (the seed holds the cluster's keys)
+        # are ejected, and that is what the planner now takes as provisioned.
+        assert not any(slot["image"] for slot in seen["media"]), seen["media"]
+    observed = await observe_cluster(cluster, ctx)
+    assert observed[ConditionType.INFRASTRUCTURE_READY], observed
+    assert observed[ConditionType.BOOTSTRAPPED], observed
+    # ... and the cluster ends Verified (the CNI is an add-on: Ready comes with it).
+    addons = await ensure_addons(cluster, ctx)
+    assert addons.ok, addons.message
+    verified = await verify_cluster(cluster, ctx)
+    assert verified.reason == "Verified", verified.message
 
 
 @pytest.mark.parametrize(("cluster_name", "step"), CASES, ids=IDS)
 async def test_killed_at_each_step_the_next_run_installs_each_machine_once(
-    stage_fleet: StageFleet, ctx: StageContext, cluster_name: str, step: str
+    stage_fleet: StageFleet, contexts: Callable[[], StageContext], cluster_name: str, step: str
 ) -> None:
     f = stage_fleet
+    killed, ctx = contexts(), contexts()
     cluster = f.cluster(cluster_name)
     # The step's request hangs (it never takes effect): werft dies with it in flight.
     ids = _add_rules(f, cluster, step, kind="timeout", seconds=30)
-    task = asyncio.create_task(ensure_infrastructure(cluster, ctx))
+    task = asyncio.create_task(ensure_infrastructure(cluster, killed))
     await _kill_when(
         task, lambda: _hits(f, ids) >= len(cluster.machines), f"every machine at {step}"
     )
@@ -151,9 +180,10 @@ async def test_killed_at_each_step_the_next_run_installs_each_machine_once(
 
 @pytest.mark.parametrize("cluster_name", [BARE_METAL, VMS], ids=["bare-metal", "vm"])
 async def test_killed_right_after_the_reset_the_next_run_does_not_reset_again(
-    stage_fleet: StageFleet, ctx: StageContext, cluster_name: str
+    stage_fleet: StageFleet, contexts: Callable[[], StageContext], cluster_name: str
 ) -> None:
     f = stage_fleet
+    killed, ctx = contexts(), contexts()
     cluster = f.cluster(cluster_name)
     names = [m.name for m in cluster.machines]
     power_step, read_step = (
@@ -168,7 +198,7 @@ async def test_killed_right_after_the_reset_the_next_run_does_not_reset_again(
     # every later read of the machine hang: werft dies after the reset took effect and
     # before it saw it.
     slow = _add_rules(f, cluster, power_step, kind="slow", seconds=0.5)
-    task = asyncio.create_task(ensure_infrastructure(cluster, ctx))
+    task = asyncio.create_task(ensure_infrastructure(cluster, killed))
     await _until(lambda: _hits(f, slow) >= len(names), "every machine's power request")
     path, _ = _step(cluster_name, read_step)
     hang = [
@@ -200,9 +230,10 @@ async def test_killed_right_after_the_reset_the_next_run_does_not_reset_again(
 
 @pytest.mark.parametrize(("cluster_name", "step"), CASES, ids=IDS)
 async def test_one_503_at_each_step_still_provisions_in_the_same_run(
-    stage_fleet: StageFleet, ctx: StageContext, cluster_name: str, step: str
+    stage_fleet: StageFleet, contexts: Callable[[], StageContext], cluster_name: str, step: str
 ) -> None:
     f = stage_fleet
+    ctx = contexts()
     cluster = f.cluster(cluster_name)
     ids = _add_rules(f, cluster, step, kind="error", status=503, count=1)
 
@@ -212,9 +243,10 @@ async def test_one_503_at_each_step_still_provisions_in_the_same_run(
 
 @pytest.mark.parametrize(("cluster_name", "step"), CASES, ids=IDS)
 async def test_a_step_failing_until_the_next_run_strands_nothing(
-    stage_fleet: StageFleet, ctx: StageContext, cluster_name: str, step: str
+    stage_fleet: StageFleet, contexts: Callable[[], StageContext], cluster_name: str, step: str
 ) -> None:
     f = stage_fleet
+    ctx = contexts()
     cluster = f.cluster(cluster_name)
     ids = _add_rules(f, cluster, step, kind="error", status=503)
 

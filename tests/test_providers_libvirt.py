@@ -251,3 +251,40 @@ async def test_unreachable_hypervisor_is_transient(names: list[str]) -> None:
         assert (caught.value.reason, caught.value.cause) == ("Unreachable", "connection refused")
     finally:
         await provider.aclose()
+
+
+@pytest.mark.parametrize("stopped_after", ["root volume", "defineXML"])
+async def test_ensure_killed_between_its_steps_goes_on_from_where_it_stopped(
+    provider: LibvirtProvider, names: list[str], stopped_after: str
+) -> None:
+    # werft died between ensure's steps (create the root volume, define, start): the
+    # state each leaves behind, made by hand; the next ensure does only what is left.
+    machine = machine_named(names, "killed")
+    assert machine.vm is not None
+    seed = seed_url(BASE, "c1", machine.name)
+    conn = libvirt.open(URI)
+    try:
+        pool = conn.storagePoolLookupByName("default-pool")
+        volume = pool.createXML(
+            f"<volume><name>{machine.name}.qcow2</name><capacity unit='GiB'>1</capacity>"
+            "<target><format type='qcow2'/></target></volume>",
+            0,
+        )
+        if stopped_after == "defineXML":
+            conn.defineXML(
+                render_domain_xml(
+                    machine, machine.vm, image_url=IMAGE, seed_url=seed,
+                    disk_path=volume.path(), domain_type="test",
+                )
+            )
+    finally:
+        conn.close()
+    sent = provider.mutations_sent(machine)
+
+    left = {"root volume": 2, "defineXML": 1}[stopped_after]  # (defineXML,) create
+    assert await provider.ensure(machine, IMAGE, seed) == left
+
+    state = await provider.observe(machine)
+    assert state.powered_on and state.media == [IMAGE, seed] and state.cd_override
+    assert provider.mutations_sent(machine) == sent + left
+    assert await provider.ensure(machine, IMAGE, seed) == 0

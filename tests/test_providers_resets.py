@@ -175,6 +175,49 @@ async def test_rerun_during_a_slow_post_does_not_restart_the_machine(
         assert sim.machine("slow-post")["installsStarted"] == 1
 
 
+async def test_a_reset_the_bmc_reports_applied_does_not_hold_the_next_one(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    # werft powered the machine on and never saw it on: someone powered it off at once.
+    # The BMC's LastResetTime moved since werft's record, so the record is no reason to
+    # wait out the settle time (600 s here): it is powered on again now.
+    artifacts = tmp_path / "artifacts"
+    spec = SimMachineSpec(
+        name="seen-by-bmc",
+        cluster="c1",
+        site="s1",
+        role="control-plane",
+        credentials=(USER, PASSWORD),
+    )
+    # A 3 s POST (10x clock): powered off before it boots, its Once override still set.
+    with running_sim(
+        machines=[spec], clusters={"c1": "s1"}, artifacts_dir=artifacts, time_scale=10
+    ) as sim:
+        folder = artifacts / "seeds" / "c1"
+        folder.mkdir(parents=True)
+        (folder / "seen-by-bmc-0123456789ab.iso").write_bytes(
+            seed_iso(user_data(cluster="c1", role="control-plane", node_name="seen-by-bmc"))
+        )
+        image = f"{sim.url}/images/os.iso"
+        seed = f"{sim.url}/artifacts/seeds/c1/seen-by-bmc-0123456789ab.iso"
+        system = "/bmc/seen-by-bmc/redfish/v1/Systems/1"
+        machine = bmc_machine("seen-by-bmc", f"redfish+http://127.0.0.1:{sim.port}{system}")
+        async with ProviderPool(secrets, options=OPTIONS) as first:
+            assert await first.get(machine).ensure(machine, image, seed) == 4
+        async with httpx.AsyncClient(base_url=sim.url, auth=(USER, PASSWORD)) as client:
+            off = await client.post(
+                f"{system}/Actions/ComputerSystem.Reset", json={"ResetType": "ForceOff"}
+            )
+            assert off.status_code == 204
+        record = MachineRecords(secrets).last_reset("seen-by-bmc")
+        assert record is not None and not record.seen  # werft never saw it on
+
+        async with ProviderPool(secrets, options=OPTIONS) as rerun:
+            assert await rerun.get(machine).ensure(machine, image, seed) == 1  # On
+
+        assert sim.machine("seen-by-bmc")["powerState"] == "On"
+
+
 # --- a loopback BMC: retry at the request, observe before repeating ------------------------
 
 

@@ -18,9 +18,9 @@ from werft.render.cloudinit import render_meta_data, render_network_config, rend
 from werft.render.pki import ensure_cluster_pki
 from werft.render.seed import (
     build_seed_iso,
+    issue_seed,
     publish_seed,
     read_seed,
-    reissue_seed,
     retire_seed,
     seed_retired,
     seed_token,
@@ -191,7 +191,7 @@ def test_retired_seed_is_deleted_and_never_published_again(
     assert (artifacts / worker_url.removeprefix(ARTIFACTS_URL + "/")).exists()
 
 
-def test_a_reinstall_reissues_a_retired_seed_under_a_new_url(
+def test_a_seed_is_written_when_issued_and_reissued_under_a_new_url_after_retirement(
     store: SecretStore, tmp_path: Path
 ) -> None:
     cluster = make_cluster(workers=0)
@@ -199,11 +199,13 @@ def test_a_reinstall_reissues_a_retired_seed_under_a_new_url(
     artifacts = tmp_path / "artifacts"
     ctx = SimpleNamespace(secrets=store, artifacts_dir=artifacts, artifacts_url=ARTIFACTS_URL)
     machine = cluster.machines[0]
-    first = publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL, store=store)
-    assert reissue_seed(cluster, machine, ctx, first) == first  # still published: as is
+    first = publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL, store=store, write=False)
+    assert not list(artifacts.rglob("*.iso"))  # computed only: nothing to fetch yet
+    assert issue_seed(cluster, machine, ctx) == first  # about to install: written
+    assert (artifacts / first.removeprefix(ARTIFACTS_URL + "/")).exists()
     retire_seed(cluster, machine, ctx)
 
-    again = reissue_seed(cluster, machine, ctx, first)
+    again = issue_seed(cluster, machine, ctx)  # installed again after it bootstrapped
 
     assert again != first and again.rsplit("/", 1)[1] == first.rsplit("/", 1)[1]  # same seed
     path = artifacts / again.removeprefix(ARTIFACTS_URL + "/")
@@ -212,6 +214,7 @@ def test_a_reinstall_reissues_a_retired_seed_under_a_new_url(
     )
     # Re-runs now see the re-issued seed, until the machine has bootstrapped again.
     assert publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL, store=store) == again
+    assert issue_seed(cluster, machine, ctx) == again
     assert retire_seed(cluster, machine, ctx) == 1
     assert not path.exists()
     assert publish_seed(cluster, machine, pki, artifacts, ARTIFACTS_URL, store=store) == again

@@ -50,13 +50,14 @@ async def test_bare_metal_and_vm_clusters_go_from_nothing_to_verified(
             )
             assert condition.transient is False
             assert condition.duration_s > 0
-            # Infrastructure and add-ons change things; bootstrap only ejects werft's media
-            # (two devices per bare-metal machine, one PUT per VM); verify watches.
+            # Infrastructure and add-ons change things; bootstrap only creates the join
+            # token's Secret and ejects werft's media (two devices per bare-metal machine,
+            # one PUT per VM); verify watches.
             if stage in (ConditionType.INFRASTRUCTURE_READY, ConditionType.ADDONS_READY):
                 assert condition.mutations > 0
             elif stage == ConditionType.BOOTSTRAPPED:
                 per_machine = 2 if cluster.machines[0].bmc is not None else 1
-                assert condition.mutations == per_machine * len(cluster.machines)
+                assert condition.mutations == 1 + per_machine * len(cluster.machines)
             else:
                 assert condition.mutations == 0
         # What the planner sees after each stage: a satisfied prefix that reaches at least

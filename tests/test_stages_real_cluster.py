@@ -13,6 +13,7 @@ from tests.stagefixtures import EDGE, StageFleet, stage_fleet_fixture  # noqa: F
 from werft.conditions import ConditionType
 from werft.inventory.load import load_inventory
 from werft.kube import health
+from werft.render.pki import ensure_cluster_pki
 from werft.stages import ensure_addons, ensure_bootstrapped, ensure_infrastructure, verify_cluster
 from werft.stages.checks import check_nodes
 
@@ -29,6 +30,11 @@ async def test_bootstrapped_means_registered_even_while_no_cni_runs(
     assert (bootstrapped.status, bootstrapped.reason) == ("True", "Bootstrapped"), bootstrapped
     async with f.ctx.kube(cluster) as kube:
         nodes = await kube.list("v1", "Node")
+        # k3s creates no bootstrap-token Secret: werft does, from the token in the seeds.
+        pki = ensure_cluster_pki(cluster, f.ctx.secrets)
+        token_id = pki.bootstrap_token.split(".", 1)[0]
+        secret = await kube.get("v1", "Secret", f"bootstrap-token-{token_id}", "kube-system")
+    assert secret is not None and secret["type"] == "bootstrap.kubernetes.io/token"
     assert check_nodes(cluster, nodes).registered_at_version
     # As a kubelet without a CNI reports itself: NotReady, tainted not-ready.
     node = nodes[0]

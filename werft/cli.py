@@ -45,6 +45,9 @@ secret_app = typer.Typer(help="The local secret store (.werft/secrets).",
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(sim_app, name="sim")
 app.add_typer(secret_app, name="secret")
+drift_app = typer.Typer(help="Drift: check the fleet against the inventory; accept findings.",
+                        invoke_without_command=True, rich_markup_mode=None)
+app.add_typer(drift_app, name="drift")
 
 
 def main() -> None:
@@ -442,6 +445,84 @@ def option_errors(exc: ValidationError) -> list[str]:
     return lines
 
 
+# --- drift (werft/drift) ------------------------------------------------------------------
+
+_INVENTORY_OPT = typer.Option(Path("inventory"), "--inventory", "-i", help="The inventory folder.")
+
+
+@drift_app.callback()
+def drift_command(
+    ctx: typer.Context,
+    inventory: Path = _INVENTORY_OPT,
+    git_ref: str | None = _GIT_REF,
+    repo: Path | None = _REPO,
+    cluster: list[str] = typer.Option([], "--cluster", "-c", help="Only this cluster "
+                                      "(repeatable)."),
+    site: list[str] = typer.Option([], "--site", "-s", help="Only clusters of this site."),
+    tier: list[str] = typer.Option([], "--tier", "-t", parser=_choice(Tier),
+                                   help="Only this tier."),
+    label: list[str] = typer.Option([], "--label", "-l", metavar="KEY=VALUE",
+                                    help="Only clusters with this label."),
+    concurrency: int = typer.Option(32, "--concurrency", min=1, help="Clusters at once."),
+    deadline: float = typer.Option(30.0, "--deadline", min=0.1, help="Seconds per cluster."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Rows per table."),
+    output: str = _OUTPUT,
+) -> None:
+    """Check the fleet (or the selection) against the inventory, read-only: finding groups
+    by reach, then the clusters. Exit 0 in shape, 3 drift found, 1 clusters not checkable."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import asyncio
+
+    from rich.console import Console
+
+    from werft.drift.console import print_report
+    from werft.drift.run import check_fleet
+    from werft.inventory.selection import Selection, SelectionError, parse_labels
+    from werft.secrets import werft_home
+
+    try:
+        selection = Selection(clusters=cluster, sites=site, tiers=[Tier(t) for t in tier],
+                              labels=parse_labels(label))
+    except SelectionError as exc:
+        _fail(str(exc))
+    from werft.inventory.selection import selection_problems
+
+    loaded = _load_or_exit(inventory, git_ref, repo)
+    problems = selection_problems(loaded, selection)
+    if problems:
+        _fail("; ".join(problems))
+    chosen = loaded.select(clusters=cluster or None, sites=site or None,
+                           tiers=[Tier(t) for t in tier] or None,
+                           labels=selection.labels or None)
+    source = f"{repo or '.'}@{git_ref}:{inventory}" if git_ref else str(inventory)
+    report = asyncio.run(check_fleet(loaded, chosen, home=werft_home(), source=source,
+                                     concurrency=concurrency, deadline_s=deadline))
+    print_report(Console(), report, output=output, limit=limit)
+    raise typer.Exit(report.exit_code())
+
+
+@drift_app.command("accept")
+def drift_accept(
+    finding: str = typer.Argument(..., help="The finding group's id (d-...) from the report."),
+    inventory: Path = _INVENTORY_OPT,
+    patch: Path | None = typer.Option(None, "--patch", help="Write the change as a patch "
+                                      "file (git apply) instead of a branch."),
+    branch: str | None = typer.Option(None, "--branch", help="The Git branch to commit it on "
+                                      "(default werft/drift-accept-ID)."),
+) -> None:
+    """Make the live state of a finding the desired one: the inventory change, validated,
+    as a Git branch (for a pull request) or a patch file. Nothing is applied to clusters."""
+    from werft.drift.accept import AcceptError, accept
+    from werft.secrets import werft_home
+
+    try:
+        done = accept(finding, inventory, home=werft_home(), patch=patch, branch=branch)
+    except AcceptError as exc:
+        _fail(str(exc), ExitCode.NOT_FINE)
+    typer.echo(done)
+
+
 @app.command("serve")
 def serve_command(
     limit: int | None = typer.Option(None, "--limit", help="Flow runs at once."),
@@ -453,6 +534,104 @@ def serve_command(
 
     commands.serve(limit=limit, time_scale=time_scale)
 
+
+
+# --- changes by pull request (werft.gitops, werft.webhook) -------------------------------
+# Commands: `werft plan`, `werft webhook serve`.
+
+
+@app.command("plan")
+def plan_command(
+    base: str = typer.Option(..., "--base", help="The target branch or revision (e.g. main)."),
+    head: str = typer.Option(..., "--head", help="The pull request's branch or revision."),
+    repo: Path = typer.Option(Path("."), "--repo", help="The inventory's Git repository."),
+    inventory: str = typer.Option("inventory", "--inventory", help="The inventory folder "
+                                  "inside the repository."),
+    author: str | None = typer.Option(None, "--author", help="Who asks (default: the head "
+                                      "commit's author)."),
+    approver: list[str] = typer.Option([], "--approver", help="Who approved (repeatable)."),
+    output: str = typer.Option("text", "--output", "-o", parser=_choice(["text", "json",
+                               "markdown"]), help="text (tables), json, or markdown (a PR "
+                               "comment)."),
+    full: bool = typer.Option(False, "--full", help="Every cluster's row."),
+) -> None:
+    """What merging HEAD into BASE would do: changed objects, per cluster the stages a merge
+    runs, rendered manifest diffs, waves, blast radius and policy verdicts.
+
+    Exit 0 allowed, 1 invalid head, 2 usage (unknown revision), 4 denied by policy."""
+    import json
+
+    from rich.console import Console
+
+    from werft.gitops.change import plan_change
+    from werft.gitops.report import markdown, print_plan
+    from werft.inventory import InventoryNotFound
+
+    try:
+        plan = plan_change(repo, base, head, inventory=inventory, author=author,
+                           approvers=tuple(approver))
+    except InventoryNotFound as exc:
+        _fail(str(exc))
+    if output == "json":
+        typer.echo(json.dumps(plan.as_dict(diffs=10_000), indent=2))
+    elif output == "markdown":
+        typer.echo(markdown(plan))
+    else:
+        print_plan(Console(), plan, full=full)
+    raise typer.Exit(plan.exit_code)
+
+
+webhook_app = typer.Typer(help="Receive forge webhooks: plan pull requests, reconcile merges.",
+                          no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(webhook_app, name="webhook")
+
+
+@webhook_app.command("serve")
+def webhook_serve(
+    repo: Path = typer.Option(..., "--repo", help="The local clone or bare repository plans "
+                              "and reconciles read."),
+    inventory: str = typer.Option("inventory", "--inventory", help="Inventory folder inside "
+                                  "the repository."),
+    main_branch: str = typer.Option("main", "--main-branch", help="Pushes here reconcile."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8787, "--port", min=0, max=65535),
+    github_secret_ref: str | None = typer.Option(None, "--github-secret-ref", help="Secret "
+                                                 "reference of the GitHub webhook secret."),
+    gitlab_token_ref: str | None = typer.Option(None, "--gitlab-token-ref", help="Secret "
+                                                "reference of the GitLab webhook token."),
+    forge_token_ref: str | None = typer.Option(None, "--forge-token-ref", help="Secret "
+                                               "reference of the API token for comments."),
+    github_api: str = typer.Option("https://api.github.com", "--github-api"),
+    gitlab_api: str | None = typer.Option(None, "--gitlab-api", help="Default: from the "
+                                          "project's URL in the event."),
+    api_url: str | None = typer.Option(None, "--api-url", help="Prefect API (default: "
+                                       "PREFECT_API_URL)."),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1024),
+) -> None:
+    """Serve POST /hooks/github and /hooks/gitlab: a pull request starts a plan-change run,
+    a push to the main branch a reconcile run (through the Prefect REST API)."""
+    import os
+
+    import uvicorn
+
+    from werft.webhook import PrefectStarter, WebhookSettings, create_app
+
+    if not (github_secret_ref or gitlab_token_ref):
+        _fail("give --github-secret-ref and/or --gitlab-token-ref: unsigned events are "
+              "never accepted")
+    prefect_api = api_url or os.environ.get("PREFECT_API_URL")
+    if not prefect_api:
+        _fail("--api-url or PREFECT_API_URL: the receiver starts runs through the Prefect API")
+    settings = WebhookSettings(
+        repo=str(repo.resolve()), inventory=inventory, main_branch=main_branch,
+        github_secret_ref=github_secret_ref, gitlab_token_ref=gitlab_token_ref,
+        github_api=github_api, gitlab_api=gitlab_api, forge_token_ref=forge_token_ref,
+        max_body_bytes=max_body_bytes,
+    )
+    typer.echo(f"werft webhook: http://{host}:{port}/hooks/github, /hooks/gitlab -> "
+               f"{prefect_api}", err=True)
+    uvicorn.run(create_app(settings, PrefectStarter(prefect_api)), host=host, port=port,
+                log_level="warning")
 
 if __name__ == "__main__":
     main()

@@ -18,3 +18,5 @@ class ExitCode(IntEnum):
     USAGE = 2
     # `werft drift`: the check ran and found drift (grep-able apart from an error, 1).
     DRIFT = 3
+    # `werft plan`: the change is valid but a change policy denies it (or werft refuses it).
+    DENIED = 4

@@ -16,7 +16,7 @@ from typing import Any
 
 from werft.drift.fields import changed_paths
 from werft.drift.findings import Area, Finding, Kind, show
-from werft.drift.paths import owned_by, value_at
+from werft.drift.paths import owned_by, server_text, value_at
 from werft.kube import FIELD_MANAGER, ApplyConflict, KubeClient, describe
 from werft.render.addons import LABEL_ADDON, LABEL_MANAGED_BY, MANAGED_BY, RenderedObject
 
@@ -104,11 +104,12 @@ async def _object_findings(
     findings = []
     for path in changed_paths(would_be, live):
         manager, since = owner(live, path)
-        manager = conflicts.get(path, manager)
+        # Conflict causes name fields as the server writes them (``.data.net-conf.json``).
+        other = conflicts.get(path) or conflicts.get(server_text(path))
         findings.append(Finding(
             kind=Kind.FIELD, field=path, desired=show(value_at(would_be, path)),
-            live=show(value_at(live, path)), manager=manager, since=since,
-            conflict=path in conflicts, **base,
+            live=show(value_at(live, path)), manager=other or manager, since=since,
+            conflict=other is not None, **base,
         ))
     return findings
 

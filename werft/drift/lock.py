@@ -97,6 +97,19 @@ class ClusterLocks:
             taken += more
         return taken, pending
 
+    async def wait_until_free(
+        self, clusters: Iterable[str], *, wait_s: float, poll_s: float = 1.0
+    ) -> dict[str, str]:
+        """Poll until no other holder has any of ``clusters`` or ``wait_s`` has passed;
+        the clusters still held then (name -> holder)."""
+        names = list(clusters)
+        busy = self.busy(names)
+        deadline = time.monotonic() + wait_s
+        while busy and time.monotonic() < deadline:
+            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            busy = self.busy(busy)
+        return busy
+
     def release(self, clusters: Iterable[str]) -> None:
         for cluster in clusters:
             path = self._path(cluster)

@@ -59,6 +59,20 @@ def parse(path: str) -> list[Step]:
     return steps
 
 
+def server_text(path: str) -> str:
+    """The path as an API server writes it in conflict causes: field names unquoted
+    (``.data.net-conf.json``), list items by key (``[name="app"]``)."""
+    out = ""
+    for step in parse(path):
+        if step.kind == "field":
+            out += f".{step.name}"
+        elif step.kind == "key":
+            out += f"[{step.name}={json.dumps(step.value)}]"
+        else:
+            out += f"[{step.index}]"
+    return out
+
+
 def value_at(obj: Any, path: str) -> Any:
     """The value at ``path`` in ``obj``, or ``MISSING``."""
     node = obj

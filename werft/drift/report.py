@@ -2,8 +2,8 @@
 
 The exit status of ``werft drift`` follows from it: 0 every cluster checked and in shape,
 3 drift found (even if some clusters could not be checked: drift is what a person acts
-on), 1 no drift found but some clusters could not be checked (Unreachable, Unauthorized,
-Unknown): "in shape" would be a claim the check cannot make.
+on), 1 no drift found but some clusters not checked (Unreachable, Unauthorized, Unknown,
+Busy, NotProvisioned): "in shape" would be a claim the check cannot make.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ class DriftReport(BaseModel):
     def exit_code(self) -> int:
         if self.groups:
             return ExitCode.DRIFT
-        if any(c.outcome in NOT_CHECKED for c in self.clusters):
-            return ExitCode.NOT_FINE
-        return ExitCode.OK
+        if all(c.outcome is Outcome.IN_SHAPE for c in self.clusters):
+            return ExitCode.OK
+        return ExitCode.NOT_FINE
 
     def headline(self) -> str:
         counts = ", ".join(f"{n} {k}" for k, n in self.counts().items()) or "no clusters"

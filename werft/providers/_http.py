@@ -27,7 +27,7 @@ import httpx
 from werft import secrets
 from werft.errors import PermanentError, TransientError
 from werft.providers.base import MutationLedger
-from werft.providers.errors import CA_BUNDLE_INVALID, Target, classify
+from werft.providers.errors import CA_BUNDLE_INVALID, TIMED_OUT, Target, classify
 from werft.providers.records import DEFAULT_SETTLE
 from werft.retry import DEFAULT, RetryPolicy, retry_async
 
@@ -142,8 +142,10 @@ class Calls:
         action_timeout: httpx.Timeout | None = None,
         ledger: MutationLedger | None = None,
         retry: RetryPolicy = DEFAULT,
+        timeout_tries: int = 2,
     ) -> None:
         self._client = client
+        self._timeout_tries = timeout_tries
         self._target = target
         self._auth = auth
         self._action_timeout = action_timeout
@@ -183,11 +185,21 @@ class Calls:
             except TransientError as exc:
                 exc.retry = False  # outcome unknown: never repeated blindly
                 raise
-        return await retry_async(
-            lambda: self._send(method, path, action, json, headers, allow, fetches_media),
-            policy=self._retry,
-            deadline=current_deadline(),
-        )
+        hung = 0
+
+        async def attempt() -> httpx.Response:
+            nonlocal hung
+            try:
+                return await self._send(method, path, action, json, headers, allow, fetches_media)
+            except TransientError as exc:
+                # Every try of a hung endpoint costs the whole timeout: one more try (a
+                # dropped packet), then the caller -- and the stage's deadline -- decide.
+                if exc.cause == TIMED_OUT:
+                    hung += 1
+                    exc.retry = exc.retry and hung < self._timeout_tries
+                raise
+
+        return await retry_async(attempt, policy=self._retry, deadline=current_deadline())
 
     async def _send(
         self,

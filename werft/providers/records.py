@@ -53,6 +53,17 @@ class ResetRecord:
     reset_type: str  # as Redfish names it: On, ForceRestart, ...; "start" for a VM
     at: float  # time.time() when werft decided to send it
     seen: bool = False  # werft has since seen it take effect (the machine came on)
+    # The BMC's own LastResetTime before werft sent it, where the BMC reports one: a
+    # different value later means the BMC applied a reset since (compared as the BMC's
+    # text, never against werft's clock: BMC clocks drift by minutes).
+    bmc_before: str | None = None
+
+    def applied_by_bmc(self, last_reset_time: str | None) -> bool:
+        return (
+            self.bmc_before is not None
+            and last_reset_time is not None
+            and last_reset_time != self.bmc_before
+        )
 
     @property
     def powers_on(self) -> bool:
@@ -81,16 +92,25 @@ class MachineRecords:
         raw = self._read(machine, "last-reset")
         if raw is None:
             return None
+        before = raw.get("bmc_before")
         try:
-            return ResetRecord(str(raw["reset_type"]), float(raw["at"]), bool(raw.get("seen")))
+            return ResetRecord(
+                str(raw["reset_type"]),
+                float(raw["at"]),  # type: ignore[arg-type]
+                bool(raw.get("seen")),
+                str(before) if before is not None else None,
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
-    def record_reset(self, machine: str, reset_type: str) -> ResetRecord | None:
-        """Remember a reset about to be sent; returns the record it replaces (for
-        ``undo_reset``)."""
+    def record_reset(
+        self, machine: str, reset_type: str, *, bmc_before: str | None = None
+    ) -> ResetRecord | None:
+        """Remember a reset about to be sent (``bmc_before``: the BMC's LastResetTime
+        now); returns the record it replaces (for ``undo_reset``)."""
         previous = self.last_reset(machine)
-        self._write(machine, "last-reset", asdict(ResetRecord(reset_type, time.time())))
+        record = ResetRecord(reset_type, time.time(), bmc_before=bmc_before)
+        self._write(machine, "last-reset", asdict(record))
         return previous
 
     def undo_reset(self, machine: str, previous: ResetRecord | None) -> None:

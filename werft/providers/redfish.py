@@ -421,10 +421,11 @@ class RedfishProvider:
         )
 
     def _reset_applied(self, machine: str, system: System) -> bool:
-        """The BMC's LastResetTime is later than werft's last recorded reset."""
-        at = system.last_reset_at
-        record = self._records.last_reset(machine) if at is not None else None
-        return record is not None and at is not None and at >= record.at
+        """The BMC's LastResetTime changed since werft recorded its last reset."""
+        if system.last_reset_at is None:  # not reported, or a BMC without a clock
+            return False
+        record = self._records.last_reset(machine)
+        return record is not None and record.applied_by_bmc(system.last_reset_time)
 
     async def _put_media(
         self, session: _Session, devices: list[VirtualMedia], wanted: dict[str, str]
@@ -599,7 +600,9 @@ class RedfishProvider:
 
         async def send() -> object:
             nonlocal answered
-            previous = self._records.record_reset(machine, reset_type)
+            previous = self._records.record_reset(
+                machine, reset_type, bmc_before=system.last_reset_time
+            )
             try:
                 return await session.calls.request(
                     "POST",

@@ -139,16 +139,20 @@ def publish_seed(
     base_url: str,
     *,
     store: SecretStore | None = None,
+    write: bool = True,
 ) -> str:
     """Write the seed to ``<artifacts_dir>/<seed_relpath>`` (unless it is already there or
-    was retired) and return its URL under ``base_url``.
+    was retired) and return its URL under ``base_url``. ``write=False`` only computes the
+    URL (and records it): the infrastructure stage writes a seed when it is about to
+    install a machine with it (``issue_seed``), so a re-run of a finished cluster never
+    puts its keys back on the artifacts server.
 
     ``base_url`` is the fleet's artifacts.baseUrl, which is also where k3s nodes fetch
     their binaries. The file is written atomically with mode 0600 in folders of mode 0700:
     it carries tokens and, for control planes, CA keys; the artifacts server reads it as
     the same user. With ``store``, the seed is recorded under the cluster's secrets (what
     ``retire_seed`` deletes); a retired seed is not written again, its URL -- the one the
-    machine booted -- is returned as it was (``reissue_seed`` is for a re-install).
+    machine booted -- is returned as it was (``issue_seed`` is for a re-install).
     """
     iso = build_seed_iso(cluster, machine, pki, artifacts_url=base_url)
     digest = seed_digest(iso)
@@ -161,12 +165,13 @@ def publish_seed(
             return _url(base_url, relpath)  # bootstrapped with it: never serve the keys again
         if state is None:
             store.put(_record_name(cluster, machine, digest, generation), _PUBLISHED + relpath)
-    _write(Path(artifacts_dir), relpath, iso)
+    if write:
+        _write(Path(artifacts_dir), relpath, iso)
     return _url(base_url, relpath)
 
 
 class SeedContext(Protocol):
-    """What ``retire_seed`` and ``reissue_seed`` need of a stage context
+    """What ``issue_seed`` and ``retire_seed`` need of a stage context
     (``werft.stages.context.StageContext``)."""
 
     @property
@@ -179,21 +184,24 @@ class SeedContext(Protocol):
     def artifacts_url(self) -> str: ...
 
 
-def reissue_seed(cluster: ResolvedCluster, machine: Machine, ctx: SeedContext, url: str) -> str:
-    """The seed URL to install ``machine`` with, given the one ``publish_seed`` returned:
-    that URL while its seed is published; when it was retired -- the machine bootstrapped
-    with it once and is being installed again -- the same seed under a new URL (a new
-    token: the old one may have been seen since, in a BMC's media list)."""
-    if not seed_retired(cluster, url, ctx.secrets):
-        return url
+def issue_seed(cluster: ResolvedCluster, machine: Machine, ctx: SeedContext) -> str:
+    """Publish the seed to install ``machine`` with and return its URL: the one
+    ``publish_seed`` computed, written now if it is not there yet; when that seed was
+    retired -- the machine bootstrapped with it once and is being installed again -- the
+    same seed under a new URL (a new token: the old one may have been seen since, in a
+    BMC's media list)."""
     pki = ensure_cluster_pki(cluster, ctx.secrets)
     iso = build_seed_iso(cluster, machine, pki, artifacts_url=ctx.artifacts_url)
     digest = seed_digest(iso)
-    generation = _latest(ctx.secrets, cluster, machine, digest)[0] + 1
+    generation, state = _latest(ctx.secrets, cluster, machine, digest)
+    if state is not None and state.startswith(_RETIRED):
+        generation += 1
+        state = None
+        log.info("cluster %s: seed of %s re-issued for a re-install", cluster.name, machine.name)
     relpath = seed_relpath(cluster, machine, digest, pki, generation)
-    ctx.secrets.put(_record_name(cluster, machine, digest, generation), _PUBLISHED + relpath)
+    if state is None:
+        ctx.secrets.put(_record_name(cluster, machine, digest, generation), _PUBLISHED + relpath)
     _write(Path(ctx.artifacts_dir), relpath, iso)
-    log.info("cluster %s: seed of %s re-issued for a re-install", cluster.name, machine.name)
     return _url(ctx.artifacts_url, relpath)
 
 

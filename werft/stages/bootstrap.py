@@ -1,7 +1,9 @@
 """Stage 2, Bootstrapped: the API answers and every machine is registered as a Node at
 the desired kubelet version, and boots its disk from now on. The nodes bootstrap
 themselves from their seeds; werft holds the admin kubeconfig from the start (it made the
-CA), so on the cluster this stage only watches: it never writes to the cluster API.
+CA), so on the cluster this stage mostly watches. Its one write: the bootstrap token the
+machines join with must exist as a Secret -- k3s creates none, and a machine re-imaged
+after the token was renewed brings one the cluster has not seen.
 
 Ready is *not* required here. A kubelet reports its Node NotReady
 (``NetworkPluginNotReady``) until a CNI runs; kubeadm installs none and werft's k3s
@@ -9,7 +11,8 @@ config disables flannel, so the CNI is the first add-on and Ready belongs to Ver
 Waiting for Ready here would deadlock every real cluster.
 
 observe  /readyz, then the Node list
-act      nothing on the cluster: kubeadm/k3s on the machines do the work
+act      create the bootstrap token Secret if it is absent (and not expired);
+         kubeadm/k3s on the machines do the rest
 wait     for /readyz, then for every machine to register as a Node (deadline)
 act      once every machine has joined: ``release`` it through its provider (clear a
          boot override to the CD, put libvirt's disk first), so a reboot or a power cut
@@ -20,12 +23,14 @@ confirm  every machine a Node with kubelet v<kubernetesVersion>, released
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from werft.conditions import Condition, ConditionType
 from werft.errors import TransientError, WerftError, is_transient
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient
 from werft.render.kubeconfig import kubeconfig_for
+from werft.render.pki import bootstrap_token_secret, ensure_cluster_pki
 from werft.render.seed import retire_seeds
 from werft.stages.checks import NodeCheck, check_nodes
 from werft.stages.context import StageContext
@@ -49,10 +54,15 @@ async def ensure_bootstrapped(cluster: ResolvedCluster, ctx: StageContext) -> Co
         kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
         async with ctx.kube(cluster, kubeconfig, deadline=progress.deadline) as kube:
             await wait_for_api(kube, cluster, ctx, progress)
+            await _ensure_join_token(kube, cluster, ctx, progress)
             nodes = await _wait_for_nodes(kube, cluster, ctx, progress)
         await _release(cluster, ctx, progress)
         await asyncio.to_thread(retire_seeds, cluster, ctx)  # seeds hold the CA keys: delete
-        released = f"; {progress.mutations} boot change(s) to disk" if progress.mutations else ""
+        released = (
+            f"; {progress.mutations} change(s) (join token, boot from disk)"
+            if progress.mutations
+            else ""
+        )
         return Done(
             BOOTSTRAPPED,
             f"API ready; {nodes.expected} node(s) registered at "
@@ -74,6 +84,26 @@ async def wait_for_api(
                 transient=True,
             )
         await asyncio.sleep(min(ctx.timeouts.poll_interval, progress.deadline.remaining()))
+
+
+async def _ensure_join_token(
+    kube: KubeClient, cluster: ResolvedCluster, ctx: StageContext, progress: Progress
+) -> None:
+    """The token in the seeds, as a bootstrap-token Secret. Created only when absent
+    (kubeadm init makes its own; a re-run finds it) and never after it expired: the API
+    server deletes expired tokens, and recreating one would be a write on every re-run
+    that joins nothing."""
+    pki = await asyncio.to_thread(ensure_cluster_pki, cluster, ctx.secrets)
+    expires = pki.bootstrap_token_expires
+    if expires is not None and expires <= datetime.now(UTC):
+        return  # the infrastructure stage renews it, with the seed, on a re-image
+    secret = bootstrap_token_secret(pki)
+    if await kube.get_live(secret) is not None:
+        return
+    try:
+        await kube.apply(secret)
+    finally:
+        progress.mutations += 1  # counted when sent: a timed-out apply may have landed
 
 
 async def _wait_for_nodes(

@@ -35,7 +35,7 @@ from werft.providers.base import MachineState, Provider, is_seed_of
 from werft.providers.errors import PROVIDER_ERROR
 from werft.render.kubeconfig import kubeconfig_for
 from werft.render.pki import ensure_cluster_pki, token_ttl
-from werft.render.seed import publish_seed, reissue_seed
+from werft.render.seed import issue_seed, publish_seed
 from werft.stages.context import StageContext
 from werft.stages.machines import act_on_each, each, provider_reason, raise_worst
 from werft.stages.result import TIMEOUT, Done, Progress, StageFailed, run_stage
@@ -74,8 +74,9 @@ async def _provision(cluster: ResolvedCluster, ctx: StageContext, progress: Prog
     async def act(provider: Provider, machine: Machine) -> int:
         if machine in installed:
             return await provider.power_on(machine)
-        # A machine installed again after its seed was retired gets it under a new URL.
-        seed = await asyncio.to_thread(reissue_seed, cluster, machine, ctx, seeds[machine.name])
+        # Its seed is written now (re-issued under a new URL if it was retired after an
+        # earlier install): keys reach the artifacts server only for a machine to install.
+        seed = await asyncio.to_thread(issue_seed, cluster, machine, ctx)
         return await provider.ensure(machine, image, seed)
 
     raise_worst(await act_on_each(list(todo), ctx, progress, act))
@@ -160,7 +161,8 @@ async def _registered_nodes(cluster: ResolvedCluster, ctx: StageContext) -> set[
 
 
 def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, str]:
-    """Each machine's seed URL; writes only seeds that are not published yet.
+    """Each machine's seed URL; the seed itself is written by ``issue_seed`` only for a
+    machine about to be installed (it carries the cluster's keys).
 
     Also stores the admin kubeconfig: werft holds it from the moment it made the CA, and
     ``observe_cluster`` takes its presence as "werft has started on this cluster".
@@ -169,7 +171,7 @@ def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, str]
     kubeconfig_for(cluster, ctx.secrets)
     return {
         m.name: publish_seed(
-            cluster, m, pki, ctx.artifacts_dir, ctx.artifacts_url, store=ctx.secrets
+            cluster, m, pki, ctx.artifacts_dir, ctx.artifacts_url, store=ctx.secrets, write=False
         )
         for m in cluster.machines
     }
