@@ -33,7 +33,7 @@ from tasks.drift import check, prune_objects
 from tasks.secret_blocks import use_secret_blocks
 from werft.drift.findings import Kind
 from werft.drift.lock import ClusterLocks
-from werft.drift.policy import clusters_to_remediate, decide
+from werft.drift.policy import Decision, clusters_to_remediate, decide
 from werft.drift.report import DriftReport
 from werft.drift.state import DriftState
 from werft.inventory.resolved import Inventory
@@ -156,7 +156,7 @@ async def remediate(
     request: DriftRequest,
     inventory: Inventory,
     report: DriftReport,
-    decisions: dict[str, Any],
+    decisions: dict[str, Decision],
     ref: RunRef,
     locks: ClusterLocks,
     result: DriftResult,

@@ -82,6 +82,9 @@ async def reconcile(request: ReconcileRequest | None = None) -> Any:
     fetched = await fetch_refs(request.repo, [f"+refs/heads/{branch}:refs/remotes/origin/{branch}"])
     ref = f"refs/remotes/origin/{branch}" if fetched else branch
     current = await asyncio.to_thread(head_sha, Path(request.repo), ref)
+    if request.expected and request.expected != current:
+        logger.info("%s moved on since the push of %s: reconciling %s", branch,
+                    request.expected[:10], current[:10])
     name = variable_name(request.repo, branch)
     previous = await Variable.aget(name, default=None)
     result = ReconcileResult(
@@ -132,5 +135,6 @@ async def reconcile(request: ReconcileRequest | None = None) -> Any:
         return Failed(message=result.message, data=result)
     await Variable.aset(name, current, overwrite=True)
     result.action = "provisioned"
-    result.message = f"{previous or 'nothing'} -> {current[:10]}: {len(result.clusters)} cluster(s)"
+    since = str(previous)[:10] if previous else "nothing"
+    result.message = f"{since} -> {current[:10]}: {len(result.clusters)} cluster(s) provisioned"
     return Completed(message=result.message, data=result)

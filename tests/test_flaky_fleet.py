@@ -7,8 +7,9 @@ The CI test runs a representative subset, not the 320-cluster sample fleet: one 
 (bare metal with 5 machines, kubeadm, and a VM cluster on the simulated hypervisor), one
 near-edge site and six edge sites (k3s, one machine each) -- every provider, distribution,
 tier and wave shape (a canary, then batches) the sample fleet has, at 10 clusters, so it
-runs in well under a minute (about 20 s on a quiet 2-core machine). The sample fleet's shape itself (8 core, 12 near-edge, 300 edge) is the ``slow``
-variant; how much longer a faulted run takes than a clean one is measured in
+runs in well under a minute (the flow takes about 20 s on a 2-core machine). The sample
+fleet's shape itself (8 core, 12 near-edge, 300 edge clusters) is the ``slow`` variant;
+how much longer a faulted run takes than a clean one is measured in
 tests/benchmarks/test_fleet_bench.py, never asserted on wall-clock time here.
 """
 

@@ -176,13 +176,21 @@ def test_request_is_a_form_friendly_model_with_per_tier_overrides() -> None:
 def test_prefect_yaml_declares_the_three_deployments_and_the_15_minute_schedule() -> None:
     specs = {s["name"]: s for s in deployment_specs()}
     assert set(specs) == {
-        "provision-fleet", "provision-cluster", "drift-check", "plan-change", "reconcile"
+        "provision-fleet",
+        "provision-cluster",
+        "drift-check",
+        "plan-change",
+        "reconcile",
     }
     assert _schedule_options(specs["drift-check"])["interval"][0].total_seconds() == 900
     assert all(s["work_pool"]["name"] == "werft-process" for s in specs.values())
     names = {flow_of(s["entrypoint"]).name for s in specs.values()}
     assert names == {
-        "provision-fleet", "provision-cluster", "drift-check", "plan-change", "reconcile"
+        "provision-fleet",
+        "provision-cluster",
+        "drift-check",
+        "plan-change",
+        "reconcile",
     }
 
 

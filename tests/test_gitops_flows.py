@@ -132,3 +132,69 @@ def test_merge_reconciles_only_the_affected_clusters(workdir: Path) -> None:
             return await Variable.aget(variable_name(str(workdir), "main"))
 
         assert asyncio.run(last()) == merged
+
+        # Removing an edge site is a decommission: flagged, never run, nothing touched.
+        csv = f.root / "edge-sites.csv"
+        lines = csv.read_text().splitlines(keepends=True)
+        gone = lines[-1].split(",")[0]
+        csv.write_text("".join(lines[:-1]))
+        repo.git.add("-A")
+        retired = repo.index.commit("retire a site").hexsha
+        counts = {c: f.mutations_of(c) for c in f.inventory.clusters}
+
+        _, removal = _reconcile(request)
+
+        assert removal.action == "nothing-to-run" and removal.current == retired
+        assert removal.flagged == [f"{gone}: decommission"]
+        assert {c: f.mutations_of(c) for c in f.inventory.clusters} == counts
+
+
+def test_a_signed_pr_event_creates_a_run_and_a_forged_one_does_not(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import hmac
+    import json
+
+    import httpx
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from tests.gitopsfixtures import serve_asgi
+    from werft.webhook import WebhookSettings, create_app
+
+    async def register() -> None:
+        await (await plan_change.ato_deployment(name="plan-change")).aapply()
+
+    asyncio.run(register())
+    monkeypatch.setenv("WERFT_SECRET_HOOK", "hook-secret")
+    settings = WebhookSettings(repo=str(tmp_path), github_secret_ref="hook", github_api="")
+    head = "d" * 40
+    body = json.dumps({
+        "action": "synchronize",
+        "pull_request": {"number": 12, "state": "open", "head": {"sha": head},
+                         "base": {"ref": "main"}, "user": {"login": "erin"}},
+        "repository": {"full_name": "acme/fleet"},
+    }).encode()
+
+    def runs() -> list[Any]:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_runs(deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["plan-change"])))
+        return [r for r in found if r.parameters["request"].get("head") == head]
+
+    def post(client: httpx.Client, secret: str, delivery: str) -> httpx.Response:
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return client.post("/hooks/github", content=body, headers={
+            "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signature})
+
+    with serve_asgi(create_app(settings, PrefectStarter(prefect_api))) as url, \
+            httpx.Client(base_url=url) as client:
+        forged = post(client, "wrong", "delivery-a")
+        assert forged.status_code == 401 and runs() == []
+        started = post(client, "hook-secret", "delivery-b")
+
+    assert started.status_code == 202, started.text
+    [run] = runs()
+    assert str(run.id) == started.json()["flow_run_id"]
+    assert run.parameters["request"]["author"] == "erin"

@@ -262,3 +262,44 @@ def test_a_policy_rule_that_does_not_compile_is_an_inventory_problem(tmp_path: P
     [problem] = problems
     assert problem.field == "spec.rules[0].expression"
     assert "two-approvals" in problem.message and problem.line
+
+
+def test_edge_owner_may_not_change_addon_values_reaching_other_owners_clusters(
+    fleet_repo: InventoryRepo,
+) -> None:
+    fleet_repo.branch("values")
+    fleet_repo.replace("addons/gitops/addonset.yaml", "logLevel: info", "logLevel: debug", 1)
+    fleet_repo.commit("debug logs", author="erin")  # edge-ops-eu-west
+    fleet_repo.branch("image", start="main")
+    fleet_repo.replace("addons/gitops/addonset.yaml", "version: v1.3.0", "version: v1.3.1", 1)
+    fleet_repo.commit("newer controller", author="erin")
+
+    values = plan_change(fleet_repo.path, "main", "values", approvers=("carl",))
+    image = plan_change(fleet_repo.path, "main", "image")
+    approved = plan_change(fleet_repo.path, "main", "values", approvers=("bob",))
+
+    rule = "ownership/edge-owner-addon-values-of-own-clusters"
+    assert rule in {d.rule for d in values.verdicts.denials}
+    denial = next(d for d in values.verdicts.denials if d.rule == rule)
+    assert denial.objects == ("AddonSet/gitops",)
+    assert rule in {d.rule for d in image.verdicts.denials}  # not a value: never the owner's
+    assert approved.verdicts.allowed, approved.verdicts.denials  # a platform approver
+
+
+def test_bmc_change_by_someone_outside_the_platform_team_is_denied(
+    fleet_repo: InventoryRepo,
+) -> None:
+    head = load_inventory(fleet_repo.inventory)
+    target = next(c for c in head.clusters.values() if c.tier == "near-edge")
+    bmc = target.machines[0].bmc
+    assert bmc is not None
+    fleet_repo.branch("bmc")
+    fleet_repo.replace(f"sites/{target.site}.yaml", bmc.address, bmc.address + "0")
+    fleet_repo.commit("new BMC", author="erin")
+
+    denied = plan_change(fleet_repo.path, "main", "bmc")
+    # 1 of the 2 near-edge clusters is over 10% of the tier: a platform approver is needed too.
+    by_platform = plan_change(fleet_repo.path, "main", "bmc", author="bob", approvers=("alice",))
+
+    assert "machines/bmc-and-machines-by-platform" in {d.rule for d in denied.verdicts.denials}
+    assert by_platform.verdicts.allowed, by_platform.verdicts.denials

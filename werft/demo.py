@@ -209,6 +209,42 @@ def start_sim(group: Children, inventory: Path, home: Path, time_scale: float) -
     return url
 
 
+@dataclass
+class ChangeLoop:
+    repo: Path  # the local bare repository people push to
+    url: str  # the webhook receiver
+
+
+WEBHOOK_PORT = 8787
+WEBHOOK_SECRET_REF = "werft-webhook"
+
+
+def start_change_loop(
+    group: Children, inventory: Path, home: Path, env: dict[str, str]
+) -> ChangeLoop:
+    """Changes by pull request on one machine: a bare repository under .werft whose
+    post-receive hook signs forge-shaped events to `werft webhook serve`."""
+    from werft.gitops.localrepo import ensure_local_repo
+
+    store = SecretStore()
+    try:
+        resolve(WEBHOOK_SECRET_REF, store)
+    except SecretNotFound:
+        store.put(WEBHOOK_SECRET_REF, secrets.token_urlsafe(32))
+    port = WEBHOOK_PORT if port_free(WEBHOOK_PORT) else free_port()
+    url = f"http://127.0.0.1:{port}"
+    repo = home / "inventory.git"
+    if ensure_local_repo(repo, inventory, hook_url=f"{url}/hooks/github",
+                         secret_ref=WEBHOOK_SECRET_REF, home=home):
+        say(f"created the local inventory repository {repo} (main = {inventory}/)")
+    args = werft("webhook", "serve", "--repo", str(repo), "--port", str(port),
+                 "--github-secret-ref", WEBHOOK_SECRET_REF, "--github-api", "")
+    say(f"starting the webhook receiver on {url} (log: {home / 'webhook.log'})")
+    group.start("webhook receiver", args, env, home / "webhook.log")
+    wait_until(lambda: answers(f"{url}/healthz"), "the webhook receiver", 60, group)
+    return ChangeLoop(repo, url)
+
+
 # --- the two modes ------------------------------------------------------------------------------
 
 
@@ -255,9 +291,11 @@ def stay_up(inventory: Path, port: int, time_scale: float) -> int:
         sim = start_sim(group, inventory, home, time_scale)
         # the runner looks for new runs every 2 s (default 10): UI clicks start promptly
         env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+        # Before `werft serve`: reconcile's first poll reads the repository it creates.
+        hooks = start_change_loop(group, inventory, home, env)
         say(
             "serving the deployments (werft serve): provision-fleet, provision-cluster, "
-            "drift-check every 15 min"
+            "drift-check every 15 min, plan-change, reconcile every 5 min"
         )
         group.start(
             "werft serve", werft("serve", "--time-scale", str(time_scale)), env, home / "serve.log"
@@ -265,6 +303,11 @@ def stay_up(inventory: Path, port: int, time_scale: float) -> int:
         ui = api.removesuffix("/api")
         print(
             f"""
+  Changes by PR    git clone {hooks.repo} fleet && cd fleet && git switch -c my-change
+                   (edit inventory/, commit) && git push origin my-change   -> plan-change
+                   git push origin my-change:main                          -> reconcile
+                   .venv/bin/werft plan --repo {hooks.repo} --base main --head my-change
+                   receiver: {hooks.url}/hooks/github (log: {home}/webhook.log)
   Prefect UI       {ui}
                    Deployments -> provision-fleet -> Run (the form is the ProvisionRequest)
   CLI              PREFECT_API_URL={api} .venv/bin/werft provision --via-api

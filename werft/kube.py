@@ -23,6 +23,7 @@ server's own normalisation decides what counts as drift.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import time
@@ -210,7 +211,6 @@ class KubeClient:
         timeout: float = 10.0,
         executor: Executor | None = None,
         retry: RetryPolicy = DEFAULT,
-        deadline: float | None = None,
     ) -> None:
         self._api = api
         self.cluster = cluster
@@ -220,8 +220,6 @@ class KubeClient:
         self._timeout = (min(timeout, 3.0), timeout)  # (connect, read)
         self._executor = executor
         self._retry = retry
-        # A time.monotonic() instant no retry backoff crosses (the caller's stage deadline).
-        self.deadline = deadline
         self._resources: dict[tuple[str, str], Resource] = {}
 
     @classmethod
@@ -232,7 +230,6 @@ class KubeClient:
         cluster: str | None = None,
         timeout: float = 10.0,
         executor: Executor | None = None,
-        deadline: float | None = None,
         retry: RetryPolicy = DEFAULT,
     ) -> KubeClient:
         """A client for the kubeconfig's current context. ``cluster`` names it in messages."""
@@ -262,7 +259,6 @@ class KubeClient:
             timeout=timeout,
             executor=executor,
             retry=retry,
-            deadline=deadline,
         )
 
     # -- lifecycle --
@@ -397,7 +393,11 @@ class KubeClient:
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         call = functools.partial(fn, *args, **kwargs)
-        return await loop.run_in_executor(self._executor or default_executor(), call)
+        # The caller's context (its request deadline) goes along onto the pool's thread.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(
+            self._executor or default_executor(), context.run, call
+        )
 
     def _get(self, api_version: str, kind: str, name: str, namespace: str | None) -> Obj | None:
         try:
@@ -528,7 +528,7 @@ class KubeClient:
                     cause="invalid response",
                 ) from None
 
-        return retry_sync(attempt, policy=self._retry, deadline=self.deadline)
+        return retry_sync(attempt, policy=self._retry)
 
     def _send(
         self,

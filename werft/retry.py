@@ -12,16 +12,23 @@ through here: their callers observe first, then decide.
 A failure is retried when it is a ``TransientError`` whose ``retry`` says so; its
 ``cause`` (``503``, ``timeout``, ``connection refused`` ...) is counted in ``STATS`` so a
 run can print "requests retried, by cause".
+
+The deadline reaches every client through ``request_deadline``, a context variable the
+running stage sets once (``werft.stages.result.run_stage``): providers and the kube client
+stay free of deadline parameters, and the calls for every machine and object of a stage
+inherit it through ``asyncio.gather``, ``asyncio.to_thread`` and the kube thread pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -80,6 +87,23 @@ class RetryStats:
 
 STATS = RetryStats()
 
+_deadline: ContextVar[float | None] = ContextVar("werft_request_deadline", default=None)
+
+
+@contextlib.contextmanager
+def request_deadline(instant: float | None) -> Iterator[None]:
+    """Within this block, requests are retried only until ``instant`` (a
+    ``time.monotonic()`` value, e.g. ``Deadline.instant`` of the running stage)."""
+    token = _deadline.set(instant)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def current_deadline() -> float | None:
+    return _deadline.get()
+
 
 def retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) and getattr(exc, "retry", True)
@@ -109,7 +133,9 @@ async def retry_async(
     deadline: float | None = None,
 ) -> T:
     """``await call()``, retried on transient failures; ``deadline`` is a
-    ``time.monotonic()`` instant no backoff may cross. The last error propagates."""
+    ``time.monotonic()`` instant no backoff may cross (default: ``current_deadline()``).
+    The last error propagates."""
+    deadline = deadline if deadline is not None else current_deadline()
     retry = 0
     while True:
         try:
@@ -129,6 +155,7 @@ def retry_sync(
     deadline: float | None = None,
 ) -> T:
     """``call()`` retried like ``retry_async``, for code on a worker thread."""
+    deadline = deadline if deadline is not None else current_deadline()
     retry = 0
     while True:
         try:

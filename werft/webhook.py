@@ -72,9 +72,20 @@ class PrefectStarter:
         with httpx.Client(base_url=self.api_url, timeout=self.timeout) as client:
             found = client.get(f"deployments/name/{deployment}")
             found.raise_for_status()
+            spec = found.json()
+            # The server replaces a top-level parameter whole: merge an object parameter
+            # onto the deployment's default, so what the event does not say (the
+            # simulator's time scale of `werft serve --time-scale`) keeps its value.
+            defaults = spec.get("parameters") or {}
+            merged = {
+                name: {**defaults[name], **value}
+                if isinstance(value, dict) and isinstance(defaults.get(name), dict)
+                else value
+                for name, value in parameters.items()
+            }
             created = client.post(
-                f"deployments/{found.json()['id']}/create_flow_run",
-                json={"parameters": parameters, "idempotency_key": f"webhook-{key}"},
+                f"deployments/{spec['id']}/create_flow_run",
+                json={"parameters": merged, "idempotency_key": f"webhook-{key}"},
             )
             created.raise_for_status()
             return str(created.json()["id"])

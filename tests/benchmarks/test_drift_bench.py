@@ -103,14 +103,19 @@ def mutations(stats: dict[str, Any]) -> int:
 
 
 async def provision_all(inventory: Inventory, ctx: StageContext) -> None:
+    """The stages over batches of 25; a cluster that failed transiently (a BMC of the
+    loaded simulator timing out) goes again: the stages are level-triggered."""
     clusters = sorted(inventory.clusters.values(), key=lambda c: c.name)
-    for start in range(0, len(clusters), 50):
-        batch = clusters[start : start + 50]
+    for start in range(0, len(clusters), 25):
+        batch = clusters[start : start + 25]
         for stage in STAGE_ORDER:
-            results = await run_stage_batch(stage, batch, ctx, 50)
-            failed = [(c.name, r.reason) for c, r in zip(batch, results, strict=True)
-                      if not r.ok]
-            assert not failed, (stage, failed[:3])
+            todo = batch
+            for _ in range(4):
+                results = await run_stage_batch(stage, todo, ctx, 25)
+                todo = [c for c, r in zip(todo, results, strict=True) if not r.ok]
+                if not todo:
+                    break
+            assert not todo, (stage, [c.name for c in todo][:3])
 
 
 # --- the baseline --------------------------------------------------------------------------
@@ -179,30 +184,71 @@ def _media(system: str, auth: httpx.Auth, origin: str) -> list[str]:
 
 
 async def plain_loop(found: list[Target]) -> int:
+    """Every request of every cluster, at most CONCURRENCY in flight (as werft's thread
+    pool bounds its own). One small client per cluster, as one per site is natural: a
+    single httpcore pool of CONCURRENCY connections scans all of them on every request
+    and costs more CPU than the requests."""
     gate = asyncio.Semaphore(CONCURRENCY)
-    limits = httpx.Limits(max_connections=CONCURRENCY * 2, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=30) as client:
+    limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
 
-        async def one(t: Target) -> int:
-            async with gate:
-                headers = {"Authorization": f"Bearer {t.token}", "Accept": "application/json"}
-                gets = [client.get(url, auth=auth) for url, auth in t.bmc_gets]
-                gets += [client.get(t.server + p, headers=headers,
-                                    params={"labelSelector": MANAGED_SELECTOR}) for p in t.lists]
-                patch = {**headers, "Content-Type": "application/apply-patch+yaml"}
-                query = {"fieldManager": "werft", "fieldValidation": "Strict", "dryRun": "All"}
-                gets += [client.patch(t.server + p, content=body, headers=patch, params=query)
-                         for p, body in t.dry_runs]
-                answers = await asyncio.gather(*gets)
-                for answer in answers:
-                    answer.raise_for_status()
-                    answer.json()
-                return len(answers)
+    async def cluster(t: Target) -> int:
+        async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=30) as client:
 
-        return sum(await asyncio.gather(*(one(t) for t in found)))
+            async def ask(method: str, url: str, **kwargs: Any) -> None:
+                async with gate:
+                    answer = await client.request(method, url, **kwargs)
+                answer.raise_for_status()
+                answer.json()
+
+            headers = {"Authorization": f"Bearer {t.token}", "Accept": "application/json"}
+            calls = [ask("GET", url, auth=auth) for url, auth in t.bmc_gets]
+            calls += [ask("GET", t.server + p, headers=headers,
+                          params={"labelSelector": MANAGED_SELECTOR}) for p in t.lists]
+            patch = {**headers, "Content-Type": "application/apply-patch+yaml"}
+            query = {"fieldManager": "werft", "fieldValidation": "Strict", "dryRun": "All"}
+            calls += [ask("PATCH", t.server + p, content=body, headers=patch, params=query)
+                      for p, body in t.dry_runs]
+            await asyncio.gather(*calls)
+            return len(calls)
+
+    return sum(await asyncio.gather(*(cluster(t) for t in found)))
 
 
 # --- the benchmark -------------------------------------------------------------------------
+
+
+async def measure(
+    inventory: Inventory, home: Path, url: str
+) -> tuple[dict[str, tuple[float, float, int]], DriftReport, float]:
+    """Everything in one event loop: the providers' connection pools belong to it."""
+    ctx = StageContext.for_inventory(
+        inventory, werft_home=home, artifacts_dir=home / "artifacts",
+        timeouts=StageTimeouts().scaled(TIME_SCALE), kube_threads=CONCURRENCY)
+    try:
+        start = time.perf_counter()
+        await provision_all(inventory, ctx)
+        provisioned_s = time.perf_counter() - start
+        found = targets(inventory, ctx, SecretStore(home / "secrets"))
+        clusters = list(inventory.clusters.values())
+        best: dict[str, tuple[float, float, int]] = {}
+        report = DriftReport()
+        for _ in range(ROUNDS):
+            for kind in ("baseline", "werft"):
+                reset_stats(url)
+                wall, cpu = time.perf_counter(), time.process_time()
+                if kind == "baseline":
+                    await plain_loop(found)
+                else:
+                    report = DriftReport.of(
+                        await check_clusters(clusters, ctx, concurrency=CONCURRENCY))
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                stats = sim_stats(url)
+                assert mutations(stats) == 0, stats["mutations"]
+                if kind not in best or wall < best[kind][0]:
+                    best[kind] = (wall, cpu, int(stats["requests"]))
+    finally:
+        await ctx.aclose()
+    return best, report, provisioned_s
 
 
 @pytest.mark.bench
@@ -219,35 +265,8 @@ def test_drift_check_of_a_converged_fleet_vs_a_plain_asyncio_loop(
     ensure_bmc_secrets(root)
     with sim_process(root, home, port) as url:
         inventory = load_inventory(root)
-        ctx = StageContext.for_inventory(
-            inventory, werft_home=home, artifacts_dir=home / "artifacts",
-            timeouts=StageTimeouts().scaled(TIME_SCALE), kube_threads=CONCURRENCY)
-        start = time.perf_counter()
-        asyncio.run(provision_all(inventory, ctx))
-        provisioned_s = time.perf_counter() - start
-        found = targets(inventory, ctx, SecretStore(home / "secrets"))
-        clusters = list(inventory.clusters.values())
+        best, report, provisioned_s = asyncio.run(measure(inventory, home, url))
 
-        best: dict[str, tuple[float, float, int]] = {}
-        report: DriftReport | None = None
-        for _ in range(ROUNDS):
-            for kind in ("baseline", "werft"):
-                reset_stats(url)
-                wall, cpu = time.perf_counter(), time.process_time()
-                if kind == "baseline":
-                    asyncio.run(plain_loop(found))
-                else:
-                    reports = asyncio.run(
-                        check_clusters(clusters, ctx, concurrency=CONCURRENCY))
-                    report = DriftReport.of(reports)
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                stats = sim_stats(url)
-                assert mutations(stats) == 0, stats["mutations"]
-                if kind not in best or wall < best[kind][0]:
-                    best[kind] = (wall, cpu, int(stats["requests"]))
-        asyncio.run(ctx.aclose())
-
-    assert report is not None
     assert report.counts() == {str(Outcome.IN_SHAPE): EDGE_SITES}, report.counts()
     assert report.groups == []
     n = EDGE_SITES

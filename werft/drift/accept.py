@@ -85,7 +85,11 @@ def find_change(group: FindingGroup, inventory: Inventory, root: Path) -> Change
     index = next((i for i, a in enumerate(addon_set.spec.addons) if a.name == f.addon), None)
     if index is None:
         raise AcceptError(f"AddonSet {f.addon_set!r} no longer has add-on {f.addon!r}")
-    live = json.loads(f.live) if f.live != "(absent)" else MISSING
+    try:
+        live = json.loads(f.live) if f.live != "(absent)" else MISSING
+    except ValueError:  # a Secret's (hidden) or a redacted value: never taken from a cluster
+        raise AcceptError(f"{f.object} {f.field}: its live value is not shown (a secret); "
+                          "put the value in the secret store and the inventory by hand") from None
     desired = _rendered(inventory, cluster.name, f.object, f.field)
     source = inventory.sources[("AddonSet", f.addon_set)].file
     text = (root / source).read_text()

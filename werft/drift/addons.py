@@ -10,14 +10,16 @@ that the inventory no longer renders are prune candidates. Nothing here writes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from werft.drift.fields import changed_paths
-from werft.drift.findings import Area, Finding, Kind, show
+from werft.drift.findings import ABSENT, Area, Finding, Kind, show
 from werft.drift.paths import owned_by, server_text, value_at
 from werft.kube import FIELD_MANAGER, ApplyConflict, KubeClient, describe
+from werft.redact import redact
 from werft.render.addons import LABEL_ADDON, LABEL_MANAGED_BY, MANAGED_BY, RenderedObject
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -102,16 +104,26 @@ async def _object_findings(
         conflicts = {c.field: c.manager for c in exc.conflicts}
         would_be = await kube.apply(obj, force=True, dry_run=True)
     findings = []
+    secret = obj.get("kind") == "Secret"
     for path in changed_paths(would_be, live):
         manager, since = owner(live, path)
         # Conflict causes name fields as the server writes them (``.data.net-conf.json``).
         other = conflicts.get(path) or conflicts.get(server_text(path))
+        desired, found = show(value_at(would_be, path)), show(value_at(live, path))
+        if secret:  # reports, artifacts and events never carry a Secret's values
+            desired, found = _fingerprint(desired), _fingerprint(found)
         findings.append(Finding(
-            kind=Kind.FIELD, field=path, desired=show(value_at(would_be, path)),
-            live=show(value_at(live, path)), manager=other or manager, since=since,
-            conflict=other is not None, **base,
+            kind=Kind.FIELD, field=path, desired=redact(desired), live=redact(found),
+            manager=other or manager, since=since, conflict=other is not None, **base,
         ))
     return findings
+
+
+def _fingerprint(value: str) -> str:
+    """Tells two values apart (and groups equal ones) without showing either."""
+    if value == ABSENT:
+        return value
+    return "(hidden: sha256 " + hashlib.sha256(value.encode()).hexdigest()[:12] + ")"
 
 
 def owner(live: Mapping[str, Any], path: str) -> tuple[str, datetime | None]:

@@ -35,7 +35,8 @@ def machine_findings(
     if state.cd_override:
         found.append(finding("bootOverride", "(none)", state.boot_override or ""))
     example = f"{artifacts_url.rstrip('/')}/seeds/{cluster.name}/{state.name}-0.iso"
-    if not state.released(example):
+    # Media only matter on a running machine: an off one is the power finding alone.
+    if state.powered_on and not state.released(example):
         has_seed = any(is_seed_of(url, example, state.name) for url in state.media)
         if not (has_seed and cluster.os_image_url in state.media):
             found.append(finding("media", "installer image and werft seed",

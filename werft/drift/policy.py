@@ -81,6 +81,8 @@ def decide(
             if policy.remediation is not Remediation.REMEDIATE:
                 continue
             if group.finding.conflict:
+                labels.discard(describe(policy))
+                labels.add(f"{describe(policy)} (blocked: forceConflicts off)")
                 decision.blocked[name] = (f"{group.finding.manager or 'another manager'} owns "
                                           f"{group.finding.field}; forceConflicts is off")
                 continue

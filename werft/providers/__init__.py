@@ -15,7 +15,7 @@ stage sets with ``request_deadline``; what werft did to each machine (its resets
 joined) is kept in the secret store by ``MachineRecords``.
 """
 
-from werft.providers._http import HttpOptions, request_deadline
+from werft.providers._http import HttpOptions
 from werft.providers.base import MachineState, Provider, ProviderKind, is_seed_of
 from werft.providers.errors import Target, classify
 from werft.providers.libvirt import LibvirtProvider
@@ -23,6 +23,7 @@ from werft.providers.pool import ProviderPool, provider_for, provider_key
 from werft.providers.records import MachineRecords
 from werft.providers.redfish import BmcAddress, RedfishProvider, parse_bmc_address
 from werft.providers.simulated import SimulatedProvider
+from werft.retry import request_deadline
 
 __all__ = [
     "BmcAddress",

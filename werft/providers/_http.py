@@ -6,19 +6,15 @@ classifies every failure, retries the idempotent requests at the request (``werf
 backoff with jitter, ``Retry-After``, never past the stage's deadline) and counts the
 mutating requests it sends.
 
-The deadline reaches the provider through ``request_deadline`` (a context variable the
-stage sets around its provider calls): the Provider protocol stays free of it, and the
-calls of every machine of the stage inherit it through ``asyncio.gather`` and
-``asyncio.to_thread``.
+The deadline reaches the provider through ``werft.retry.request_deadline`` (a context
+variable the running stage sets): the Provider protocol stays free of it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,31 +25,13 @@ from werft.errors import PermanentError, TransientError
 from werft.providers.base import MutationLedger
 from werft.providers.errors import CA_BUNDLE_INVALID, TIMED_OUT, Target, classify
 from werft.providers.records import DEFAULT_SETTLE
-from werft.retry import DEFAULT, RetryPolicy, retry_async
+from werft.retry import DEFAULT, RetryPolicy, current_deadline, retry_async
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Safe to send again with the same body: a read, a PUT of a whole definition, a PATCH of
 # a setting (the same boot override twice is the same boot override). POST actions
 # (Reset, InsertMedia, a domain start) are not: their callers observe, then decide.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
-
-_deadline: ContextVar[float | None] = ContextVar("werft_request_deadline", default=None)
-
-
-@contextlib.contextmanager
-def request_deadline(instant: float | None) -> Iterator[None]:
-    """Within this block, provider requests are retried only until ``instant`` (a
-    ``time.monotonic()`` value, e.g. ``Deadline.instant`` of the running stage)."""
-    token = _deadline.set(instant)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
-
-
-def current_deadline() -> float | None:
-    return _deadline.get()
-
 
 @dataclass(frozen=True)
 class HttpOptions:

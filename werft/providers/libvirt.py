@@ -34,7 +34,6 @@ import jinja2
 
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Machine, VMSpec
-from werft.providers._http import current_deadline
 from werft.providers.base import (
     MachineState,
     MutationLedger,
@@ -45,7 +44,7 @@ from werft.providers.base import (
 )
 from werft.providers.errors import SYSTEM_NOT_FOUND, Target, classify_libvirt
 from werft.providers.records import MachineRecords
-from werft.retry import DEFAULT, RetryPolicy, retry_async
+from werft.retry import DEFAULT, RetryPolicy, current_deadline, retry_async
 
 T = TypeVar("T")
 

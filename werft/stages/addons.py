@@ -50,7 +50,7 @@ async def ensure_addons(cluster: ResolvedCluster, ctx: StageContext) -> Conditio
             raise StageFailed(RENDER_FAILED, str(exc)) from None
         kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
         applied = workloads = 0
-        async with ctx.kube(cluster, kubeconfig, deadline=progress.deadline) as kube:
+        async with ctx.kube(cluster, kubeconfig) as kube:
             for _, level in groupby(sorted(rendered, key=_level), key=_level):
                 items = list(level)
                 applied += await _apply_level(kube, cluster, items, progress)

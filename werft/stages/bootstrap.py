@@ -52,7 +52,7 @@ RELEASE_FAILED = "ReleaseFailed"
 async def ensure_bootstrapped(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
     async def body(progress: Progress) -> Done:
         kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
-        async with ctx.kube(cluster, kubeconfig, deadline=progress.deadline) as kube:
+        async with ctx.kube(cluster, kubeconfig) as kube:
             await wait_for_api(kube, cluster, ctx, progress)
             await _ensure_join_token(kube, cluster, ctx, progress)
             nodes = await _wait_for_nodes(kube, cluster, ctx, progress)

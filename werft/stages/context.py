@@ -159,15 +159,8 @@ class StageContext:
         """The admin kubeconfig werft holds, without generating anything."""
         return self.secrets.get(secret_name(cluster.name, "kubeconfig"))
 
-    def kube(
-        self,
-        cluster: ResolvedCluster,
-        kubeconfig: str | None = None,
-        *,
-        deadline: Deadline | None = None,
-    ) -> KubeClient:
-        """A client for ``cluster`` built from its own kubeconfig (never a global one);
-        its request retries never run past ``deadline``."""
+    def kube(self, cluster: ResolvedCluster, kubeconfig: str | None = None) -> KubeClient:
+        """A client for ``cluster`` built from its own kubeconfig (never a global one)."""
         text = kubeconfig or self.stored_kubeconfig(cluster)
         if text is None:
             raise PermanentError(
@@ -179,7 +172,6 @@ class StageContext:
             cluster=cluster.name,
             timeout=self.timeouts.http,
             executor=self.executor,
-            deadline=deadline.instant if deadline is not None else None,
         )
 
     async def aclose(self) -> None:

@@ -30,7 +30,6 @@ from werft.conditions import Condition, ConditionType
 from werft.errors import TransientError, WerftError
 from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
-from werft.providers import request_deadline
 from werft.providers.base import MachineState, Provider, is_seed_of
 from werft.providers.errors import PROVIDER_ERROR
 from werft.render.kubeconfig import kubeconfig_for
@@ -38,6 +37,7 @@ from werft.render.pki import ensure_cluster_pki, token_ttl
 from werft.render.seed import issue_seed, publish_seed
 from werft.stages.context import StageContext
 from werft.stages.machines import act_on_each, each, provider_reason, raise_worst
+from werft.stages.reach import MACHINES
 from werft.stages.result import TIMEOUT, Done, Progress, StageFailed, run_stage
 
 log = logging.getLogger("werft.stages")
@@ -52,8 +52,7 @@ PROVISIONING_FAILED = "ProvisioningFailed"  # permanent, and the provider named 
 
 async def ensure_infrastructure(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
     async def body(progress: Progress) -> Done:
-        with request_deadline(progress.deadline.instant):
-            return await _provision(cluster, ctx, progress)
+        return await _provision(cluster, ctx, progress)
 
     return await run_stage(STAGE, cluster, ctx, body, classify)
 
@@ -202,9 +201,13 @@ async def _wait_powered_on(
             if isinstance(result, TransientError):
                 still.append(machine)
                 last = str(result)
-            elif isinstance(result, BaseException):
+                # A BMC that stops answering for the grace period: the site is gone.
+                progress.reach.saw(result, via=MACHINES)
+                continue
+            if isinstance(result, BaseException):
                 raise result
-            elif not result.powered_on:
+            progress.reach.saw(None, via=MACHINES)
+            if not result.powered_on:
                 still.append(machine)
                 last = f"{machine.name}: {result.details.get('power_state', 'off')}"
         pending = still

@@ -29,6 +29,7 @@ from werft.errors import TransientError, WerftError, is_transient
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import WaitTimeout
 from werft.redact import redact
+from werft.retry import request_deadline
 from werft.stages.context import Deadline, StageContext
 from werft.stages.reach import (
     UNREACHABLE,
@@ -107,8 +108,11 @@ async def run_stage(
     status: Status = "False"
     transient = False
     try:
-        async with asyncio.timeout(hard_stop):
-            done = await _until_judged(body, progress, ctx)
+        # Every request retry of the stage (BMCs, hypervisors, cluster APIs) stops at its
+        # deadline.
+        with request_deadline(progress.deadline.instant):
+            async with asyncio.timeout(hard_stop):
+                done = await _until_judged(body, progress, ctx)
         status, reason, message = done.status, done.reason, done.message
     except SiteUnreachable as exc:
         reason, message, transient = UNREACHABLE, str(exc), True

@@ -74,7 +74,7 @@ async def verify_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Conditi
         kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
         rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
         probe = _Prober(cluster, ctx, progress)
-        async with ctx.kube(cluster, kubeconfig, deadline=progress.deadline) as kube:
+        async with ctx.kube(cluster, kubeconfig) as kube:
             # /version first: it raises with the cause, so it also tells whether the site
             # answers at all, which the boolean health probes cannot.
             await _version(kube, cluster, checks, probe)
