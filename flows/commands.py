@@ -58,6 +58,7 @@ def provision(
         print_result(console, [c.row() for c in result.clusters], full=full)
     counts = {"planned": len(result.clusters)} if result.dry_run else result.counts()
     print_outcome(console, result.succeeded, result.reason, counts, url)
+    console.print(result.retries_line(), soft_wrap=True)
     return exit_code(result)
 
 
@@ -117,6 +118,7 @@ def _summary(result: FleetResult, url: str | None, *, rows: bool) -> dict[str, A
         "counts": result.counts(),
         "clusters": len(result.clusters),
         "task_runs": result.task_runs,
+        "retries": result.retries,
         "duration_s": result.duration_s,
         "waves": [w.model_dump(mode="json") for w in result.waves],
     }

@@ -28,6 +28,19 @@ def _add_edge_site(fleet_repo: InventoryRepo, name: str = "edge-09999") -> None:
     fleet_repo.write_edge_rows([*rows, new_edge_row(rows, name, "02:00:00:00:99:99")])
 
 
+TEAMS = {"edge-ops-eu-west": "erin", "edge-ops-eu-central": "carl",
+         "edge-ops-eu-north": "nora", "edge-ops-us-east": "uma",
+         "edge-ops-us-west": "walt", "edge-ops-ap-southeast": "amit"}
+
+
+def rows_owner(fleet_repo: InventoryRepo) -> str:
+    return fleet_repo.edge_rows()[0]["owner"]
+
+
+def _member(team: str) -> str:
+    return TEAMS[team]
+
+
 def test_pr_adding_an_edge_site_plans_exactly_that_cluster(fleet_repo: InventoryRepo) -> None:
     fleet_repo.branch("add-site")
     _add_edge_site(fleet_repo)
@@ -46,6 +59,10 @@ def test_pr_adding_an_edge_site_plans_exactly_that_cluster(fleet_repo: Inventory
     # A new cluster's add-ons are all new: every diff is an addition on that cluster only.
     assert plan.manifests.diffs
     assert all(d.change == "added" and d.clusters == ["edge-09999"] for d in plan.manifests.diffs)
+    # The new row's owner may add it (CREATE: no oldObject); only the blast radius (1 of 4
+    # edge clusters) still needs a platform approver.
+    owner = plan_change(fleet_repo.path, "main", "add-site", author=_member(rows_owner(fleet_repo)))
+    assert [d.rule for d in owner.verdicts.denials] == ["blast-radius/over-10-percent-of-a-tier"]
 
 
 def test_addon_value_change_runs_addons_and_verify_on_the_sets_users(
@@ -152,11 +169,8 @@ def test_non_owner_is_denied_with_the_rule_object_and_approvers_named(
 ) -> None:
     rows = fleet_repo.edge_rows()
     owner = rows[0]["owner"]
-    teams = {"edge-ops-eu-west": "erin", "edge-ops-eu-central": "carl",
-             "edge-ops-eu-north": "nora", "edge-ops-us-east": "uma",
-             "edge-ops-us-west": "walt", "edge-ops-ap-southeast": "amit"}
-    outsider = next(login for team, login in teams.items() if team != owner)
-    insider = teams[owner]
+    outsider = next(login for team, login in TEAMS.items() if team != owner)
+    insider = TEAMS[owner]
     fleet_repo.branch("move")
     rows[0]["latitude"] = "48.0"
     fleet_repo.write_edge_rows(rows)

@@ -360,11 +360,13 @@ class KubeClient:
         condition: str = "Available",
         timeout: float = 300.0,
         poll: float = 2.0,
+        on_probe: Callable[[BaseException | None], None] | None = None,
     ) -> Obj:
         """Like ``kubectl wait --for=condition=...``; returns the object once it holds.
 
         ``condition="Available"`` means "rolled out and healthy" (see ``health``), so it
-        also works for kinds that carry no conditions, such as DaemonSets.
+        also works for kinds that carry no conditions, such as DaemonSets. ``on_probe``
+        hears every read: the transient error, or None when the API answered.
         """
         what = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
         deadline = time.monotonic() + timeout
@@ -374,7 +376,11 @@ class KubeClient:
                 obj = await self.get(api_version, kind, name, namespace)
             except TransientError as exc:
                 obj, last = None, str(exc)
+                if on_probe is not None:
+                    on_probe(exc)
             else:
+                if on_probe is not None:
+                    on_probe(None)
                 if obj is None:
                     last = "not found"
                 else:

@@ -27,9 +27,11 @@ EDGE_SITES = 10_000
 GOAL_S = 5.0
 
 
-def _plan(repo: Path, output: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+def _plan(
+    repo: Path, output: str, head: str = "debug"
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     args = [sys.executable, "-m", "werft.cli", "plan", "--repo", str(repo), "--base", "main",
-            "--head", "debug", "--approver", "bob", "-o", output]
+            "--head", head, "--approver", "bob", "-o", output]
     start = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, cwd=repo, check=False)
     return time.perf_counter() - start, done
@@ -58,8 +60,20 @@ def test_plan_one_addon_value_on_10000_edge_sites(tmp_path: Path) -> None:
             assert diff["clusters"] >= EDGE_SITES
         rows.append((output, best, "met" if best < GOAL_S else "MISSED"))
 
+    # Beyond the goal: a Profile change reaches every edge cluster as a changed object
+    # (10,000 policy evaluations of the object-reading rules, every stage from
+    # infrastructure on). Reported, no goal.
+    repo.branch("image")
+    repo.replace("profiles/edge-single-node.yaml", ".iso", "-v2.iso", 1)
+    repo.commit("new edge OS image", author="bob")
+    best, done = min((_plan(repo.path, "markdown", "image") for _ in range(3)),
+                     key=lambda r: r[0])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "10000 cluster(s) affected" in done.stdout
+    rows.append(("markdown, Profile change", best, "(no goal)"))
+
     print(f"\n\nwerft plan, one AddonSet value used by {EDGE_SITES:,} edge sites "
           "(whole process, best of 3)")
-    print(f"{'output':<10}{'wall s':>8}  goal < {GOAL_S:g} s")
+    print(f"{'output':<26}{'wall s':>8}  goal < {GOAL_S:g} s")
     for output, seconds, verdict in rows:
-        print(f"{output:<10}{seconds:>8.2f}  {verdict}")
+        print(f"{output:<26}{seconds:>8.2f}  {verdict}")

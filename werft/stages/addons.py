@@ -29,6 +29,7 @@ from werft.render.addons import RenderedObject, render_addon_objects
 from werft.render.kubeconfig import kubeconfig_for
 from werft.stages.checks import WORKLOAD_KINDS
 from werft.stages.context import StageContext
+from werft.stages.reach import is_unreachable
 from werft.stages.result import Done, Progress, StageFailed, default_classify, run_stage
 
 STAGE = ConditionType.ADDONS_READY
@@ -96,6 +97,8 @@ async def _apply(kube: KubeClient, item: RenderedObject, progress: Progress) -> 
     try:
         await kube.apply(item.obj, force=item.force_conflicts)
     except WerftError as exc:
+        if is_unreachable(exc):
+            raise  # nothing answered: run_stage judges whether the site is gone
         if is_transient(exc):
             raise StageFailed(APPLY_FAILED, str(exc), transient=True) from None
         # A rejected object is the template's to fix: say which one.
@@ -134,6 +137,7 @@ async def _wait(
             condition=condition,
             timeout=progress.deadline.remaining(),
             poll=poll,
+            on_probe=progress.reach.saw,
         )
     except WaitTimeout as exc:
         # The message names the cluster, the object and its last observed state.

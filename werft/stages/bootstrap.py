@@ -35,6 +35,7 @@ from werft.render.seed import retire_seeds
 from werft.stages.checks import NodeCheck, check_nodes
 from werft.stages.context import StageContext
 from werft.stages.machines import act_on_each, provider_reason, worst
+from werft.stages.reach import site_failure
 from werft.stages.result import Done, Progress, StageFailed, default_classify, run_stage
 
 STAGE = ConditionType.BOOTSTRAPPED
@@ -76,6 +77,9 @@ async def wait_for_api(
     kube: KubeClient, cluster: ResolvedCluster, ctx: StageContext, progress: Progress
 ) -> None:
     while not await kube.readyz():
+        # An API that is not up yet refuses connections while the machines install; ask
+        # the site's BMC or hypervisor whether the site itself still answers.
+        progress.reach.saw(await site_failure(cluster, ctx, progress.deadline.remaining()))
         if progress.deadline.expired:
             raise StageFailed(
                 API_UNAVAILABLE,
@@ -113,8 +117,10 @@ async def _wait_for_nodes(
         try:
             nodes = check_nodes(cluster, await kube.list("v1", "Node"))
         except TransientError as exc:  # the API blinked; it is up, so keep waiting
+            progress.reach.saw(exc)
             nodes, detail = None, str(exc)
         else:
+            progress.reach.saw(None)
             if nodes.registered_at_version:
                 return nodes
             if nodes.all_registered:  # all joined, yet a kubelet runs another version
