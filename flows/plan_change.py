@@ -18,7 +18,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.gitops import fetch_refs, notify, plan, read_approvers
+from tasks.gitops import fetch_refs, notify, plan, read_approvers, set_status
 from tasks.secret_blocks import use_secret_blocks
 from werft.gitops.forge import ForgeTarget
 from werft.gitops.report import markdown
@@ -67,6 +67,8 @@ async def plan_change(request: PlanChangeRequest | None = None) -> PlanChangeRes
     request = request or PlanChangeRequest()
     use_secret_blocks()
     logger = get_run_logger()
+    if request.forge is not None:  # the pull request shows that werft is on it
+        await set_status(request.forge, "pending", "werft is planning this change")
     refspecs = [f"+refs/heads/{request.base}:refs/remotes/origin/{request.base}"]
     if request.head_ref:
         refspecs.append(f"+{request.head_ref}:refs/werft/head")

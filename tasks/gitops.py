@@ -55,3 +55,15 @@ async def notify(target: ForgeTarget, body: str, state: str, description: str) -
             return url
 
     return await asyncio.to_thread(post)
+
+
+@task(name="status", task_run_name="status[{target.repository}#{target.number}: {state}]",
+      cache_policy=NO_CACHE, **retry_options())
+async def set_status(target: ForgeTarget, state: str, description: str) -> None:
+    """The head commit's ``werft/plan`` status alone (``pending`` while planning)."""
+
+    def post() -> None:
+        with ForgeClient(target) as client:
+            client.status(state, description)
+
+    await asyncio.to_thread(post)

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import git
+import httpx
 import pytest
 import yaml
 from prefect.states import State
 
 from flows.drift import DriftRequest, DriftResult, drift_check
 from tests.flowfixtures import Fleet, fleet, outcomes, provision
+from tests.simfixtures import wait_for
 from werft.render.addons import render_addons
 
 FLANNEL_CM = {"apiVersion": "v1", "resource": "configmaps", "namespace": "kube-flannel",
@@ -79,3 +81,24 @@ def drift_policy(root: Path, policy: dict[str, Any]) -> Iterator[None]:
         yield
     finally:
         path.write_text(before)
+
+
+def events_of_run(flow_run_id: str, name: str, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The events ``name`` the flow run emitted, as the Prefect server stored them (polled:
+    the server persists events asynchronously)."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = str(PREFECT_API_URL.value())
+    body = {"filter": {"event": {"name": [name]},
+                       "related": {"id": [f"prefect.flow-run.{flow_run_id}"]}},
+            "limit": 50}
+    found: list[dict[str, Any]] = []
+
+    def stored() -> bool:
+        response = httpx.post(f"{api}/events/filter", json=body, timeout=10)
+        response.raise_for_status()
+        found[:] = response.json().get("events") or []
+        return bool(found)
+
+    wait_for(stored, timeout=timeout, interval=0.2, what=f"{name} events of {flow_run_id}")
+    return found

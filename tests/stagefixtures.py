@@ -14,6 +14,7 @@ generated into the test's own WERFT_HOME, which the simulator reads too.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -135,6 +136,20 @@ async def run_all(cluster: ResolvedCluster, ctx: StageContext) -> list[Condition
 async def stage_fleet_fixture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[StageFleet]:
+    async with stage_fleet_of(tmp_path, monkeypatch) as fleet:
+        yield fleet
+
+
+@contextlib.asynccontextmanager
+async def stage_fleet_of(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    edge_sites: int = 2,
+    core_sites: int = 1,
+    near_edge_sites: int = 1,
+) -> AsyncIterator[StageFleet]:
+    """The fleet of ``stage_fleet``, of another size."""
     home = tmp_path / "home"
     # The simulator resolves the BMC credentialsRefs from WERFT_HOME, as werft does.
     monkeypatch.setenv("WERFT_HOME", str(home))
@@ -142,9 +157,9 @@ async def stage_fleet_fixture(
     root = tmp_path / "inventory"
     write_fleet(
         root,
-        edge_sites=2,
-        core_sites=1,
-        near_edge_sites=1,
+        edge_sites=edge_sites,
+        core_sites=core_sites,
+        near_edge_sites=near_edge_sites,
         endpoint=f"http://127.0.0.1:{sock.getsockname()[1]}",
     )
     inventory = load_inventory(root)

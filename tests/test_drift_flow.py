@@ -19,6 +19,7 @@ from flows.models import ProvisionRequest
 from tests.driftfixtures import (
     FLANNEL_CM,
     drift_policy,
+    events_of_run,
     flannel_backend,
     provisioned_edge_fleet,
     run_drift,
@@ -74,6 +75,10 @@ def test_same_edit_on_every_edge_cluster_is_one_group_and_report_changes_nothing
         assert group["policy"] == "report"
         assert f.sim.mutations() == 0  # report changes nothing
         assert result.events == {"werft.drift.detected": 1, "werft.drift.cleared": 0}
+        [event] = events_of_run(str(state.state_details.flow_run_id), "werft.drift.detected")
+        assert event["resource"]["prefect.resource.id"] == f"werft.drift.{group['id']}"
+        assert event["resource"]["werft.drift.policy"] == "report"
+        assert (event["payload"]["clusters"], event["payload"]["manager"]) == (EDGE, "kubectl-edit")
         found = artifacts(str(state.state_details.flow_run_id))
         assert {"werft-drift-summary", "werft-drift-groups", "werft-drift-clusters"} <= set(found)
         assert f"on {EDGE} clusters (edge, " in found["werft-drift-summary"].data
@@ -92,6 +97,8 @@ def test_same_edit_on_every_edge_cluster_is_one_group_and_report_changes_nothing
             flannel_backend(f, name, "vxlan")
     state, clean = run_drift(f)
     assert clean.exit_code == 0 and clean.events["werft.drift.cleared"] == 1
+    [cleared] = events_of_run(str(state.state_details.flow_run_id), "werft.drift.cleared")
+    assert cleared["resource"]["prefect.resource.id"] == f"werft.drift.{group['id']}"
 
 
 def test_accept_commits_a_validating_branch_and_the_next_check_is_clean(edge_fleet) -> None:

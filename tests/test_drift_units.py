@@ -4,6 +4,8 @@ inventory edit behind `werft drift accept`, and the policy fields' validation.""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -195,9 +197,16 @@ def test_lock_is_exclusive_reentrant_and_expires(tmp_path: Path) -> None:
 
     lock = tmp_path / "locks" / "clusters" / "edge-1.lock"
     info = json.loads(lock.read_text())
-    lock.write_text(json.dumps({**info, "expires": 0}))  # b died long ago
+    lock.write_text(json.dumps({**info, "expires": 0}))  # b's lease ran out long ago
     assert a.holder_of("edge-1") is None and a.try_acquire("edge-1")
     assert a.holder_of("edge-1") == "run-a"
+
+    # a run on this machine killed with kill -9: its process is gone, its lease is not
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(json.dumps({**json.loads(lock.read_text()), "holder": "run-killed",
+                                "pid": gone.pid}))
+    assert b.holder_of("edge-1") is None and b.try_acquire("edge-1")
 
 
 def test_state_clears_a_group_only_when_its_clusters_were_checked(tmp_path: Path) -> None:

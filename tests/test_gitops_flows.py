@@ -54,7 +54,7 @@ def test_plan_change_comments_the_plan_and_sets_the_status(
     assert "edge-09999" in body and "edge-wave" in body and "new cluster" in body
     assert comment.headers["authorization"] == f"Bearer {TOKEN}"
     statuses = forge.made("POST", f"/repos/acme/fleet/statuses/{head}")
-    assert [s.body["state"] for s in statuses] == ["success", "failure"]
+    assert [s.body["state"] for s in statuses] == ["pending", "success", "pending", "failure"]
     assert {s.body["context"] for s in statuses} == {"werft/plan"}
     # The second plan updates werft's comment instead of adding another.
     [update] = forge.made("PATCH", "/repos/acme/fleet/issues/comments/")

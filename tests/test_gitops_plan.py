@@ -317,3 +317,12 @@ def test_bmc_change_by_someone_outside_the_platform_team_is_denied(
 
     assert "machines/bmc-and-machines-by-platform" in {d.rule for d in denied.verdicts.denials}
     assert by_platform.verdicts.allowed, by_platform.verdicts.denials
+
+
+def test_an_unknown_revision_is_a_usage_error(fleet_repo: InventoryRepo) -> None:
+    result = CliRunner().invoke(
+        app, ["plan", "--repo", str(fleet_repo.path), "--base", "main", "--head", "nope"]
+    )
+
+    assert result.exit_code == ExitCode.USAGE
+    assert "revision 'nope' not found" in result.output

@@ -14,7 +14,9 @@ def _files(root: Path, *, skip_addons: bool = False) -> dict[str, bytes]:
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not (skip_addons and p.relative_to(root).parts[0] == "addons")
+        # add-ons and change policies are written by hand, not generated
+        if p.is_file()
+        and not (skip_addons and p.relative_to(root).parts[0] in ("addons", "policies"))
     }
 
 

@@ -357,8 +357,12 @@ def test_a_dependency_cycle_is_a_permanent_error() -> None:
 
 
 def test_a_dependency_outside_the_clusters_sets_is_a_permanent_error() -> None:
-    cluster = make_cluster(addon_sets=("gitops",))  # kustomize-controller needs only its set
+    # gitops needs the pod network of base (flux-system depends on flannel)
+    cluster = make_cluster(addon_sets=("base", "gitops"))
     render_addons(cluster, make_inventory(sample_addon_files(), [cluster]))
+    alone = make_cluster(addon_sets=("gitops",))
+    with pytest.raises(PermanentError, match="'flannel'"):
+        render_addons(alone, make_inventory(sample_addon_files(), [alone]))
     files = sample_addon_files()
     files["addons/extra/addonset.yaml"] = addon_set(
         "extra",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,9 +300,7 @@ def test_insert_of_an_unfetchable_image_fails(backend: Backend, images: dict[str
         drive = cd_drives(client, backend)[0]
         insert = drive["Actions"]["#VirtualMedia.InsertMedia"]["target"]
         client.post(drive["Actions"]["#VirtualMedia.EjectMedia"]["target"], json={})
-        started = time.monotonic()
         response = client.post(insert, json={"Image": images["missing"]})
         assert 400 <= response.status_code < 600
         assert response.json()["error"]["message"]
-        assert time.monotonic() - started < 10
         assert get(client, drive["@odata.id"])["Inserted"] is False

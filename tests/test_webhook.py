@@ -98,7 +98,9 @@ def _signed_headers(sent: httpx.Response, *, delivery: str) -> dict[str, str]:
     }
 
 
-def test_signed_pull_request_starts_a_plan_change_run(receiver: tuple[httpx.Client, Starts]):
+def test_signed_pull_request_starts_a_plan_change_run(
+    receiver: tuple[httpx.Client, Starts],
+) -> None:
     client, starts = receiver
     response = _github(client, "pull_request", _pr(), delivery="d-1")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Sequence
 
 from werft.drift.addons import addon_findings
@@ -19,7 +20,8 @@ from werft.drift.infra import machine_findings, node_findings
 from werft.errors import PermanentError, TransientError, WerftError
 from werft.inventory.resolved import ResolvedCluster
 from werft.render.addons import render_addon_objects
-from werft.stages.context import Deadline, StageContext
+from werft.retry import request_deadline
+from werft.stages.context import StageContext
 from werft.stages.reach import is_unreachable
 
 log = logging.getLogger("werft.drift")
@@ -37,10 +39,11 @@ async def check_cluster(
         report.outcome, report.reason = Outcome.NOT_PROVISIONED, "werft holds no kubeconfig"
         return report
     try:
-        async with asyncio.timeout(deadline_s):
-            report.findings, report.objects, report.reason = await _findings(
-                cluster, ctx, kubeconfig, deadline_s
-            )
+        # Request retries (providers' and the API's) stop at the cluster's deadline too.
+        with request_deadline(time.monotonic() + deadline_s):
+            async with asyncio.timeout(deadline_s):
+                found = await _findings(cluster, ctx, kubeconfig)
+        report.findings, report.objects, report.reason = found
     except TimeoutError:
         report.outcome = Outcome.UNREACHABLE
         report.reason = f"no complete answer within {deadline_s:g}s"
@@ -65,7 +68,7 @@ def classify(exc: BaseException) -> Outcome:
 
 
 async def _findings(
-    cluster: ResolvedCluster, ctx: StageContext, kubeconfig: str, deadline_s: float
+    cluster: ResolvedCluster, ctx: StageContext, kubeconfig: str
 ) -> tuple[list[Finding], int, str]:
     states = await asyncio.gather(
         *(ctx.provider(m).observe(m, image_url=cluster.os_image_url) for m in cluster.machines)
@@ -77,7 +80,7 @@ async def _findings(
     sets = {addon.name: name for name in cluster.addon_sets
             for addon in ctx.inventory.addon_sets[name].spec.addons}
     try:
-        async with ctx.kube(cluster, kubeconfig, deadline=Deadline(deadline_s)) as kube:
+        async with ctx.kube(cluster, kubeconfig) as kube:
             findings += node_findings(cluster, await kube.list("v1", "Node"))
             findings += await addon_findings(kube, rendered, sets)
     except WerftError as exc:

@@ -12,10 +12,11 @@ Why not Prefect concurrency limits keyed by cluster: Prefect hands out slots by 
 limit objects on the server and a request per cluster per run, and a check of the fleet
 would have to ask the server about each cluster to know which ones are busy.
 
-Locks are leases: a holder that died (kill -9, a lost worker) leaves a file whose
-``expires`` has passed; the next taker removes it (renaming it aside first, so of two
-takers only one removes it) and takes the lock. A holder re-entering with the same id
-(the drift run's remediation calling the provisioning rollout) keeps its lock.
+Locks are leases: a holder that died leaves a file whose ``expires`` has passed (6 h,
+longer than any rollout), or -- on the same machine -- whose process is gone (a run killed
+with kill -9: the next run resumes at once); the next taker removes it (renaming it aside
+first, so of two takers only one removes it) and takes the lock. A holder re-entering
+with the same id (the drift run's remediation calling the provisioning rollout) keeps it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ClusterLocks:
     def holder_of(self, cluster: str) -> str | None:
         """Who holds the cluster now (None: nobody, or a lease that expired)."""
         info = self._read(self._path(cluster))
-        if info is None or info.get("expires", 0) < time.time():
+        if info is None or _stale(info):
             return None
         return str(info.get("holder", "?"))
 
@@ -69,7 +70,7 @@ class ClusterLocks:
                     return False  # being written this instant: held
                 if info is not None and info.get("holder") == self.holder:
                     return True
-                if info is not None and info.get("expires", 0) >= time.time():
+                if info is not None and not _stale(info):
                     return False
                 self._break(path, info)
                 continue
@@ -148,3 +149,29 @@ class ClusterLocks:
         except (ValueError, OSError):
             return {}  # half written: its writer is there; treat as held until it expires
         return info if isinstance(info, dict) else {}
+
+
+def _stale(info: dict[str, object]) -> bool:
+    """The lease ran out, or its holder was a process on this machine that is gone (a
+    run killed with kill -9 must not keep its clusters for hours: the next run resumes)."""
+    expires = info.get("expires", 0)
+    if not isinstance(expires, int | float) or expires < time.time():
+        return True
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False  # another machine's: only its lease tells
+    return not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) holds nothing any more
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"

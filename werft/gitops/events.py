@@ -17,7 +17,9 @@ Forge = Literal["github", "gitlab"]
 
 # Actions that change what a pull request would merge, or who approved it.
 _GITHUB_PR_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review", "edited"}
-_GITLAB_MR_ACTIONS = {"open", "update", "reopen", "approved", "unapproved", "approval"}
+_GITLAB_MR_ACTIONS = {
+    "open", "update", "reopen", "approved", "unapproved", "approval", "unapproval"
+}
 
 
 class MalformedEvent(ValueError):

@@ -25,14 +25,11 @@ supported yet), and a cluster removal is denied unless some rule explicitly matc
 
 from __future__ import annotations
 
-import functools
-import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from werft.gitops.cel import Activation, CelError, activation, evaluate
+from werft.gitops.cel import CelError, Evaluator
 from werft.gitops.impact import Action, BlastRadius, ClusterImpact
 from werft.gitops.objects import ObjectChange, Operation
 from werft.inventory.model import Policy, PolicyRule
@@ -126,7 +123,7 @@ def judge(
     }
     by_name = {i.name: i for i in impacts}
     acting = [i for i in impacts if i.action is not Action.NONE]
-    evaluator = _Evaluator({"request": request_scope, "teams": teams})
+    evaluator = Evaluator({"request": request_scope, "teams": teams})
     denied: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
     for change in changes:
         affected = _affected(change, acting, by_name, base, head)
@@ -174,76 +171,6 @@ _NO_DECOMMISSION_RULE = (
     "DELETE, so it is never run"
 )
 _ADD_DECOMMISSION_RULE = ("add a Policy rule with match {kinds: [Cluster], operations: [DELETE]}",)
-
-
-# --- evaluating many objects cheaply ----------------------------------------------------------
-
-_VARIABLES = ("object", "oldObject", "request", "change", "affected", "teams")
-_OBJECTS = frozenset({"object", "oldObject"})
-
-
-@functools.cache
-def _reads(text: str) -> frozenset[str]:
-    """The scope variables an expression may read: each one whose name appears in it (in a
-    string literal too -- a superset only costs a cache miss, never a wrong verdict)."""
-    return frozenset(v for v in _VARIABLES if re.search(rf"\b{v}\b", text))
-
-
-class _Scope:
-    """One changed object's variables, converted to CEL only when a rule reads them."""
-
-    def __init__(self, shared: Activation, plain: dict[str, Any]) -> None:
-        self._shared = shared
-        self._plain = plain
-        self._converted: Activation = {}
-        self._keys: dict[str, str] = {}
-
-    def activation(self, names: frozenset[str]) -> Activation:
-        for name in names:
-            if name in self._plain and name not in self._converted:
-                self._converted.update(activation({name: self._plain[name]}))
-        return {**self._shared, **{n: self._converted[n] for n in names if n in self._converted}}
-
-    def key(self, names: frozenset[str]) -> tuple[str, ...] | None:
-        """What the result depends on besides the shared variables; None when it reads the
-        object itself (different for every object: not worth caching)."""
-        if names & _OBJECTS:
-            return None
-        for name in names:
-            if name in self._plain and name not in self._keys:
-                self._keys[name] = json.dumps(self._plain[name], sort_keys=True)
-        return tuple(self._keys.get(n, "") for n in sorted(names))
-
-
-class _Evaluator:
-    """Rules over many objects. A change to an AddonSet or a Profile can touch 10,000
-    clusters; a rule that reads only the whole change (its blast radius, its author) gives
-    one answer for all of them, so it is evaluated once (celpy interprets, ~1 ms a rule)."""
-
-    def __init__(self, shared: dict[str, Any]) -> None:
-        self._shared = activation(shared)
-        self._results: dict[tuple[str, tuple[str, ...]], bool | CelError] = {}
-
-    def scope(self, plain: dict[str, Any]) -> _Scope:
-        return _Scope(self._shared, plain)
-
-    def evaluate(self, text: str, scope: _Scope) -> bool:
-        names = _reads(text)
-        key = scope.key(names)
-        if key is not None and (text, key) in self._results:
-            found = self._results[text, key]
-            if isinstance(found, CelError):
-                raise found
-            return found
-        try:
-            result: bool | CelError = evaluate(text, scope.activation(names))
-        except CelError as exc:
-            result = exc
-        if key is not None:
-            self._results[text, key] = result
-        if isinstance(result, CelError):
-            raise result
-        return result
 
 
 def _matches(rule: PolicyRule, change: ObjectChange) -> bool:

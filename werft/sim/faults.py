@@ -15,6 +15,8 @@ A rule (from ``--faults FILE`` or ``POST /_sim/faults``) is a mapping:
               vanished site looks to a client) or "hang" (no answer until the client gives up)
     count:    the most requests it hits, then it stays but fires no more (default: no limit);
               ``count: 1`` is "a single 503 at this request"
+    skip:     matching requests let through before it starts to hit (default 0); with
+              ``count: 1``, ``skip: n`` faults exactly the (n+1)-th matching request
     start, duration:
               the window, in wall-clock seconds after the rule is added (default: from now
               until the rule is deleted). Fault windows are NOT scaled by --time-scale: they
@@ -43,7 +45,7 @@ KINDS: tuple[str, ...] = ("error", "timeout", "slow", "offline", "auth")
 _DEFAULT_SECONDS = {"timeout": 30.0, "slow": 1.0, "offline": 300.0}
 _FIELDS = {
     "id", "kind", "machine", "cluster", "site", "path", "methods", "rate", "status",
-    "seconds", "mode", "start", "duration", "count",
+    "seconds", "mode", "start", "duration", "count", "skip",
 }
 
 
@@ -77,6 +79,8 @@ class FaultRule:
     start: float = 0.0
     duration: float | None = None
     count: int | None = None
+    skip: int = 0
+    seen: int = 0  # matching requests so far, hit or not (for skip)
     added_at: float = field(default_factory=time.monotonic)
     rng: random.Random = field(default_factory=random.Random, repr=False)
     hits: int = 0
@@ -114,6 +118,8 @@ class FaultRule:
             out["mode"] = self.mode
         if self.start:
             out["start"] = self.start
+        if self.skip:
+            out["skip"] = self.skip
         out["hits"] = self.hits
         return out
 
@@ -170,6 +176,9 @@ class FaultSet:
         delay = 0.0
         for rule in self.rules:
             if not rule.active(now) or not rule.matches(target, method, path):
+                continue
+            rule.seen += 1
+            if rule.seen <= rule.skip:
                 continue
             if rule.rate < 1.0 and rule.rng.random() >= rule.rate:
                 continue
@@ -234,6 +243,7 @@ def parse_rule(raw: object, *, default_id: str) -> FaultRule:
         start=max(0.0, _float(raw.get("start", 0.0), "start")),
         duration=None if duration is None else max(0.0, _float(duration, "duration")),
         count=None if count is None else _int(count, "count"),
+        skip=max(0, _int(raw.get("skip", 0), "skip")),
     )
     return rule
 
