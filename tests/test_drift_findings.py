@@ -74,7 +74,9 @@ async def test_deleted_object_machine_and_node_drift_are_findings(
 
     f.sim.drift(kind="power-off", machine=node)
     off = await check_cluster(cluster, f.ctx)
-    assert any((x.object, x.field, x.live) == ("Machine", "power", "Off") for x in off.findings), off
+    power = [(x.object, x.field, x.live) for x in off.findings]
+    assert ("Machine", "power", "Off") in power, off
+    assert [f for f in power if f[1] == "media"] == []  # an off machine is the power finding
 
 
 async def test_object_the_inventory_dropped_is_a_prune_candidate(stage_fleet: StageFleet) -> None:
