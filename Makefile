@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # libvirt-python needs libvirt's headers; take the extra only where they are installed.
 EXTRAS := dev$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
 
-.PHONY: test test-live demo up bench lint clean
+.PHONY: test test-fleet test-live demo up bench lint clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not fleet_scale"
+
+# Whole-fleet end-to-end runs (the sample fleet under 10% faults, a fault at every request
+# position, drift on 300 clusters): minutes each; CI runs them after `make test`.
+test-fleet: $(STAMP)
+	$(BIN)/pytest -q -m fleet_scale
 
 # The Kubernetes-facing contract tests against a real cluster:
 #   WERFT_LIVE_KUBECONFIG=~/.kube/config make test-live

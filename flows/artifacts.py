@@ -2,12 +2,14 @@
 
 Artifact keys (lowercase, digits, dashes) are stable, so the Artifacts page of the UI
 keeps the history of each: ``werft-plan``, ``werft-fleet``, ``werft-summary``,
-``werft-<wave>`` (progress), ``werft-inventory-problems``, ``werft-drift``.
+``werft-<wave>`` (progress), ``werft-inventory-problems``; the drift check publishes its
+own (``flows/drift_publish.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -73,17 +75,31 @@ async def publish_plan(plan: Plan, wave_list: Sequence[Wave], task_runs: int) ->
     )
 
 
-async def start_progress(wave: Wave) -> UUID:
-    return await acreate_progress_artifact(
+class WaveProgress:
+    """A wave's progress artifact, updated by its batches as they finish.
+
+    Batches finish concurrently, and two updates in flight may reach the server in either
+    order: a 57% sent before a 100% could land after it and stay. So one update at a time,
+    each sending the figure as it is when its turn comes.
+    """
+
+    def __init__(self, artifact: UUID) -> None:
+        self.artifact = artifact
+        self._turn = asyncio.Lock()
+
+    async def show(self, percent: Callable[[], float]) -> None:
+        async with self._turn:
+            await aupdate_progress_artifact(self.artifact, min(100.0, percent()))
+
+
+async def start_progress(wave: Wave) -> WaveProgress:
+    artifact = await acreate_progress_artifact(
         0.0,
         key=f"werft-{wave.name}",
         description=f"{wave.name}: {len(wave.clusters)} cluster(s) in {len(wave.batches)} "
         f"batch(es), failure budget {wave.failure_budget}",
     )
-
-
-async def update_progress(artifact: UUID, percent: float) -> None:
-    await aupdate_progress_artifact(artifact, min(100.0, percent))
+    return WaveProgress(artifact)
 
 
 async def publish_fleet(result: FleetResult) -> None:

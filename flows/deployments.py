@@ -11,9 +11,11 @@ import asyncio
 import copy
 import importlib
 import inspect
+from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import yaml
 from prefect import Flow, serve
@@ -65,11 +67,25 @@ def _parameters(flow: Flow[Any, Any], spec: dict[str, Any], time_scale: float) -
 
 
 async def runner_deployments(
-    path: Path = PREFECT_YAML, time_scale: float = 1.0
+    path: Path = PREFECT_YAML,
+    time_scale: float = 1.0,
+    *,
+    names: Collection[str] | None = None,
+    work_pool: str | None = None,
+    working_dir: Path | None = None,
 ) -> list[RunnerDeployment]:
+    """The deployments of ``path`` (those named in ``names``, or all); for ``work_pool``
+    if given (to register with ``apply_to_work_pool``), else for ``serve``."""
     deployments = []
     for spec in deployment_specs(path):
+        if names is not None and spec["name"] not in names:
+            continue
         flow = flow_of(spec["entrypoint"])
+        pool: dict[str, Any] = {"work_pool_name": work_pool} if work_pool else {}
+        if work_pool and working_dir:
+            # Relative paths (the inventory, the fleet's publishDir) mean the same to a
+            # worker's flow run as here; a process worker otherwise runs it in a temp dir.
+            pool["job_variables"] = {"working_dir": str(working_dir)}
         deployment = await flow.ato_deployment(
             name=spec["name"],
             description=spec.get("description"),
@@ -78,6 +94,7 @@ async def runner_deployments(
             concurrency_limit=_concurrency(spec),
             # "flows.provision.provision_fleet": importable from any working directory
             entrypoint_type=EntrypointType.MODULE_PATH,
+            **pool,
             **_schedule_options(spec),
         )
         deployments.append(deployment)
@@ -90,3 +107,20 @@ def serve_deployments(
     """Register the deployments (they appear in the UI) and run their flow runs until Ctrl-C."""
     deployments = asyncio.run(runner_deployments(path, time_scale))
     serve(*deployments, limit=limit)
+
+
+async def apply_to_work_pool(
+    work_pool: str,
+    names: Collection[str] | None = None,
+    path: Path = PREFECT_YAML,
+    time_scale: float = 1.0,
+    working_dir: Path | None = None,
+) -> list[UUID]:
+    """Register deployments of ``path`` with a work pool, like ``prefect deploy`` but
+    without a build or push step: the pool's process workers import the flows from the
+    installed werft (module entry points) and run them in ``working_dir`` (default: the
+    current directory, as ``prefect deploy`` records it)."""
+    deployments = await runner_deployments(
+        path, time_scale, names=names, work_pool=work_pool, working_dir=working_dir or Path.cwd()
+    )
+    return [await deployment.aapply() for deployment in deployments]

@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
 
 from prefect import Task, get_run_logger, tags
 
-from flows.artifacts import start_progress, update_progress
+from flows.artifacts import WaveProgress, start_progress
+from flows.dispatch import BatchOrder, dispatch_batch, stage_pipeline
 from flows.models import ClusterRecord, ProvisionRequest, WaveReport
 from tasks import STAGE_TASKS
 from tasks.batch import BatchResult, BatchSpec, ClusterStageResult
@@ -38,7 +38,7 @@ from tasks.context import RunRef
 from tasks.policy import with_retry_policy
 from werft.conditions import STAGE_ORDER, Condition, ConditionType
 from werft.drift.lock import ClusterLocks
-from werft.inventory.model import Tier
+from werft.inventory.model import Dispatch, Tier
 from werft.inventory.resolved import Inventory
 from werft.plan import Batch, Outcome, Plan, Wave, WaveTally, outcome, task_runs
 from werft.secrets import werft_home
@@ -144,22 +144,31 @@ class Rollout:
             get_run_logger().error(self.halted)
         return self._report(tally, started=True, seconds=time.monotonic() - start)
 
-    async def run_batch(self, wave: Wave, batch: Batch, tally: WaveTally, progress: UUID) -> None:
+    async def run_batch(
+        self, wave: Wave, batch: Batch, tally: WaveTally, progress: WaveProgress
+    ) -> None:
         start = time.monotonic()
-        active = [name for name in batch.clusters if name not in self.busy]
-        for stage in STAGE_ORDER:
-            todo = [name for name in active if self.plan[name].needs(stage)]
-            if not todo:
-                continue
-            result = await self.run_stage(stage, wave, batch, todo)
-            for name, item in result.clusters.items():
+        needs = {
+            name: [stage for stage in STAGE_ORDER if self.plan[name].needs(stage)]
+            for name in batch.clusters
+            if name not in self.busy
+        }
+        if wave.policy.dispatch is Dispatch.POOL:  # a flow run on the work pool
+            outcome = await dispatch_batch(self._order(wave, batch, needs))
+            self.task_runs += outcome.task_runs
+            results = outcome.clusters
+        else:
+            results = await stage_pipeline(
+                needs, lambda stage, names: self.run_stage(stage, wave, batch, names)
+            )
+        for name, items in results.items():
+            for item in items:
                 self._record(name, item)
-            active = [name for name in active if name not in todo or result.ok(name)]
 
         outcomes = {name: self._finish(name, wave) for name in batch.clusters}
         for result in outcomes.values():
             tally.add(result)
-        await update_progress(progress, tally.progress)
+        await progress.show(lambda: tally.progress)
         get_run_logger().info(
             "%s: %d cluster(s): %s in %.1fs",
             batch.path,
@@ -194,6 +203,21 @@ class Rollout:
                 batch=batch.path,
                 clusters={n: ClusterStageResult(condition=failed) for n in names},
             )
+
+    def _order(self, wave: Wave, batch: Batch, needs: dict[str, list[ConditionType]]) -> BatchOrder:
+        return BatchOrder(
+            run=self.ref,
+            path=batch.path,
+            label=batch.label,
+            tier=wave.tier,
+            needs=needs,
+            sites=sorted({self.inventory.clusters[n].site for n in needs}),
+            max_concurrency=wave.clusters_per_batch_in_flight,
+            defer_unreachable=wave.policy.defer_unreachable,
+            defer_after=wave.policy.defer_after,
+            retries=self.request.retries,
+            retry_backoff_s=self.request.retry_backoff_s,
+        )
 
     # -- bookkeeping --
 

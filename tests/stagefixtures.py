@@ -57,15 +57,7 @@ class StageFleet:
 
     def with_timeouts(self, **changes: float) -> StageContext:
         """Another context on the same fleet (same providers) with some deadlines changed."""
-        ctx = StageContext(
-            inventory=self.inventory,
-            secrets=self.ctx.secrets,
-            artifacts_dir=self.ctx.artifacts_dir,
-            timeouts=replace(self.ctx.timeouts, **changes),
-            providers=self.ctx.providers,
-        )
-        self.others.append(ctx)
-        return ctx
+        return self.with_inventory(self.inventory, **changes)
 
     def with_inventory(self, inventory: Inventory, **timeouts: float) -> StageContext:
         """Another context on the same fleet (same providers and secrets) for an edited

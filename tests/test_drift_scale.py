@@ -1,5 +1,6 @@
-"""300 edge clusters with the same manual edit give one finding group of 300 (slow: the
-fleet is provisioned first, by the stages without Prefect). tests/test_drift_flow.py does
+"""300 edge clusters with the same manual edit give one finding group of 300 (a
+``fleet_scale`` test, run by ``make test-fleet``: the fleet is provisioned first, by the
+stages without Prefect). tests/test_drift_flow.py does
 the same with 30 clusters through the Prefect flow in the normal suite."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ EDGE = 300
 TIME_SCALE = 2000.0
 
 
-@pytest.mark.slow
+@pytest.mark.fleet_scale
 def test_same_edit_on_300_edge_clusters_is_one_group_of_300(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

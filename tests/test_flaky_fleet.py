@@ -8,7 +8,7 @@ The CI test runs a representative subset, not the 320-cluster sample fleet: one 
 near-edge site and six edge sites (k3s, one machine each) -- every provider, distribution,
 tier and wave shape (a canary, then batches) the sample fleet has, at 10 clusters, so it
 runs in well under a minute (the flow takes about 20 s on a 2-core machine). The sample
-fleet's shape itself (8 core, 12 near-edge, 300 edge clusters) is the ``slow`` variant;
+fleet's shape itself (8 core, 12 near-edge, 300 edge clusters) is the ``fleet_scale`` variant;
 how much longer a faulted run takes than a clean one is measured in
 tests/benchmarks/test_fleet_bench.py, never asserted on wall-clock time here.
 """
@@ -71,7 +71,7 @@ def test_a_fleet_with_10pct_transient_faults_converges_verified_without_reinstal
     assert sum(result.retries.values()) > 0  # the faults were outlived by retrying requests
 
 
-@pytest.mark.slow
+@pytest.mark.fleet_scale
 def test_the_sample_fleet_with_10pct_transient_faults_converges(workdir: Path) -> None:
     with fleet(workdir, core=3, near=12, edge=300, faults=FAULTS) as f:
         state, result, figures = converge(f)

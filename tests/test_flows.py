@@ -357,7 +357,8 @@ def test_deployments_from_prefect_yaml_register_with_the_drift_check_schedule(
         return [str(await d.aapply()) for d in await runner_deployments(time_scale=50)]
 
     ids = asyncio.run(apply())
-    assert len(ids) == 5  # + plan-change and reconcile (changes by pull request)
+    # + plan-change and reconcile (changes by pull request), provision-batch (work pools)
+    assert len(ids) == 6
     with get_client(sync_client=True) as client:
         drift = client.read_deployment_by_name("drift-check/drift-check")
         fleet_dep = client.read_deployment_by_name("provision-fleet/provision-fleet")

@@ -181,6 +181,7 @@ def test_prefect_yaml_declares_the_three_deployments_and_the_15_minute_schedule(
         "drift-check",
         "plan-change",
         "reconcile",
+        "provision-batch",
     }
     assert _schedule_options(specs["drift-check"])["interval"][0].total_seconds() == 900
     assert all(s["work_pool"]["name"] == "werft-process" for s in specs.values())
@@ -191,6 +192,7 @@ def test_prefect_yaml_declares_the_three_deployments_and_the_15_minute_schedule(
         "drift-check",
         "plan-change",
         "reconcile",
+        "provision-batch",
     }
 
 

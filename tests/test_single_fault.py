@@ -5,7 +5,7 @@ A reference cluster is provisioned without faults to count its requests (BMC and
 API). Then every other cluster of the fleet gets a single 503 at a different position of
 its own request sequence (the simulator's ``skip``/``count`` fault fields), all provisioned
 together: positions spread over the whole sequence, so every kind of request -- reads,
-settings, media inserts, resets, applies, probes -- takes its turn. The ``slow`` variant
+settings, media inserts, resets, applies, probes -- takes its turn. The ``fleet_scale`` variant
 puts a fault at every position.
 """
 
@@ -89,7 +89,7 @@ async def test_a_single_503_at_any_request_still_ends_verified(
         await check_every_position_is_survived(f, stride_limit=24)
 
 
-@pytest.mark.slow
+@pytest.mark.fleet_scale
 async def test_a_single_503_at_every_request_still_ends_verified(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -344,18 +344,24 @@ def secret_set(
 # commands import it when they run.
 
 
+# The selection, the same for every command that works on part of the fleet.
+_CLUSTER_OPT = typer.Option([], "--cluster", "-c", help="Only this cluster (repeatable).")
+_SITE_OPT = typer.Option([], "--site", "-s", help="Only clusters of this site.")
+_TIER_OPT = typer.Option([], "--tier", "-t", parser=_choice(Tier), help="Only this tier.")
+_LABEL_OPT = typer.Option(
+    [], "--label", "-l", metavar="KEY=VALUE", help="Only clusters with this label."
+)
+
+
 @app.command("provision")
 def provision_command(
     path: Path = _PATH_ARG,
     git_ref: str | None = _GIT_REF,
     repo: Path | None = _REPO,
-    cluster: list[str] = typer.Option([], "--cluster", "-c", help="Only this cluster "
-                                      "(repeatable)."),
-    site: list[str] = typer.Option([], "--site", "-s", help="Only clusters of this site."),
-    tier: list[str] = typer.Option([], "--tier", "-t", parser=_choice(Tier),
-                                   help="Only this tier."),
-    label: list[str] = typer.Option([], "--label", "-l", metavar="KEY=VALUE",
-                                    help="Only clusters with this label."),
+    cluster: list[str] = _CLUSTER_OPT,
+    site: list[str] = _SITE_OPT,
+    tier: list[str] = _TIER_OPT,
+    label: list[str] = _LABEL_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Observe and plan; change nothing."),
     via_api: bool = typer.Option(False, "--via-api", help="Create a run of the provision-fleet "
                                  "deployment through the Prefect REST API and follow it."),
@@ -456,13 +462,10 @@ def drift_command(
     inventory: Path = _INVENTORY_OPT,
     git_ref: str | None = _GIT_REF,
     repo: Path | None = _REPO,
-    cluster: list[str] = typer.Option([], "--cluster", "-c", help="Only this cluster "
-                                      "(repeatable)."),
-    site: list[str] = typer.Option([], "--site", "-s", help="Only clusters of this site."),
-    tier: list[str] = typer.Option([], "--tier", "-t", parser=_choice(Tier),
-                                   help="Only this tier."),
-    label: list[str] = typer.Option([], "--label", "-l", metavar="KEY=VALUE",
-                                    help="Only clusters with this label."),
+    cluster: list[str] = _CLUSTER_OPT,
+    site: list[str] = _SITE_OPT,
+    tier: list[str] = _TIER_OPT,
+    label: list[str] = _LABEL_OPT,
     concurrency: int = typer.Option(32, "--concurrency", min=1, help="Clusters at once."),
     deadline: float = typer.Option(30.0, "--deadline", min=0.1, help="Seconds per cluster."),
     limit: int = typer.Option(50, "--limit", min=1, help="Rows per table."),

@@ -27,7 +27,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from werft.conditions import STAGE_ORDER, Condition, ConditionType
-from werft.inventory.model import Rollout, Tier, TierPolicy
+from werft.inventory.model import Dispatch, Rollout, Tier, TierPolicy
 from werft.inventory.resolved import Inventory, ResolvedCluster
 
 Observation = Mapping[ConditionType, bool]
@@ -87,6 +87,7 @@ class TierOverride(BaseModel):
     max_failures: int | str | None = Field(None, description='a count like 3 or a share like "5%"')
     defer_unreachable: bool | None = None
     defer_after: float | None = Field(None, ge=0, le=3600, description="seconds unreachable")
+    dispatch: Dispatch | None = Field(None, description="inProcess, or pool: provision-batch runs")
 
 
 def override_rollout(rollout: Rollout, overrides: Mapping[Tier, TierOverride]) -> Rollout:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,11 +61,54 @@ class SecretStore:
         if not name.endswith(_PUBLIC_SUFFIXES):
             register_secret(value)  # generated here (a CA key, a token): masked from now on
         data = value.encode() if isinstance(value, str) else value
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)  # atomic: a crash never leaves half a key behind
+        # A temporary file of its own (0600): two workers writing one name at once must
+        # not truncate each other's temporary file or rename it away from under each other.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)  # atomic: a crash never leaves half a key behind
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_if_absent(self, name: str, value: str | bytes) -> str:
+        """Store ``value`` under ``name`` unless something is stored there already, and
+        return what is stored afterwards: ``value`` if this call won, the earlier writer's
+        value if it lost. Two workers racing on one name both get the one winner.
+
+        Why it is atomic: the value is written completely to a temporary file of a unique
+        name in the same folder, then published with ``link(tmp, name)``, which creates
+        the name only if it does not exist (``EEXIST`` otherwise) in one step of the
+        filesystem -- the guarantee of ``O_CREAT|O_EXCL``, but ``O_EXCL`` would publish
+        the name while the file is still empty. ``link`` is atomic on NFS too; a lost
+        reply whose retry says ``EEXIST`` is harmless, because the loser's path reads
+        back what is stored rather than assuming it lost. A reader never sees half a
+        key: the name appears only once the file behind it is complete, and it is
+        never changed by this method (``put`` overwrites, for repairs and renewals,
+        with ``replace``, which is atomic too).
+        """
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+        data = value.encode() if isinstance(value, str) else value
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:  # mkstemp creates it 0600
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())  # complete on disk before its name is public
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                stored = path.read_text()
+            else:
+                stored = data.decode()
+        finally:
+            os.unlink(tmp)
+        if not name.endswith(_PUBLIC_SUFFIXES):
+            register_secret(stored)
+        return stored
 
     def get(self, name: str) -> str | None:
         path = self._path(name)

@@ -99,6 +99,14 @@ class Metadata(Spec):
 # --- Fleet -------------------------------------------------------------------------------
 
 
+class Dispatch(StrEnum):
+    """Where a tier's batches run: in the fleet run's own process, or handed to the
+    ``provision-batch`` deployment on a Prefect work pool (workers on other machines)."""
+
+    IN_PROCESS = "inProcess"
+    POOL = "pool"
+
+
 class TierPolicy(Spec):
     """How one tier rolls out. ``max_failures`` is a count ("3") or a share ("5%")."""
 
@@ -111,6 +119,8 @@ class TierPolicy(Spec):
     # Seconds a site must stay unreachable (refused, timed out; not 5xx), probe after
     # probe, before a stage calls it Unreachable; a blip shorter than this is retried.
     defer_after: float = Field(15.0, ge=0, le=3600)
+    # A tier's own choice (edge to a pool, core in-process), overridable per run.
+    dispatch: Dispatch = Dispatch.IN_PROCESS
 
     @field_validator("max_failures")
     @classmethod

@@ -138,29 +138,33 @@ def ensure_cluster_pki(
     valid for ``token_ttl`` from ``now``; without it (reading the PKI for a kubeconfig),
     the stored token is kept as it is.
 
-    Idempotent and crash-safe: each key is written before its certificate, and a pair
-    with a missing or mismatching half is generated anew, so an interrupted first run
-    never leaves a state the next run cannot finish.
+    Idempotent and crash-safe: each key is written before its certificate, a missing
+    certificate is made from the stored key, and a pair with mismatching halves is
+    generated anew, so an interrupted first run never leaves a state the next run
+    cannot finish.
+
+    Safe for any number of workers on one store: what is missing is created with
+    ``SecretStore.put_if_absent``, so the first writer wins and every other worker
+    adopts its CA, keys and tokens -- across machines sharing the store too, which a
+    lock file could not promise. Only replacing something (a repair, a token renewal)
+    takes the cluster lock.
     """
     name = cluster.name
-    with _cluster_lock(store, name):
-        ca = _ensure_ca(store, name, "ca", "kubernetes")
-        front_proxy = _ensure_ca(store, name, "front-proxy-ca", "front-proxy-ca")
-        etcd = _ensure_ca(store, name, "etcd-ca", "etcd-ca")
-        sa_pub, sa_key = _ensure_pair(store, name, "sa.pub", "sa.key", _new_service_account_key)
-        admin = _ensure_token(store, name, "admin-token", _new_admin_token, ADMIN_TOKEN_PATTERN)
-        # Before the bootstrap token may be renewed: a k3s cluster provisioned before the
-        # two were separate joined its servers with the bootstrap token, and keeps it.
-        server = _ensure_token(
-            store,
-            name,
-            "server-token",
-            lambda: _stored_token(store, name, "bootstrap-token") or _new_admin_token(),
-            SERVER_TOKEN_PATTERN,
-        )
-        bootstrap, expires = _ensure_bootstrap_token(
-            store, name, token_ttl, now or datetime.now(UTC)
-        )
+    ca = _ensure_ca(store, name, "ca", "kubernetes")
+    front_proxy = _ensure_ca(store, name, "front-proxy-ca", "front-proxy-ca")
+    etcd = _ensure_ca(store, name, "etcd-ca", "etcd-ca")
+    sa_pub, sa_key = _ensure_pair(store, name, "sa.pub", "sa.key", _service_account_pub)
+    admin = _ensure_token(store, name, "admin-token", _new_admin_token, ADMIN_TOKEN_PATTERN)
+    # Before the bootstrap token may be renewed: a k3s cluster provisioned before the
+    # two were separate joined its servers with the bootstrap token, and keeps it.
+    server = _ensure_token(
+        store,
+        name,
+        "server-token",
+        lambda: _stored_token(store, name, "bootstrap-token") or _new_admin_token(),
+        SERVER_TOKEN_PATTERN,
+    )
+    bootstrap, expires = _ensure_bootstrap_token(store, name, token_ttl, now or datetime.now(UTC))
     return ClusterPKI(
         cluster=name,
         ca=ca,
@@ -237,8 +241,20 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode()
 
 
-def _new_ca_pair(common_name: str) -> tuple[str, str]:
-    key = _new_key()
+def _new_key_pem() -> str:
+    return _key_pem(_new_key())
+
+
+def _load_key(key_pem: str) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("not an EC key")
+    return key
+
+
+def _ca_cert(key_pem: str, common_name: str) -> str:
+    """A self-signed CA certificate for the stored key (ValueError if it is unreadable)."""
+    key = _load_key(key_pem)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
     cert = (
@@ -267,15 +283,16 @@ def _new_ca_pair(common_name: str) -> tuple[str, str]:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _new_service_account_key() -> tuple[str, str]:
-    key = _new_key()
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+def _service_account_pub(key_pem: str) -> str:
+    pub = (
+        _load_key(key_pem)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    return pub.decode(), _key_pem(key)
+    return pub.decode()
 
 
 def _new_admin_token() -> str:
@@ -299,7 +316,7 @@ def _ensure_ca(
     store: SecretStore, cluster: str, item: str, common_name: str
 ) -> CertificateAuthority:
     cert, key = _ensure_pair(
-        store, cluster, f"{item}.crt", f"{item}.key", lambda: _new_ca_pair(common_name)
+        store, cluster, f"{item}.crt", f"{item}.key", lambda pem: _ca_cert(pem, common_name)
     )
     return CertificateAuthority(cert_pem=cert, key_pem=key)
 
@@ -309,23 +326,51 @@ def _ensure_pair(
     cluster: str,
     public_item: str,
     key_item: str,
-    generate: Callable[[], tuple[str, str]],
+    public_of: Callable[[str], str],
 ) -> tuple[str, str]:
+    """The stored (public half, key) pair, creating what is missing first-writer-wins:
+    the key, then the public half made from whichever key won. A worker that lost the
+    key race makes its certificate from the winner's key and then adopts whichever
+    certificate won, so every worker returns the same pair."""
     public_name, key_name = secret_name(cluster, public_item), secret_name(cluster, key_item)
-    public, key = store.get(public_name), store.get(key_name)
-    if public is not None and key is not None and _halves_match(public, key):
+    key = store.get(key_name)
+    if key is None:
+        key = store.put_if_absent(key_name, _new_key_pem())
+    public = store.get(public_name)
+    if public is None:
+        try:
+            public = store.put_if_absent(public_name, public_of(key))
+        except ValueError:  # an unreadable key: replaced below
+            public = ""
+    if _halves_match(public, key):
         return public, key
-    if public is not None or key is not None:
-        # Only an interrupted first run (or a hand-deleted file) gets here.
+    return _replace_pair(store, cluster, public_item, key_item, public_of)
+
+
+def _replace_pair(
+    store: SecretStore,
+    cluster: str,
+    public_item: str,
+    key_item: str,
+    public_of: Callable[[str], str],
+) -> tuple[str, str]:
+    """A new pair over one whose halves do not match (a hand-edited file, or a crash of a
+    version that generated pairs differently). Under the cluster lock, and checked again
+    inside it, so workers on one machine replace it once."""
+    public_name, key_name = secret_name(cluster, public_item), secret_name(cluster, key_item)
+    with _cluster_lock(store, cluster):
+        public, key = store.get(public_name), store.get(key_name)
+        if public is not None and key is not None and _halves_match(public, key):
+            return public, key  # another worker replaced it meanwhile
         log.warning(
-            "cluster %s: %s/%s incomplete, generating a new pair", cluster, public_item, key_item
+            "cluster %s: %s/%s do not match, generating a new pair", cluster, public_item, key_item
         )
-    public, key = generate()
-    # Key first: a crash in between leaves a key without its certificate, which the
-    # check above treats as incomplete and replaces -- never a certificate without a key.
-    store.put(key_name, key)
-    store.put(public_name, public)
-    log.info("cluster %s: generated %s", cluster, public_item)
+        key = _new_key_pem()
+        public = public_of(key)
+        # Key first: a crash in between leaves a key without its public half, which the
+        # next call completes from the key -- never a certificate without its key.
+        store.put(key_name, key)
+        store.put(public_name, public)
     return public, key
 
 
@@ -339,10 +384,7 @@ def _ensure_token(
     name = secret_name(cluster, item)
     value = store.get(name)
     if value is None:
-        value = generate()
-        store.put(name, value)
-        log.info("cluster %s: generated %s", cluster, item)
-        return value
+        value = store.put_if_absent(name, generate())  # another worker's, if it was first
     value = value.strip()
     if not pattern.fullmatch(value):
         # Never echo the value: it is a credential even when malformed.
@@ -366,16 +408,41 @@ def _ensure_bootstrap_token(
     name = secret_name(cluster, "bootstrap-token")
     expires_name = secret_name(cluster, "bootstrap-token.expires")
     token = _stored_token(store, cluster, "bootstrap-token")
+    if token is None:
+        # Created first-writer-wins, the expiry before the token: a worker that sees the
+        # token always sees its expiry too (and does not take it for one to renew).
+        fresh = rfc3339(now + (ttl or DEFAULT_BOOTSTRAP_TOKEN_TTL))
+        store.put_if_absent(expires_name, fresh)
+        token = store.put_if_absent(name, _new_bootstrap_token()).strip()
     expires = _parse_instant(store.get(expires_name))
-    if token is not None:
-        keep = ttl is None or (expires is not None and expires - now > ttl / 2)
-        if keep:
-            if not BOOTSTRAP_TOKEN_PATTERN.fullmatch(token):
-                raise PermanentError(
-                    f"secret {name!r} does not have the expected shape; delete it to let "
-                    "werft generate a new one (nodes already joined keep working)"
-                )
-            return token, expires
+    if _keep(expires, ttl, now):
+        if not BOOTSTRAP_TOKEN_PATTERN.fullmatch(token):
+            raise PermanentError(
+                f"secret {name!r} does not have the expected shape; delete it to let "
+                "werft generate a new one (nodes already joined keep working)"
+            )
+        return token, expires
+    with _cluster_lock(store, cluster):
+        return _renew_bootstrap_token(store, cluster, ttl, now)
+
+
+def _keep(expires: datetime | None, ttl: timedelta | None, now: datetime) -> bool:
+    return ttl is None or (expires is not None and expires - now > ttl / 2)
+
+
+def _renew_bootstrap_token(
+    store: SecretStore, cluster: str, ttl: timedelta | None, now: datetime
+) -> tuple[str, datetime | None]:
+    """Replace the bootstrap token (under the cluster lock), unless a worker on this
+    machine renewed it while this one waited for the lock. Workers on two machines may
+    both renew it: the last write wins, and the cluster accepts both tokens until they
+    expire (each worker applies the token it rendered), so no node is stranded."""
+    name = secret_name(cluster, "bootstrap-token")
+    expires_name = secret_name(cluster, "bootstrap-token.expires")
+    token = _stored_token(store, cluster, "bootstrap-token")
+    expires = _parse_instant(store.get(expires_name))
+    if token is not None and _keep(expires, ttl, now):
+        return token, expires
     token = _new_bootstrap_token()
     expires = (now + (ttl or DEFAULT_BOOTSTRAP_TOKEN_TTL)).replace(microsecond=0)
     # Token first: a crash in between leaves the new token with the old expiry, which the

@@ -1,0 +1,175 @@
+"""One batch's stage pipeline, in this process or handed to a Prefect work pool.
+
+A batch runs infrastructure -> bootstrap -> add-ons -> verify, each stage one task run
+over the clusters still in the pipeline (``stage_pipeline``). The fleet flow runs it in
+its own process by default; with ``dispatch: pool`` in a tier's rollout policy (or the
+run's ``rollout`` override) it hands the batch to the ``provision-batch`` deployment
+through ``run_deployment`` instead: a flow run of its own, linked as a subflow of the
+fleet run (the UI shows it under the fleet run), picked up by whichever worker of the
+deployment's work pool is free.
+
+What travels is small: a ``BatchOrder`` (the run's ``RunRef``, cluster names and the
+stages each needs) there, a ``BatchOutcome`` (a condition per cluster and stage) back.
+The worker loads the same inventory revision itself (``tasks.context.resources_for``),
+and everything werft generates lives in the shared secret store, created
+first-writer-wins (``SecretStore.put_if_absent``), so a batch may run on any worker.
+
+The outcome comes back as the child run's persisted result, so the fleet process must
+be able to read the workers' result storage: the same local path on one machine, a
+shared result storage block (S3, GCS) across machines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from prefect import Task, flow, tags
+from prefect.deployments import run_deployment
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks import STAGE_TASKS
+from tasks.batch import BatchResult, BatchSpec, ClusterStageResult
+from tasks.context import RunRef, resources_for
+from tasks.policy import with_retry_policy
+from werft.conditions import STAGE_ORDER, Condition, ConditionType
+from werft.inventory.model import Tier
+
+BATCH_DEPLOYMENT = "provision-batch/provision-batch"
+TASK_FAILED = "TaskFailed"
+# The batch's flow run ended without an outcome (crashed, cancelled, its worker died).
+BATCH_RUN_FAILED = "BatchRunFailed"
+# How often the fleet run asks the server whether a dispatched batch finished: a batch
+# takes seconds to minutes, and a second of slack per batch costs nothing in waves of
+# batches running side by side.
+POLL_INTERVAL_S = 1.0
+
+RunStage = Callable[[ConditionType, list[str]], Awaitable[BatchResult]]
+Outcomes = dict[str, list[ClusterStageResult]]
+
+
+async def stage_pipeline(needs: Mapping[str, Sequence[ConditionType]], run: RunStage) -> Outcomes:
+    """Each stage in order over the clusters that need it and have not failed an earlier
+    stage; per cluster, the results of the stages it ran."""
+    outcomes: Outcomes = {name: [] for name in needs}
+    active = list(needs)
+    for stage in STAGE_ORDER:
+        todo = [name for name in active if stage in needs[name]]
+        if not todo:
+            continue
+        result = await run(stage, todo)
+        for name, item in result.clusters.items():
+            outcomes[name].append(item)
+        active = [name for name in active if name not in todo or result.ok(name)]
+    return outcomes
+
+
+def failed_stage(stage: ConditionType, names: list[str], reason: str, message: str) -> BatchResult:
+    """A stage result failing every one of ``names`` (the task or the batch run broke,
+    not a cluster)."""
+    failed = Condition(type=stage, status="False", reason=reason, message=message[:300])
+    return BatchResult(
+        stage=stage, batch="", clusters={n: ClusterStageResult(condition=failed) for n in names}
+    )
+
+
+class BatchOrder(BaseModel):
+    """One batch for the ``provision-batch`` deployment: small, serialisable, no secrets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: RunRef
+    path: str  # "edge-wave-3/batch-07"
+    label: str
+    tier: Tier
+    needs: dict[str, list[ConditionType]]  # cluster -> the stages it still needs, in order
+    sites: list[str] = Field(default_factory=list)
+    max_concurrency: int = Field(ge=1)
+    defer_unreachable: bool = False
+    defer_after: float = Field(15.0, ge=0)
+    retries: int = Field(3, ge=0, le=10)
+    retry_backoff_s: float = Field(2.0, ge=0)
+
+    def spec(self, names: list[str]) -> BatchSpec:
+        return BatchSpec(
+            run=self.run,
+            path=self.path,
+            label=self.label if names == list(self.needs) else _label(self.path, names),
+            tier=self.tier,
+            clusters=names,
+            max_concurrency=self.max_concurrency,
+            defer_unreachable=self.defer_unreachable,
+            defer_after=self.defer_after,
+        )
+
+
+class BatchOutcome(BaseModel):
+    """What a batch run hands back: per cluster, the results of the stages it ran."""
+
+    clusters: dict[str, list[ClusterStageResult]]
+    task_runs: int = 0
+
+
+def _label(path: str, names: list[str]) -> str:
+    return names[0] if len(names) == 1 else path
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    order = (flow_run.parameters or {}).get("order")
+    path = order.path if isinstance(order, BatchOrder) else (order or {}).get("path", "?")
+    return f"provision-batch[{path}]"
+
+
+@flow(name="provision-batch", flow_run_name=_run_name, persist_result=True)
+async def provision_batch(order: BatchOrder) -> dict[str, Any]:
+    """Run one batch's stage pipeline (a fleet run handed it to this work pool)."""
+    stage_tasks: dict[ConditionType, Task[Any, Any]] = {
+        stage: with_retry_policy(task, order.retries, order.retry_backoff_s)
+        for stage, task in STAGE_TASKS.items()
+    }
+    await resources_for(order.run)  # load the inventory once, before the stages need it
+    runs = 0
+    # Tagged like the fleet run's own stage tasks, so the same concurrency limits apply.
+    run_tags = [f"tier:{order.tier}", *(f"site:{s}" for s in order.sites if len(order.sites) == 1)]
+
+    async def run(stage: ConditionType, names: list[str]) -> BatchResult:
+        nonlocal runs
+        runs += 1
+        try:
+            with tags(*run_tags):
+                return await stage_tasks[stage](order.spec(names))
+        except Exception as exc:  # the task itself broke (not a cluster): fail its clusters
+            return failed_stage(stage, names, TASK_FAILED, f"{type(exc).__name__}: {exc}")
+
+    outcomes = await stage_pipeline(order.needs, run)
+    # A plain dict: the persisted result unpickles without this module's classes.
+    return BatchOutcome(clusters=outcomes, task_runs=runs).model_dump(mode="json")
+
+
+async def dispatch_batch(order: BatchOrder) -> BatchOutcome:
+    """Hand the batch to the work pool and wait for its outcome. A batch run that ends
+    without one fails the batch's clusters at their first needed stage (a re-run of the
+    fleet picks them up: every stage is idempotent)."""
+    child = await run_deployment(
+        BATCH_DEPLOYMENT,
+        parameters={"order": order.model_dump(mode="json")},
+        flow_run_name=f"provision-batch[{order.path}]",
+        poll_interval=POLL_INTERVAL_S,
+        tags=[f"tier:{order.tier}"],
+        as_subflow=True,
+    )
+    state = child.state
+    if state is not None and state.is_completed():
+        return BatchOutcome.model_validate(await state.aresult())
+    why = f"batch run {child.name} ended {state.type.value if state else 'without a state'}"
+    if state is not None and state.message:
+        why += f": {state.message}"
+    return BatchOutcome(
+        clusters={
+            name: list(failed_stage(stages[0], [name], BATCH_RUN_FAILED, why).clusters.values())
+            for name, stages in order.needs.items()
+            if stages
+        }
+    )

@@ -1,0 +1,199 @@
+"""Where the CPU goes in an edge rollout (make bench; issue 12).
+
+1. HTTP requests per edge cluster for a full provisioning, by stage (observe, then the
+   four stages) and by target (BMC, cluster API, anything else the simulator serves),
+   counted by the simulator (``/_sim/stats``, reset between stages). The issue's goal is
+   no more than ~30 per cluster. Every stage runs over all clusters at once, so the
+   counts are per stage, not interleaved (a cluster that fails a stage fails the
+   benchmark: retries would skew the counts). The wait phases poll, so the figure depends a
+   little on timing; it is measured at the tests' time scale (1000).
+2. A profile of a WERFT_BENCH_PROFILE_EDGE_SITES (default 300) edge-site rollout with
+   Prefect (the provision-fleet flow against a real ``prefect server``, the simulator in
+   this process), every thread of this process profiled by cProfile: the event loop
+   (werft's stages, httpx), the threads the kubernetes client runs in, Prefect's client
+   threads and the simulator's server thread. The top entries are written to
+   profile-edge-rollout.txt next to this file, for the next person to see the hot spots.
+   cProfile roughly doubles the cost of Python calls: read the shares, not the seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.benchmarks.test_fleet_bench import _with_prefect, prefect_server
+from tests.simfixtures import SimHandle, reserve_port, running_sim
+from werft.conditions import STAGE_ORDER
+from werft.demo import ensure_bmc_secrets
+from werft.inventory.generate import write_fleet
+from werft.inventory.load import load_inventory
+from werft.stages import StageContext, StageTimeouts, observe_clusters, run_stage_batch
+
+TIME_SCALE = 1000.0
+REQUEST_SITES = int(os.environ.get("WERFT_BENCH_REQUEST_SITES", "50"))
+PROFILE_SITES = int(os.environ.get("WERFT_BENCH_PROFILE_EDGE_SITES", "300"))
+PROFILE_TXT = Path(__file__).with_name("profile-edge-rollout.txt")
+TOP = 40
+REQUEST_GOAL = 30
+# Clusters worked on at once: the sample fleet's edge batch size, so the simulator sees the
+# load a rollout puts on it (and no stage fails for want of a connection).
+CONCURRENCY = 25
+
+
+@contextmanager
+def edge_sites(workdir: Path, sites: int) -> Iterator[tuple[Path, SimHandle]]:
+    sock = reserve_port()
+    root = workdir / "inventory"
+    endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    write_fleet(root, edge_sites=sites, core_sites=0, near_edge_sites=0, endpoint=endpoint)
+    ensure_bmc_secrets(root)
+    with running_sim(
+        root,
+        sock=sock,
+        time_scale=TIME_SCALE,
+        artifacts_dir=workdir / ".werft/artifacts",
+        default_credentials=None,
+    ) as sim:
+        yield root, sim
+
+
+def _per_target(snapshot: dict[str, Any]) -> dict[str, int]:
+    by_target = {t: sum(c.values()) for t, c in snapshot["requestsByTarget"].items()}
+    mutating = sum(sum(c.values()) for c in snapshot["mutations"].values())
+    other = snapshot["requests"] - sum(by_target.values())
+    return {**by_target, "other": other, "total": snapshot["requests"], "mutating": mutating}
+
+
+async def _stage_by_stage(root: Path, sim: SimHandle) -> dict[str, dict[str, int]]:
+    """Observe, then each stage over every cluster; the simulator's counts after each."""
+    inventory = load_inventory(root)
+    clusters = list(inventory.clusters.values())
+    ctx = StageContext.for_inventory(inventory, timeouts=StageTimeouts().scaled(TIME_SCALE))
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        sim.reset_stats()
+        await observe_clusters(clusters, ctx, CONCURRENCY)
+        counts["observe"] = _per_target(sim.stats())
+        for stage in STAGE_ORDER:
+            sim.reset_stats()
+            results = await run_stage_batch(stage, clusters, ctx, CONCURRENCY)
+            counts[str(stage)] = _per_target(sim.stats())
+            assert all(r.ok for r in results), [r.message for r in results if not r.ok][:3]
+    finally:
+        await ctx.aclose()
+    return counts
+
+
+@pytest.mark.bench
+def test_http_requests_per_edge_cluster_by_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
+    with edge_sites(tmp_path, REQUEST_SITES) as (root, sim):
+        counts = asyncio.run(_stage_by_stage(root, sim))
+
+    columns = ["bmc", "hypervisor", "clusters", "other", "total", "mutating"]
+    lines = [f"{'stage':<22}" + "".join(f"{c:>11}" for c in columns)]
+    for stage, row in counts.items():
+        lines.append(f"{stage:<22}" + "".join(f"{row[c] / REQUEST_SITES:>11.1f}" for c in columns))
+    total = {c: sum(row[c] for row in counts.values()) for c in columns}
+    lines.append(
+        f"{'full provisioning':<22}"
+        + "".join(f"{total[c] / REQUEST_SITES:>11.1f}" for c in columns)
+    )
+    per_cluster = total["total"] / REQUEST_SITES
+    print(
+        f"\nHTTP requests per edge cluster ({REQUEST_SITES} edge sites, time scale "
+        f"{TIME_SCALE:g}), as the simulator counted them:\n"
+        + "\n".join(lines)
+        + f"\nper edge cluster: {per_cluster:.1f} requests for a full provisioning "
+        f"(goal: <= ~{REQUEST_GOAL})"
+    )
+    assert total["total"] > 0
+
+
+# --- the profile ---------------------------------------------------------------------------
+
+
+@contextmanager
+def profiling_every_thread() -> Iterator[list[cProfile.Profile]]:
+    """cProfile in this thread and in every thread started meanwhile (one profile each:
+    cProfile is per thread), so to_thread workers and servers in threads are seen too."""
+    profiles: list[cProfile.Profile] = []
+    lock = threading.Lock()
+
+    def start_in_thread(*_: object) -> None:
+        sys.setprofile(None)
+        profile = cProfile.Profile()
+        with lock:
+            profiles.append(profile)
+        profile.enable()
+
+    main = cProfile.Profile()
+    profiles.append(main)
+    threading.setprofile(start_in_thread)
+    main.enable()
+    try:
+        yield profiles
+    finally:
+        main.disable()
+        threading.setprofile(None)  # type: ignore[arg-type]
+        with lock:
+            for profile in profiles[1:]:
+                profile.disable()  # only stops it if called in its thread: harmless here
+
+
+def _report(profiles: list[cProfile.Profile], header: str) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profiles[0], stream=out)
+    for profile in profiles[1:]:
+        with_calls = pstats.Stats(profile)
+        if with_calls.total_calls:  # type: ignore[attr-defined]
+            stats.add(with_calls)
+    stats.strip_dirs()
+    out.write(header + "\n\n== by own time (tottime): where the CPU is spent\n")
+    stats.sort_stats("tottime").print_stats(TOP)
+    out.write("\n== by cumulative time: which calls it is spent under\n")
+    stats.sort_stats("cumulative").print_stats(TOP)
+    return out.getvalue()
+
+
+@pytest.mark.bench
+def test_profile_of_an_edge_rollout_with_prefect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "prefect").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
+    with (
+        prefect_server(tmp_path / "prefect") as api,
+        profiling_every_thread() as profiles,
+        edge_sites(tmp_path, PROFILE_SITES) as (root, _sim),
+    ):
+        start = time.perf_counter()
+        seconds, task_runs = _with_prefect(root, api)
+        wall = time.perf_counter() - start
+    header = (
+        f"Profile of a {PROFILE_SITES}-edge-site rollout with Prefect (provision-fleet against "
+        f"a real prefect server, simulator in-process at time scale {TIME_SCALE:g}), every "
+        f"thread of the client process, cProfile; {task_runs} task runs, {seconds:.1f} s "
+        f"under the profiler ({wall:.1f} s with the simulator's start). Written by "
+        "tests/benchmarks/test_scale_bench.py (make bench); shares matter, not seconds."
+    )
+    text = _report(profiles, header)
+    PROFILE_TXT.write_text(text)
+    print("\n" + "\n".join(text.splitlines()[:60]))
+    assert task_runs > 0
