@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from prefect import Task, flow, tags
+from prefect import Task, flow, get_run_logger, tags
 from prefect.deployments import run_deployment
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,8 @@ BATCH_RUN_FAILED = "BatchRunFailed"
 # takes seconds to minutes, and a second of slack per batch costs nothing in waves of
 # batches running side by side.
 POLL_INTERVAL_S = 1.0
+# How often a batch whose run crashed is handed to the pool again.
+REDISPATCH = 2
 
 RunStage = Callable[[ConditionType, list[str]], Awaitable[BatchResult]]
 Outcomes = dict[str, list[ClusterStageResult]]
@@ -149,20 +151,35 @@ async def provision_batch(order: BatchOrder) -> dict[str, Any]:
 
 
 async def dispatch_batch(order: BatchOrder) -> BatchOutcome:
-    """Hand the batch to the work pool and wait for its outcome. A batch run that ends
-    without one fails the batch's clusters at their first needed stage (a re-run of the
-    fleet picks them up: every stage is idempotent)."""
-    child = await run_deployment(
-        BATCH_DEPLOYMENT,
-        parameters={"order": order.model_dump(mode="json")},
-        flow_run_name=f"provision-batch[{order.path}]",
-        poll_interval=POLL_INTERVAL_S,
-        tags=[f"tier:{order.tier}"],
-        as_subflow=True,
-    )
-    state = child.state
-    if state is not None and state.is_completed():
-        return BatchOutcome.model_validate(await state.aresult())
+    """Hand the batch to the work pool and wait for its outcome.
+
+    A batch run that crashed (its process died: killed, out of memory; the worker reports
+    it) is dispatched again, up to ``REDISPATCH`` times, to whichever worker is free:
+    every stage observes before it acts, so the new run finishes what the dead one began
+    without a second install. A batch run that ends otherwise without an outcome (failed,
+    cancelled) fails the batch's clusters at their first needed stage; the next fleet
+    run picks them up."""
+    for attempt in range(REDISPATCH + 1):
+        child = await run_deployment(
+            BATCH_DEPLOYMENT,
+            parameters={"order": order.model_dump(mode="json")},
+            flow_run_name=f"provision-batch[{order.path}]"
+            + (f" #{attempt + 1}" if attempt else ""),
+            poll_interval=POLL_INTERVAL_S,
+            tags=[f"tier:{order.tier}"],
+            as_subflow=True,
+        )
+        state = child.state
+        if state is not None and state.is_completed():
+            return BatchOutcome.model_validate(await state.aresult())
+        if state is None or not state.is_crashed():
+            break
+        get_run_logger().warning(
+            "%s: batch run %s crashed (%s); dispatching it again",
+            order.path,
+            child.name,
+            state.message,
+        )
     why = f"batch run {child.name} ended {state.type.value if state else 'without a state'}"
     if state is not None and state.message:
         why += f": {state.message}"

@@ -19,6 +19,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,14 +34,23 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.settings import get_current_settings
 
 from flows.deployments import apply_to_work_pool
-from tests.flowfixtures import fleet, outcomes, provision
+from tests.flowfixtures import Fleet, fleet, outcomes, provision
 from werft.inventory.model import Dispatch
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.fleet_scale
 
 EDGE_SITES = 40
 BATCH = 10
 WORKER_STOP_TIMEOUT_S = 20.0
+KILL_DEADLINE_S = 120.0
+ROLLOUT = {
+    "edge": {
+        "batchSize": BATCH,
+        "maxConcurrency": 2 * BATCH,  # two batches in flight
+        "canarySize": BATCH,
+        "dispatch": str(Dispatch.POOL),
+    }
+}
 
 
 @dataclass
@@ -121,14 +132,45 @@ async def _make_pool(pool: str) -> None:
     await apply_to_work_pool(pool, names=["provision-batch"])
 
 
-async def _child_runs(parent: str) -> list[str]:
+async def _child_states(parent: str) -> dict[str, str]:
+    """The fleet run's batch runs: id -> state type."""
     async with get_client() as client:
         runs = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(parent)])
             )
         )
-    return [str(r.id) for r in runs if r.name.startswith("provision-batch[")]
+    return {
+        str(r.id): r.state.type.value if r.state else "NONE"
+        for r in runs
+        if r.name.startswith("provision-batch[")
+    }
+
+
+def _child_runs(parent: str) -> list[str]:
+    return list(asyncio.run(_child_states(parent)))
+
+
+def _kill_a_batch_run_once_it_acted(
+    workers: list[Worker], f: Fleet, stop: threading.Event, killed: list[int]
+) -> None:
+    """kill -9 the first batch run's process (a flow run a worker started) as soon as the
+    simulator saw a mutating call to an edge machine: mid-batch, with installs begun."""
+    edge = {m for c in f.names("edge") for m in f.machines(c)}
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    while not stop.is_set() and time.monotonic() < deadline:
+        runs = [
+            child
+            for w in workers
+            for child in psutil.Process(w.process.pid).children(recursive=True)
+            if "prefect.engine" in " ".join(child.cmdline())
+        ]
+        acted = edge & set(f.sim.stats()["mutations"]["bmc"])
+        if runs and acted:
+            runs[0].send_signal(signal.SIGKILL)
+            killed.append(runs[0].pid)
+            return
+        stop.wait(0.05)  # the poll interval; the deadline above bounds the wait
 
 
 def test_two_process_workers_share_the_edge_batches_and_install_each_machine_once(
@@ -136,16 +178,8 @@ def test_two_process_workers_share_the_edge_batches_and_install_each_machine_onc
 ) -> None:
     pool = f"werft-test-{uuid.uuid4().hex[:8]}"
     asyncio.run(_make_pool(pool))
-    rollout = {
-        "edge": {
-            "batchSize": BATCH,
-            "maxConcurrency": 2 * BATCH,  # two batches in flight
-            "canarySize": BATCH,
-            "dispatch": str(Dispatch.POOL),
-        }
-    }
     with (
-        fleet(workdir, near=1, edge=EDGE_SITES, rollout=rollout) as f,
+        fleet(workdir, near=1, edge=EDGE_SITES, rollout=ROLLOUT) as f,
         process_workers(workdir, prefect_api, pool, 2) as workers,
     ):
         state, result = provision(f.request())
@@ -161,10 +195,44 @@ def test_two_process_workers_share_the_edge_batches_and_install_each_machine_onc
         assert installs and set(installs.values()) == {1}, {m: n for m, n in installs.items()}
 
         # The batch runs are subflow runs of the fleet run (the UI nests them there) ...
-        children = set(asyncio.run(_child_runs(str(result.flow_run_id))))
+        children = set(_child_runs(str(result.flow_run_id)))
         assert len(children) == EDGE_SITES // BATCH
         # ... and both workers ran some of them; nothing ran them twice.
         ran = [w.submitted() for w in workers]
         assert all(ran), [len(r) for r in ran]
         assert ran[0].isdisjoint(ran[1])
         assert ran[0] | ran[1] == children
+
+
+def test_a_batch_run_killed_mid_batch_is_run_again_without_a_second_install(
+    workdir: Path, prefect_api: str
+) -> None:
+    """kill -9 of a batch run's process (what a worker machine's death does to the batch;
+    the worker itself survives here and reports the run Crashed): the fleet run hands the
+    batch to the pool again, and the new run finishes it without installing twice."""
+    pool = f"werft-test-{uuid.uuid4().hex[:8]}"
+    asyncio.run(_make_pool(pool))
+    stop, killed = threading.Event(), []
+    with (
+        fleet(workdir, near=0, edge=EDGE_SITES, rollout=ROLLOUT) as f,
+        process_workers(workdir, prefect_api, pool, 2) as workers,
+    ):
+        killer = threading.Thread(
+            target=_kill_a_batch_run_once_it_acted, args=(workers, f, stop, killed)
+        )
+        killer.start()
+        try:
+            state, result = provision(f.request())
+        finally:
+            stop.set()
+            killer.join()
+
+        assert killed, "no batch run was killed"
+        failed = [f"{c.cluster}: {c.reason}: {c.message}" for c in result.clusters if c.message]
+        assert state.is_completed(), (result.reason, failed[:2])
+        assert set(outcomes(result).values()) == {"Verified"}
+        installs = f.installs()
+        assert installs and set(installs.values()) == {1}, {m: n for m, n in installs.items()}
+        states = sorted(asyncio.run(_child_states(str(result.flow_run_id))).values())
+        # Four batches, one of them run twice: its first run Crashed.
+        assert states == ["COMPLETED"] * (EDGE_SITES // BATCH) + ["CRASHED"]

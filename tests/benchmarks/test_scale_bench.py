@@ -9,22 +9,18 @@
    little on timing; it is measured at the tests' time scale (1000).
 2. A profile of a WERFT_BENCH_PROFILE_EDGE_SITES (default 300) edge-site rollout with
    Prefect (the provision-fleet flow against a real ``prefect server``, the simulator in
-   this process), every thread of this process profiled by cProfile: the event loop
+   this process), every thread of this process sampled and weighted by CPU
+   (cpuprofile.py: cProfile sees one thread and counts waiting as time): the event loop
    (werft's stages, httpx), the threads the kubernetes client runs in, Prefect's client
-   threads and the simulator's server thread. The top entries are written to
-   profile-edge-rollout.txt next to this file, for the next person to see the hot spots.
-   cProfile roughly doubles the cost of Python calls: read the shares, not the seconds.
+   threads and the simulator's server thread, so the simulator's share is visible too.
+   The top entries are written to profile-edge-rollout.txt next to this file, for the
+   next person to see the hot spots.
 """
 
 from __future__ import annotations
 
 import asyncio
-import cProfile
-import io
 import os
-import pstats
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.benchmarks.cpuprofile import sampling
 from tests.benchmarks.test_fleet_bench import _with_prefect, prefect_server
 from tests.simfixtures import SimHandle, reserve_port, running_sim
 from werft.conditions import STAGE_ORDER
@@ -128,49 +125,6 @@ def test_http_requests_per_edge_cluster_by_stage(
 # --- the profile ---------------------------------------------------------------------------
 
 
-@contextmanager
-def profiling_every_thread() -> Iterator[list[cProfile.Profile]]:
-    """cProfile in this thread and in every thread started meanwhile (one profile each:
-    cProfile is per thread), so to_thread workers and servers in threads are seen too."""
-    profiles: list[cProfile.Profile] = []
-    lock = threading.Lock()
-
-    def start_in_thread(*_: object) -> None:
-        sys.setprofile(None)
-        profile = cProfile.Profile()
-        with lock:
-            profiles.append(profile)
-        profile.enable()
-
-    main = cProfile.Profile()
-    profiles.append(main)
-    threading.setprofile(start_in_thread)
-    main.enable()
-    try:
-        yield profiles
-    finally:
-        main.disable()
-        threading.setprofile(None)  # type: ignore[arg-type]
-        with lock:
-            for profile in profiles[1:]:
-                profile.disable()  # only stops it if called in its thread: harmless here
-
-
-def _report(profiles: list[cProfile.Profile], header: str) -> str:
-    out = io.StringIO()
-    stats = pstats.Stats(profiles[0], stream=out)
-    for profile in profiles[1:]:
-        with_calls = pstats.Stats(profile)
-        if with_calls.total_calls:  # type: ignore[attr-defined]
-            stats.add(with_calls)
-    stats.strip_dirs()
-    out.write(header + "\n\n== by own time (tottime): where the CPU is spent\n")
-    stats.sort_stats("tottime").print_stats(TOP)
-    out.write("\n== by cumulative time: which calls it is spent under\n")
-    stats.sort_stats("cumulative").print_stats(TOP)
-    return out.getvalue()
-
-
 @pytest.mark.bench
 def test_profile_of_an_edge_rollout_with_prefect(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -180,20 +134,21 @@ def test_profile_of_an_edge_rollout_with_prefect(
     monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
     with (
         prefect_server(tmp_path / "prefect") as api,
-        profiling_every_thread() as profiles,
+        sampling() as profile,
         edge_sites(tmp_path, PROFILE_SITES) as (root, _sim),
     ):
         start = time.perf_counter()
         seconds, task_runs = _with_prefect(root, api)
         wall = time.perf_counter() - start
     header = (
-        f"Profile of a {PROFILE_SITES}-edge-site rollout with Prefect (provision-fleet against "
-        f"a real prefect server, simulator in-process at time scale {TIME_SCALE:g}), every "
-        f"thread of the client process, cProfile; {task_runs} task runs, {seconds:.1f} s "
-        f"under the profiler ({wall:.1f} s with the simulator's start). Written by "
-        "tests/benchmarks/test_scale_bench.py (make bench); shares matter, not seconds."
+        f"CPU profile of a {PROFILE_SITES}-edge-site rollout with Prefect: provision-fleet "
+        f"against a real prefect server (its CPU is not in here), the simulator in this "
+        f"process at time scale {TIME_SCALE:g}; every thread of this process, sampled and "
+        f"weighted by each thread's CPU clock (tests/benchmarks/cpuprofile.py). "
+        f"{task_runs} task runs, {seconds:.1f} s for the run ({wall:.1f} s with the "
+        f"simulator's start). Written by tests/benchmarks/test_scale_bench.py (make bench)."
     )
-    text = _report(profiles, header)
+    text = header + "\n\n" + profile.report(TOP)
     PROFILE_TXT.write_text(text)
     print("\n" + "\n".join(text.splitlines()[:60]))
     assert task_runs > 0
