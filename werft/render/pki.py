@@ -335,16 +335,25 @@ def _ensure_pair(
     public_name, key_name = secret_name(cluster, public_item), secret_name(cluster, key_item)
     key = store.get(key_name)
     if key is None:
-        key = store.put_if_absent(key_name, _new_key_pem())
+        key = _create(store, cluster, key_item, _new_key_pem())
     public = store.get(public_name)
     if public is None:
         try:
-            public = store.put_if_absent(public_name, public_of(key))
+            public = _create(store, cluster, public_item, public_of(key))
         except ValueError:  # an unreadable key: replaced below
             public = ""
     if _halves_match(public, key):
         return public, key
     return _replace_pair(store, cluster, public_item, key_item, public_of)
+
+
+def _create(store: SecretStore, cluster: str, item: str, value: str) -> str:
+    """``value`` stored under the cluster's ``item`` unless another worker was first; the
+    stored one either way. Says so when this worker's value won (never the value)."""
+    stored = store.put_if_absent(secret_name(cluster, item), value)
+    if stored == value:
+        log.info("cluster %s: generated %s", cluster, item)
+    return stored
 
 
 def _replace_pair(
@@ -384,7 +393,7 @@ def _ensure_token(
     name = secret_name(cluster, item)
     value = store.get(name)
     if value is None:
-        value = store.put_if_absent(name, generate())  # another worker's, if it was first
+        value = _create(store, cluster, item, generate())  # another worker's, if it was first
     value = value.strip()
     if not pattern.fullmatch(value):
         # Never echo the value: it is a credential even when malformed.
@@ -413,7 +422,7 @@ def _ensure_bootstrap_token(
         # token always sees its expiry too (and does not take it for one to renew).
         fresh = rfc3339(now + (ttl or DEFAULT_BOOTSTRAP_TOKEN_TTL))
         store.put_if_absent(expires_name, fresh)
-        token = store.put_if_absent(name, _new_bootstrap_token()).strip()
+        token = _create(store, cluster, "bootstrap-token", _new_bootstrap_token()).strip()
     expires = _parse_instant(store.get(expires_name))
     if _keep(expires, ttl, now):
         if not BOOTSTRAP_TOKEN_PATTERN.fullmatch(token):
