@@ -36,7 +36,9 @@ async def provision(f: StageFleet, clusters: list[ResolvedCluster]) -> dict[str,
     last = {c.name: "" for c in clusters}
     active = list(clusters)
     for stage in STAGE_ORDER:
-        conditions = await run_stage_batch(stage, active, f.ctx, max_concurrency=len(active))
+        # As an edge batch runs: bounded, since every simulated BMC shares one origin here
+        # (one connection pool), where real sites each have their own.
+        conditions = await run_stage_batch(stage, active, f.ctx, max_concurrency=25)
         for cluster, condition in zip(active, conditions, strict=True):
             last[cluster.name] = f"{condition.reason}: {condition.message}"
         active = [c for c, cond in zip(active, conditions, strict=True) if cond.ok]
