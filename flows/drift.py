@@ -32,11 +32,11 @@ from tasks.context import InventorySource, RunRef, open_run
 from tasks.drift import check, prune_objects
 from tasks.secret_blocks import use_secret_blocks
 from werft.drift.findings import Kind
-from werft.drift.lock import ClusterLocks
 from werft.drift.policy import Decision, clusters_to_remediate, decide
 from werft.drift.report import DriftReport
 from werft.drift.state import DriftState
 from werft.inventory.resolved import Inventory
+from werft.locks import ClusterLocks
 from werft.plan import Selector
 from werft.secrets import werft_home
 

@@ -37,15 +37,15 @@ from tasks.batch import BatchResult, BatchSpec, ClusterStageResult
 from tasks.context import RunRef
 from tasks.policy import with_retry_policy
 from werft.conditions import STAGE_ORDER, Condition, ConditionType
-from werft.drift.lock import ClusterLocks
 from werft.inventory.model import Dispatch, Tier
 from werft.inventory.resolved import Inventory
+from werft.locks import ClusterLocks
 from werft.plan import Batch, Outcome, Plan, Wave, WaveTally, outcome, task_runs
 from werft.secrets import werft_home
 
 TASK_FAILED = "TaskFailed"
 ROLLOUT_HALTED = "RolloutHalted"
-# Another run (a drift remediation, another rollout) holds the cluster: werft/drift/lock.py.
+# Another run (a drift remediation, another rollout) holds the cluster: werft/locks.py.
 CLUSTER_BUSY = "ClusterBusy"
 
 

@@ -26,10 +26,10 @@ from tests.driftfixtures import (
 )
 from tests.flowfixtures import TIME_SCALE, Fleet, artifacts, outcomes, provision
 from werft.drift.accept import accept
-from werft.drift.lock import ClusterLocks
 from werft.drift.state import DriftState
 from werft.exitcodes import ExitCode
 from werft.inventory.load import load_inventory
+from werft.locks import ClusterLocks
 from werft.plan import Selector
 from werft.secrets import werft_home
 

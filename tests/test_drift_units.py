@@ -15,7 +15,6 @@ import yaml
 from werft.drift.accept import _invert, edit_scalar
 from werft.drift.addons import owner
 from werft.drift.findings import Area, ClusterReport, Finding, Kind, Outcome
-from werft.drift.lock import ClusterLocks
 from werft.drift.paths import MISSING, owned_by, server_text, value_at
 from werft.drift.policy import clusters_to_remediate, decide
 from werft.drift.report import DriftReport
@@ -25,6 +24,7 @@ from werft.errors import InventoryError
 from werft.exitcodes import ExitCode
 from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
+from werft.locks import ClusterLocks
 
 DEPLOY = {
     "spec": {"replicas": 2, "template": {"spec": {"containers": [

@@ -41,7 +41,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from werft.drift import changed_paths
 from werft.errors import PermanentError, TransientError
-from werft.retry import DEFAULT, RetryPolicy, retry_sync
+from werft.retry import DEFAULT, RetryPolicy, retry_after_seconds, retry_sync
 
 FIELD_MANAGER = "werft"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -582,9 +582,8 @@ class KubeClient:
             # answer 500 for it, but no retry can make it fit.
             return PermanentError(text)
         if status >= 500 or status in (408, 429):
-            return TransientError(
-                text, cause=str(status), retry_after=_retry_after(response.headers)
-            )
+            wait = retry_after_seconds((response.headers or {}).get("Retry-After"))
+            return TransientError(text, cause=str(status), retry_after=wait)
         if status == 409:
             return _conflict(f"cluster {self.cluster}: {what}", payload, text)
         if status in (401, 403):
@@ -606,14 +605,6 @@ def _status_body(data: bytes | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return payload if isinstance(payload, dict) else {}
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    value = (headers or {}).get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare from API servers; the backoff applies instead
 
 
 def _conflict(subject: str, payload: Mapping[str, Any], text: str) -> PermanentError:

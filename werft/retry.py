@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import random
 import threading
 import time
@@ -103,6 +104,23 @@ def request_deadline(instant: float | None) -> Iterator[None]:
 
 def current_deadline() -> float | None:
     return _deadline.get()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds: delta-seconds or an HTTP date; None when absent
+    or unreadable (the backoff applies then)."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def retryable(exc: BaseException) -> bool:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from werft.errors import SecretNotFound
+from werft.files import write_atomically
 from werft.redact import register_basic_auth, register_secret
 
 Backend = Callable[[str], str | None]
@@ -60,17 +61,7 @@ class SecretStore:
         os.chmod(self.root, 0o700)
         if not name.endswith(_PUBLIC_SUFFIXES):
             register_secret(value)  # generated here (a CA key, a token): masked from now on
-        data = value.encode() if isinstance(value, str) else value
-        # A temporary file of its own (0600): two workers writing one name at once must
-        # not truncate each other's temporary file or rename it away from under each other.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)  # atomic: a crash never leaves half a key behind
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, value)  # a crash never leaves half a key behind
 
     def put_if_absent(self, name: str, value: str | bytes) -> str:
         """Store ``value`` under ``name`` unless something is stored there already, and

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from werft.drift.check import DEFAULT_DEADLINE_S, check_clusters
-from werft.drift.lock import ClusterLocks
 from werft.drift.policy import decide
 from werft.drift.report import DriftReport
 from werft.drift.state import DriftState
 from werft.inventory.resolved import Inventory, ResolvedCluster
+from werft.locks import ClusterLocks
 from werft.stages.context import StageContext, StageTimeouts
 
 

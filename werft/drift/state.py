@@ -10,7 +10,6 @@ Written atomically (a temporary file renamed over the old one).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from werft.drift.report import DriftReport
 from werft.drift.triage import FindingGroup
+from werft.files import write_atomically
 
 STATE = "state.json"
 REPORT = "report.json"
@@ -92,10 +92,7 @@ class DriftState:
 
     def _write(self, name: str, data: Any) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_atomically(self.folder / name, json.dumps(data))
 
 
 def _load(path: Path) -> dict[str, Any]:

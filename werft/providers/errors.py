@@ -15,15 +15,14 @@ none of them fits keeps the class's generic reason and the stage names it.
 
 from __future__ import annotations
 
-import email.utils
 import ssl
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from werft.errors import PermanentError, TransientError
+from werft.retry import retry_after_seconds
 
 # Redfish MessageIds (Base registry, any version) that mean "busy, come back later",
 # whatever HTTP status a BMC pairs them with (some send 400 or 409 for these).
@@ -206,18 +205,7 @@ def _classify_exception(
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """The ``Retry-After`` header in seconds (delta-seconds or an HTTP date), if any."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 def _tls_verification_failed(exc: BaseException) -> bool:

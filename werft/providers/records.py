@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from werft.files import write_atomically
 from werft.secrets import SecretStore
 
 log = logging.getLogger(__name__)
@@ -200,9 +199,7 @@ class MachineRecords:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(value, sort_keys=True))
-        os.replace(tmp, path)  # atomic: readers see the old record or the new one
+        write_atomically(path, json.dumps(value, sort_keys=True))
 
     def _delete(self, machine: str, what: str) -> None:
         path = self._path(machine, what)

@@ -23,13 +23,13 @@ import hmac
 import io
 import itertools
 import logging
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import pycdlib
 
+from werft.files import write_atomically
 from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
 from werft.redact import register_secret
@@ -318,17 +318,7 @@ def _prune_empty_dirs(folder: Path, root: Path) -> None:
 
 def _write_atomically(target: Path, data: bytes, root: Path) -> None:
     _make_private_dirs(target.parent, root)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)  # readers see the whole image or none
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(target, data)  # readers see the whole image or none
 
 
 def _make_private_dirs(folder: Path, root: Path) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -31,7 +30,7 @@ from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient
 from werft.render.addons import RenderedObject, render_addon_objects
 from werft.render.kubeconfig import kubeconfig_for
-from werft.retry import retry_async
+from werft.retry import retry_after_seconds, retry_async
 from werft.stages.checks import bare_version, check_addon, check_nodes
 from werft.stages.context import StageContext
 from werft.stages.reach import is_unreachable
@@ -134,11 +133,6 @@ class _Prober:
             await self.answer(kube.version)
         return True
 
-    @property
-    def deadline(self) -> float:
-        """The stage's deadline as a ``time.monotonic()`` instant, for request retries."""
-        return time.monotonic() + self.progress.deadline.remaining()
-
     async def _pause(self) -> bool:
         """Sleep a poll interval before the next try; False when the deadline is too near."""
         pause = self.ctx.timeouts.poll_interval
@@ -220,11 +214,11 @@ async def _smoke(
                 raise TransientError(
                     f"cluster {cluster.name}: smoke GET /version: {response.status_code}",
                     cause=str(response.status_code),
-                    retry_after=_retry_after(response),
+                    retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 )
             return response
 
-        response = await probe.answer(lambda: retry_async(get, deadline=probe.deadline))
+        response = await probe.answer(lambda: retry_async(get))
     version = ""
     if response.status_code == 200:
         try:
@@ -247,13 +241,6 @@ def _smoke_error(cluster: ResolvedCluster, exc: httpx.HTTPError) -> WerftError:
     if isinstance(exc, httpx.TransportError):
         return TransientError(f"{head}: connection lost", cause="connection lost")
     return PermanentError(f"{head}: {type(exc).__name__}")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers.get("Retry-After", ""))
-    except ValueError:
-        return None
 
 
 def _credentials(kubeconfig: str) -> tuple[str, str, ssl.SSLContext | bool]:
