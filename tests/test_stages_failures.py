@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -412,35 +413,28 @@ async def test_one_dropped_connection_is_not_unreachable(stage_fleet: StageFleet
     assert lifted
 
 
-async def test_a_site_that_goes_offline_during_add_ons_is_unreachable_long_before_the_deadline(
-    stage_fleet: StageFleet,
+@pytest.mark.parametrize(
+    ("stage", "timeout", "deadline", "share"),
+    [
+        pytest.param(ensure_bootstrapped, "bootstrap", 30.0, 3, id="bootstrap"),
+        pytest.param(ensure_addons, "addons", 60.0, 4, id="add-ons"),
+    ],
+)
+async def test_a_site_that_goes_offline_mid_stage_is_unreachable_long_before_the_deadline(
+    stage_fleet: StageFleet, stage: Any, timeout: str, deadline: float, share: int
 ) -> None:
     f = stage_fleet
     cluster = f.cluster(EDGE)
-    for stage in (ensure_infrastructure, ensure_bootstrapped):
-        assert (await stage(cluster, f.ctx)).ok
+    for before in (ensure_infrastructure, ensure_bootstrapped):
+        if before is stage:
+            break
+        assert (await before(cluster, f.ctx)).ok
     f.sim.add_fault(kind="offline", site=cluster.site)
-    deadline = 60.0
 
-    condition = await ensure_addons(cluster, f.with_timeouts(addons=deadline))
+    condition = await stage(cluster, f.with_timeouts(**{timeout: deadline}))
 
     assert (condition.reason, condition.transient) == ("Unreachable", True), condition
-    assert condition.duration_s < deadline / 4, condition.message
-
-
-async def test_a_site_that_goes_offline_during_bootstrap_is_unreachable_long_before_the_deadline(
-    stage_fleet: StageFleet,
-) -> None:
-    f = stage_fleet
-    cluster = f.cluster(EDGE)
-    assert (await ensure_infrastructure(cluster, f.ctx)).ok
-    f.sim.add_fault(kind="offline", site=cluster.site)
-    deadline = 30.0
-
-    condition = await ensure_bootstrapped(cluster, f.with_timeouts(bootstrap=deadline))
-
-    assert (condition.reason, condition.transient) == ("Unreachable", True), condition
-    assert condition.duration_s < deadline / 3, condition.message
+    assert condition.duration_s < deadline / share, condition.message
 
 
 async def test_while_the_api_is_not_up_only_a_silent_bmc_makes_the_site_unreachable(
