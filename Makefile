@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # libvirt-python needs libvirt's headers; take the extra only where they are installed.
 EXTRAS := dev$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
+# Where `make demo` / `make up` keep the Prefect server's data: sqlite (embedded, the
+# default) or postgres (a local cluster under .werft/postgres; apt-get install postgresql).
+WERFT_DB ?= sqlite
+export WERFT_DB
 
 .PHONY: test test-fleet test-live demo up bench lint clean
 

@@ -3,6 +3,10 @@
 prefect.yaml is the one place the deployments are defined (names, parameters,
 schedules, concurrency); ``prefect deploy`` reads it for work pools, and this module
 reads it for ``prefect.serve``, so both ways run the same deployments.
+
+``apply_to_work_pool`` registers them with a work pool instead; for ``provision-batch``
+it also sets the batch runs' heartbeat and makes sure the automation exists that marks
+a batch run Crashed once its heartbeats stop (see flows/dispatch.py).
 """
 
 from __future__ import annotations
@@ -23,8 +27,17 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
+from flows.dispatch import (
+    BATCH_DEPLOYMENT,
+    HEARTBEAT_ENV,
+    HEARTBEAT_S,
+    ZOMBIE_AFTER_S,
+    ensure_zombie_detection,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
+_BATCH_NAME = BATCH_DEPLOYMENT.partition("/")[2]  # "provision-batch"
 
 
 def deployment_specs(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
@@ -81,11 +94,9 @@ async def runner_deployments(
         if names is not None and spec["name"] not in names:
             continue
         flow = flow_of(spec["entrypoint"])
-        pool: dict[str, Any] = {"work_pool_name": work_pool} if work_pool else {}
-        if work_pool and working_dir:
-            # Relative paths (the inventory, the fleet's publishDir) mean the same to a
-            # worker's flow run as here; a process worker otherwise runs it in a temp dir.
-            pool["job_variables"] = {"working_dir": str(working_dir)}
+        pool: dict[str, Any] = {}
+        if work_pool:
+            pool = {"work_pool_name": work_pool, "job_variables": _job_variables(spec, working_dir)}
         deployment = await flow.ato_deployment(
             name=spec["name"],
             description=spec.get("description"),
@@ -99,6 +110,20 @@ async def runner_deployments(
         )
         deployments.append(deployment)
     return deployments
+
+
+def _job_variables(spec: dict[str, Any], working_dir: Path | None) -> dict[str, Any]:
+    """The job variables of prefect.yaml's ``work_pool:`` for the deployment, and ours."""
+    variables = copy.deepcopy((spec.get("work_pool") or {}).get("job_variables") or {})
+    if working_dir:
+        # Relative paths (the inventory, the fleet's publishDir) mean the same to a
+        # worker's flow run as here; a process worker otherwise runs it in a temp dir.
+        variables["working_dir"] = str(working_dir)
+    if spec["name"] == _BATCH_NAME:
+        # The heartbeats the zombie automation waits for (prefect.yaml says the same, for
+        # `prefect deploy`; the constant is what counts here).
+        variables.setdefault("env", {})[HEARTBEAT_ENV] = str(HEARTBEAT_S)
+    return variables
 
 
 def serve_deployments(
@@ -115,12 +140,21 @@ async def apply_to_work_pool(
     path: Path = PREFECT_YAML,
     time_scale: float = 1.0,
     working_dir: Path | None = None,
+    zombie_after_s: float = ZOMBIE_AFTER_S,
 ) -> list[UUID]:
     """Register deployments of ``path`` with a work pool, like ``prefect deploy`` but
     without a build or push step: the pool's process workers import the flows from the
     installed werft (module entry points) and run them in ``working_dir`` (default: the
-    current directory, as ``prefect deploy`` records it)."""
+    current directory, as ``prefect deploy`` records it).
+
+    With ``provision-batch`` among them, also the automation that marks a batch run
+    Crashed after ``zombie_after_s`` without a heartbeat (created once, kept in line with
+    werft's definition), so that a lost worker machine never leaves a fleet run waiting
+    and nobody has to remember to create it."""
     deployments = await runner_deployments(
         path, time_scale, names=names, work_pool=work_pool, working_dir=working_dir or Path.cwd()
     )
-    return [await deployment.aapply() for deployment in deployments]
+    ids = [await deployment.aapply() for deployment in deployments]
+    if any(deployment.name == _BATCH_NAME for deployment in deployments):
+        await ensure_zombie_detection(zombie_after_s)
+    return ids

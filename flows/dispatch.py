@@ -17,15 +17,30 @@ first-writer-wins (``SecretStore.put_if_absent``), so a batch may run on any wor
 The outcome comes back as the child run's persisted result, so the fleet process must
 be able to read the workers' result storage: the same local path on one machine, a
 shared result storage block (S3, GCS) across machines.
+
+A batch run whose process dies while its worker lives is reported Crashed by the worker.
+A worker that dies *with* its runs (a machine lost) reports nothing, and the run would
+stay Running for good, the fleet run waiting on it. So batch runs send heartbeats (the
+deployment's job variables set ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, every
+``HEARTBEAT_S``) and the automation ``ZOMBIE_AUTOMATION`` (Prefect's zombie-flow
+detection; ``ensure_zombie_detection``, run by ``flows.deployments.apply_to_work_pool``)
+marks a batch run Crashed when ``ZOMBIE_AFTER_S`` pass without a heartbeat or a final
+state; ``dispatch_batch`` then hands the batch to the pool again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from prefect import Task, flow, get_run_logger, tags
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import STAGE_TASKS
@@ -45,6 +60,19 @@ BATCH_RUN_FAILED = "BatchRunFailed"
 POLL_INTERVAL_S = 1.0
 # How often a batch whose run crashed is handed to the pool again.
 REDISPATCH = 2
+
+# Zombie detection: how a batch run whose worker died with it (a machine lost) still ends
+# Crashed. Every HEARTBEAT_S a running batch run emits prefect.flow-run.heartbeat; the
+# automation crashes one that emitted neither another heartbeat nor a final state within
+# ZOMBIE_AFTER_S. 30 s is the smallest frequency Prefect accepts (flows.heartbeat_frequency
+# >= 30; its default, 180, would stall a wave 9 minutes per lost machine); three missed
+# heartbeats, as Prefect's guide suggests, so that a loaded server or a slow event
+# delivery never crashes a healthy run (which would then run its batch twice, harmlessly
+# but for nothing). A machine's death thus costs its batches 60-95 s before re-dispatch.
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+HEARTBEAT_S = 30
+ZOMBIE_AFTER_S = 3 * HEARTBEAT_S
+ZOMBIE_AUTOMATION = "werft: crash provision-batch runs that stopped sending heartbeats"
 
 RunStage = Callable[[ConditionType, list[str]], Awaitable[BatchResult]]
 Outcomes = dict[str, list[ClusterStageResult]]
@@ -153,12 +181,14 @@ async def provision_batch(order: BatchOrder) -> dict[str, Any]:
 async def dispatch_batch(order: BatchOrder) -> BatchOutcome:
     """Hand the batch to the work pool and wait for its outcome.
 
-    A batch run that crashed (its process died: killed, out of memory; the worker reports
-    it) is dispatched again, up to ``REDISPATCH`` times, to whichever worker is free:
-    every stage observes before it acts, so the new run finishes what the dead one began
-    without a second install. A batch run that ends otherwise without an outcome (failed,
-    cancelled) fails the batch's clusters at their first needed stage; the next fleet
-    run picks them up."""
+    A batch run that crashed is dispatched again, up to ``REDISPATCH`` times, to whichever
+    worker is free: every stage observes before it acts, so the new run finishes what the
+    dead one began without a second install. Crashed means its process died (killed, out
+    of memory) and its worker reported it, or its worker died with it (a machine lost) and
+    the ``ZOMBIE_AUTOMATION`` marked it Crashed after ``ZOMBIE_AFTER_S`` without a
+    heartbeat; so the wait here is bounded by that, not forever. A batch run that ends
+    otherwise without an outcome (failed, cancelled) fails the batch's clusters at their
+    first needed stage; the next fleet run picks them up."""
     for attempt in range(REDISPATCH + 1):
         child = await run_deployment(
             BATCH_DEPLOYMENT,
@@ -190,3 +220,69 @@ async def dispatch_batch(order: BatchOrder) -> BatchOutcome:
             if stages
         }
     )
+
+
+def zombie_automation(within_s: float = ZOMBIE_AFTER_S) -> AutomationCore:
+    """Prefect's zombie-flow automation (docs: "Detect zombie flows"), for werft's batch
+    runs only: after a heartbeat of a ``provision-batch`` run, expect another heartbeat or
+    a final state of the same run within ``within_s``, else mark the run Crashed. Not
+    forced: a run that reached a final state in the meantime stays as it is."""
+    return AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description=(
+            "Marks a provision-batch flow run Crashed when it stopped sending heartbeats "
+            "(its worker died with it), so that the fleet run dispatches the batch again. "
+            "Managed by werft (flows/dispatch.py); changes here are overwritten."
+        ),
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            # Both the heartbeats and the server's state events name the run's flow as a
+            # related resource: only werft's batch runs, not every flow on the server.
+            match_related={
+                "prefect.resource.role": "flow",
+                "prefect.resource.name": provision_batch.name,
+            },
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"No heartbeat for {within_s:g} s: its process and worker are gone",
+            )
+        ],
+    )
+
+
+async def ensure_zombie_detection(within_s: float = ZOMBIE_AFTER_S) -> UUID:
+    """The id of the ``ZOMBIE_AUTOMATION``: created if the server has none of that name,
+    updated if it differs from ``zombie_automation(within_s)``, else left alone."""
+    wanted = zombie_automation(within_s)
+    async with get_client() as client:
+        existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        if not existing:
+            return await client.create_automation(wanted)
+        current = existing[0]
+        if _comparable(current) != _comparable(wanted):
+            await client.update_automation(current.id, wanted)
+        return current.id
+
+
+def _comparable(automation: AutomationCore) -> dict[str, Any]:
+    """An automation's definition without the ids the server assigns (the trigger's)."""
+    data = AutomationCore.model_validate(automation.model_dump()).model_dump(mode="json")
+    trigger = data["trigger"]
+    trigger.pop("id", None)
+    for label in ("after", "expect", "for_each"):  # sets, listed in any order
+        trigger[label] = sorted(trigger.get(label) or [])
+    return data

@@ -5,6 +5,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.pgfixtures import (  # noqa: F401  (PostgreSQL and a Prefect server on it)
+    postgres,
+    prefect_api_postgres,
+    prefect_server_postgres,
+    workdir_postgres,
+)
 from tests.prefectfixtures import prefect_api, workdir  # noqa: F401  (flow tests' fixtures)
 from tests.simfixtures import sim_factory  # noqa: F401  (the simulator fixture, for every test)
 

@@ -174,6 +174,36 @@ async def test_list_filters_by_label_and_nodes_are_listed(kube: KubeClient) -> N
     assert len(await kube.list("v1", "Node")) == 2
 
 
+async def test_get_live_all_lists_once_per_kind_and_matches_each_manifest(
+    kube: KubeClient, sim: SimHandle
+) -> None:
+    mine = {"werft.test/owner": "me"}
+    first = deployment("many-a")
+    second = deployment("many-b")
+    for d in (first, second):
+        d["metadata"]["labels"] |= mine
+    second["metadata"].pop("namespace")  # the server puts it in default
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": "many-ns", "labels": mine}}
+    unlabelled = deployment("many-c")  # exists, but without the selector's label
+    for obj in (first, second, namespace, unlabelled):
+        await kube.apply(obj)
+    absent = deployment("many-absent")
+    sim.reset_stats()
+
+    lives = await kube.get_live_all(
+        [first, second, namespace, unlabelled, absent], label_selector="werft.test/owner=me"
+    )
+
+    # One LIST per kind (Deployment, Namespace), not a GET per object.
+    assert sum(sim.stats()["requestsByTarget"]["clusters"].values()) == 2
+    found = [live and (live["kind"], live["metadata"]["name"]) for live in lives]
+    assert found == [("Deployment", "many-a"), ("Deployment", "many-b"),
+                     ("Namespace", "many-ns"), None, None]
+    # Listed objects compare like fetched ones: apiVersion and kind filled in.
+    assert not await kube.diff_live(first, lives[0])
+
+
 async def test_custom_resources_are_found_through_discovery(kube: KubeClient) -> None:
     crd = {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -321,7 +321,8 @@ async def test_ensure_from_off_inserts_media_sets_override_and_powers_on(
         assert backend.mutations("node-fresh") == 4  # the emulator counted the same
     # sushy-tools' fake driver applies power changes 1-11 s late, as hardware is slow.
     on = await provider.wait_powered_on(machine, timeout=20, poll_interval=0.1)
-    assert on.media == [image, seed]
+    assert on.powered_on and on.media == []  # a power poll reads no media
+    assert (await provider.observe(machine)).media == [image, seed]
     backend.wait_installed("node-fresh")  # the simulator installs from werft's media
     booted = await provider.observe(machine)
     assert booted.boots(image, seed)

@@ -1,6 +1,8 @@
 """Edge batches handed to a Prefect work pool: two process workers share one rollout.
 
-Real Prefect end to end: the session's Prefect server, a process work pool, the
+Real Prefect end to end: a Prefect server on PostgreSQL (tests/pgfixtures.py: scale-out
+means many processes writing to one server, which is what PostgreSQL is there for), a
+process work pool, the
 ``provision-batch`` deployment registered from deployments/prefect.yaml, two
 ``prefect worker start --type process`` workers on this machine, the simulator on
 loopback. The fleet run itself runs in the test process, as in the other flow tests.
@@ -8,6 +10,11 @@ loopback. The fleet run itself runs in the test process, as in the other flow te
 Kept small for CI (40 edge sites in batches of 10, not the issue's 1,000): each batch
 run is a fresh Python process on a worker (~3 s of CPU to import Prefect and werft on
 these 2 cores), which is what the test is about, not throughput.
+
+The last test loses a whole worker machine: the worker and its batch run killed together,
+so nobody reports the run; the zombie automation (flows/dispatch.py) marks it Crashed
+once its heartbeats stop, and the fleet run hands the batch to the other worker. Prefect
+sends heartbeats every 30 s at the fastest, so that test waits ~15-45 s by design.
 """
 
 from __future__ import annotations
@@ -24,16 +31,28 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.settings import get_current_settings
 
-from flows.deployments import apply_to_work_pool
+from flows.deployments import apply_to_work_pool, deployment_specs
+from flows.dispatch import (
+    BATCH_DEPLOYMENT,
+    HEARTBEAT_ENV,
+    HEARTBEAT_S,
+    ZOMBIE_AFTER_S,
+    ZOMBIE_AUTOMATION,
+    ensure_zombie_detection,
+)
+from flows.models import ProvisionRequest
 from tests.flowfixtures import Fleet, fleet, outcomes, provision
 from werft.inventory.model import Dispatch
 
@@ -43,6 +62,17 @@ EDGE_SITES = 40
 BATCH = 10
 WORKER_STOP_TIMEOUT_S = 20.0
 KILL_DEADLINE_S = 120.0
+# The zombie test's automation window: a heartbeat every HEARTBEAT_S (30 s, the smallest
+# Prefect accepts, as in production) and 15 s for one delayed on these loaded 2 cores,
+# instead of production's ZOMBIE_AFTER_S (90 s): CI waits a third as long.
+ZOMBIE_AFTER_TEST_S = HEARTBEAT_S + 15.0
+# kill -> Crashed is at most the window (counted from the last heartbeat, which came
+# before the kill) plus the triggers service's proactive evaluation period (5 s), the
+# action's API call and a loaded machine's delays.
+CRASH_SLACK_S = 25.0
+# The simulator's time scale in that test: a batch must still be running when the server
+# has stored its first heartbeat (the event persister flushes every 5 s).
+ZOMBIE_TIME_SCALE = 50.0
 ROLLOUT = {
     "edge": {
         "batchSize": BATCH,
@@ -126,10 +156,10 @@ def process_workers(
             _stop(worker.process)
 
 
-async def _make_pool(pool: str) -> None:
+async def _make_pool(pool: str, zombie_after_s: float = ZOMBIE_AFTER_S) -> None:
     async with get_client() as client:
         await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    await apply_to_work_pool(pool, names=["provision-batch"])
+    await apply_to_work_pool(pool, names=["provision-batch"], zombie_after_s=zombie_after_s)
 
 
 async def _child_states(parent: str) -> dict[str, str]:
@@ -174,8 +204,9 @@ def _kill_a_batch_run_once_it_acted(
 
 
 def test_two_process_workers_share_the_edge_batches_and_install_each_machine_once(
-    workdir: Path, prefect_api: str
+    workdir_postgres: Path, prefect_api_postgres: str
 ) -> None:
+    workdir, prefect_api = workdir_postgres, prefect_api_postgres
     pool = f"werft-test-{uuid.uuid4().hex[:8]}"
     asyncio.run(_make_pool(pool))
     with (
@@ -205,11 +236,12 @@ def test_two_process_workers_share_the_edge_batches_and_install_each_machine_onc
 
 
 def test_a_batch_run_killed_mid_batch_is_run_again_without_a_second_install(
-    workdir: Path, prefect_api: str
+    workdir_postgres: Path, prefect_api_postgres: str
 ) -> None:
     """kill -9 of a batch run's process (what a worker machine's death does to the batch;
     the worker itself survives here and reports the run Crashed): the fleet run hands the
     batch to the pool again, and the new run finishes it without installing twice."""
+    workdir, prefect_api = workdir_postgres, prefect_api_postgres
     pool = f"werft-test-{uuid.uuid4().hex[:8]}"
     asyncio.run(_make_pool(pool))
     stop, killed = threading.Event(), []
@@ -236,3 +268,175 @@ def test_a_batch_run_killed_mid_batch_is_run_again_without_a_second_install(
         states = sorted(asyncio.run(_child_states(str(result.flow_run_id))).values())
         # Four batches, one of them run twice: its first run Crashed.
         assert states == ["COMPLETED"] * (EDGE_SITES // BATCH) + ["CRASHED"]
+
+
+@dataclass
+class Kill:
+    worker: Worker
+    flow_run_id: str
+    at: datetime  # wall clock (UTC), to compare with the server's state timestamps
+
+
+def _api_json(api: str, method: str, path: str, body: object = None) -> object:
+    """The Prefect API from the killer's thread: plain HTTP, so that no Prefect settings
+    context (set in the test's main thread) decides which server it talks to."""
+    response = httpx.request(method, f"{api}{path}", json=body, timeout=10, trust_env=False)
+    response.raise_for_status()
+    return response.json()
+
+
+def _heartbeats_seen(api: str, flow_run_id: str) -> int:
+    """Heartbeat events of the flow run that the server has stored."""
+    page = _api_json(
+        api,
+        "POST",
+        "/events/filter",
+        {
+            "filter": {
+                "event": {"name": ["prefect.flow-run.heartbeat"]},
+                "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+            },
+            "limit": 1,
+        },
+    )
+    assert isinstance(page, dict)
+    return int(page["total"])
+
+
+def _flow_run_state(api: str, flow_run_id: str) -> str:
+    run = _api_json(api, "GET", f"/flow_runs/{flow_run_id}")
+    assert isinstance(run, dict)
+    return str((run.get("state") or {}).get("type"))
+
+
+def _lose_a_worker_machine(
+    workers: list[Worker], f: Fleet, api: str, stop: threading.Event, kills: list[Kill]
+) -> None:
+    """kill -9 a worker together with its batch run (a machine lost) once the run has
+    begun installing and the server has its heartbeat; then watch that the run ends
+    Crashed. A watchdog: if it does not in time, crash it here (with another message, so
+    the test fails on it) rather than leave the fleet run waiting forever."""
+    edge = {m for c in f.names("edge") for m in f.machines(c)}
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    while not stop.is_set() and time.monotonic() < deadline and not kills:
+        acted = edge & set(f.sim.stats()["mutations"]["bmc"])
+        for worker in workers:
+            try:  # processes come and go between listing and reading them
+                family = psutil.Process(worker.process.pid).children(recursive=True)
+                runs = [p for p in family if "prefect.engine" in " ".join(p.cmdline())]
+                if not (runs and acted):
+                    continue
+                flow_run_id = runs[0].environ().get("PREFECT__FLOW_RUN_ID", "")
+            except psutil.NoSuchProcess:
+                continue
+            if flow_run_id and _heartbeats_seen(api, flow_run_id):
+                for proc in [psutil.Process(worker.process.pid), *family]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        proc.kill()  # SIGKILL, all at once: nobody is left to report
+                kills.append(Kill(worker, flow_run_id, datetime.now(UTC)))
+                break
+        stop.wait(0.2)  # the poll interval; the deadline above bounds the wait
+    if not kills:
+        return
+    watchdog = time.monotonic() + ZOMBIE_AFTER_TEST_S + CRASH_SLACK_S + 60.0
+    while time.monotonic() < watchdog:
+        if _flow_run_state(api, kills[0].flow_run_id) != "RUNNING":
+            return
+        time.sleep(1.0)  # the poll interval; the watchdog deadline bounds the wait
+    _api_json(
+        api,
+        "POST",
+        f"/flow_runs/{kills[0].flow_run_id}/set_state",
+        {"state": {"type": "CRASHED", "message": "test watchdog: not crashed in time"}},
+    )
+
+
+async def _runs_and_states(parent: str) -> list[tuple[FlowRun, list[State]]]:
+    """The fleet run's batch runs, oldest first, each with its state history."""
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(parent)])
+            )
+        )
+        runs = sorted(
+            # "provision-batch[path]" before "provision-batch[path] #2": in dispatch order
+            (r for r in runs if r.name.startswith("provision-batch[")),
+            key=lambda r: r.name,
+        )
+        return [(r, await client.read_flow_run_states(r.id)) for r in runs]
+
+
+async def _zombie_automations() -> list[uuid.UUID]:
+    async with get_client() as client:
+        return [a.id for a in await client.read_automations_by_name(ZOMBIE_AUTOMATION)]
+
+
+async def _batch_env() -> dict[str, str]:
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(BATCH_DEPLOYMENT)
+    return dict((deployment.job_variables or {}).get("env") or {})
+
+
+def test_a_worker_lost_with_its_batch_run_is_crashed_by_the_zombie_automation_and_run_again(
+    workdir_postgres: Path, prefect_api_postgres: str
+) -> None:
+    """A whole worker machine lost: kill -9 of a worker and its batch run together. Nobody
+    reports the run; the zombie automation marks it Crashed once its heartbeats stop, and
+    the fleet run hands the batch to the other worker, which finishes it without a second
+    install."""
+    workdir, prefect_api = workdir_postgres, prefect_api_postgres
+    pool = f"werft-test-{uuid.uuid4().hex[:8]}"
+    asyncio.run(_make_pool(pool, zombie_after_s=ZOMBIE_AFTER_TEST_S))
+    # Registering again (another pool) leaves one automation, not two.
+    asyncio.run(_make_pool(f"{pool}-b", zombie_after_s=ZOMBIE_AFTER_TEST_S))
+    automations = asyncio.run(_zombie_automations())
+    assert len(automations) == 1, automations
+    assert asyncio.run(ensure_zombie_detection(ZOMBIE_AFTER_TEST_S)) == automations[0]
+    # The batch runs send heartbeats at the frequency the automation is built for, with
+    # `prefect deploy` (prefect.yaml) as with apply_to_work_pool.
+    assert asyncio.run(_batch_env()) == {HEARTBEAT_ENV: str(HEARTBEAT_S)}
+    (batch_spec,) = [s for s in deployment_specs() if s["name"] == "provision-batch"]
+    assert batch_spec["work_pool"]["job_variables"]["env"] == {HEARTBEAT_ENV: str(HEARTBEAT_S)}
+
+    stop, kills = threading.Event(), []
+    with (
+        fleet(workdir, near=0, edge=BATCH, rollout=ROLLOUT, time_scale=ZOMBIE_TIME_SCALE) as f,
+        process_workers(workdir, prefect_api, pool, 2) as workers,
+    ):
+        killer = threading.Thread(
+            target=_lose_a_worker_machine, args=(workers, f, prefect_api, stop, kills)
+        )
+        killer.start()
+        try:
+            request = ProvisionRequest(inventory=str(f.root), time_scale=ZOMBIE_TIME_SCALE)
+            state, result = provision(request)
+        finally:
+            stop.set()
+            killer.join()
+
+        assert kills, "no worker was killed with its batch run"
+        (kill,) = kills
+        survivor = next(w for w in workers if w is not kill.worker)
+        failed = [f"{c.cluster}: {c.reason}: {c.message}" for c in result.clusters if c.message]
+        assert state.is_completed(), (result.reason, failed[:2])
+        assert set(outcomes(result).values()) == {"Verified"}
+        assert len(outcomes(result)) == BATCH
+        installs = f.installs()
+        assert installs and set(installs.values()) == {1}, {m: n for m, n in installs.items()}
+
+        # One batch, run twice: the lost run, Crashed by the automation (its message, not
+        # the watchdog's), then the new run, on the surviving worker.
+        (lost, lost_states), (again, _) = asyncio.run(_runs_and_states(str(result.flow_run_id)))
+        assert str(lost.id) == kill.flow_run_id
+        assert lost.state and lost.state.is_crashed(), lost.state
+        crashed = next(s for s in lost_states if s.is_crashed())
+        assert crashed.message and crashed.message.startswith("No heartbeat for"), crashed.message
+        assert again.state and again.state.is_completed(), again.state
+        assert str(again.id) in survivor.submitted()
+
+        to_crashed = (crashed.timestamp - kill.at).total_seconds()
+        to_redispatch = ((again.created or crashed.timestamp) - crashed.timestamp).total_seconds()
+        print(f"kill -> Crashed {to_crashed:.1f} s, Crashed -> re-dispatched {to_redispatch:.1f} s")
+        assert 0 < to_crashed <= ZOMBIE_AFTER_TEST_S + CRASH_SLACK_S, to_crashed
+        assert 0 <= to_redispatch <= 10.0, to_redispatch

@@ -612,3 +612,17 @@ def test_custom_resources_follow_their_crds_structural_schema(server: KubeServer
     response = api.apply(f"{path}/w", widget)
     assert response.status_code == 500
     assert ".spec.colour: field not declared in schema" in response.json()["message"]
+
+
+def test_list_items_of_built_in_kinds_carry_no_kind_as_on_a_real_server(
+    server: KubeServer,
+) -> None:
+    # kubernetes/kubernetes#3030: a real server leaves apiVersion and kind out of a
+    # built-in kind's list items (a GET of one object has them); a client that keys or
+    # compares listed objects by kind must fill them in. Custom resources keep theirs.
+    api = ready_cluster(server, "typemeta")
+    assert api.apply(f"{DEPLOY}/web", deployment()).status_code == 201
+    listed = api.get(DEPLOY)
+    assert (listed["kind"], listed["apiVersion"]) == ("DeploymentList", "apps/v1")
+    assert [sorted(set(item) & {"kind", "apiVersion"}) for item in listed["items"]] == [[]]
+    assert api.get(f"{DEPLOY}/web")["kind"] == "Deployment"

@@ -11,6 +11,7 @@ from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
 from werft.render.addons import render_addons
 from werft.stages import (
+    STAGES,
     ensure_addons,
     ensure_bootstrapped,
     ensure_infrastructure,
@@ -152,6 +153,44 @@ async def test_deleted_addon_object_is_detected_and_only_it_is_reapplied(
     assert (healed.status, healed.reason, healed.mutations) == ("True", "AddonsApplied", 1)
     assert f.mutations(EDGE) == 1
     assert (await verify_cluster(cluster, f.ctx)).reason == "Verified"
+
+
+async def test_verify_trusts_only_what_nobody_wrote_since_the_addon_stage_applied_it(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    objects = len(render_addons(cluster, f.inventory))
+    for stage in STAGE_ORDER[:-1]:
+        assert (await STAGES[stage](cluster, f.ctx)).ok, stage
+
+    # Verify in the run that applied the add-ons asks the server for no dry run of an
+    # object whose resourceVersion is still the one the apply answered with ...
+    f.sim.reset_stats()
+    assert (await verify_cluster(cluster, f.ctx)).reason == "Verified"
+    trusting = f.sim.stats()["requestsByTarget"]["clusters"][EDGE]
+    f.sim.reset_stats()
+    assert (await verify_cluster(cluster, f.with_timeouts())).reason == "Verified"
+    independent = f.sim.stats()["requestsByTarget"]["clusters"][EDGE]
+    assert independent - trusting == objects  # one dry-run apply per object
+
+    # ... and one that someone wrote in between is compared through the server again.
+    await ensure_addons(cluster, f.ctx)
+    f.sim.drift(
+        kind="change-object",
+        cluster=EDGE,
+        apiVersion="v1",
+        resource="configmaps",
+        namespace="kube-flannel",
+        name="kube-flannel-cfg",
+        patch={"data": {"cni-conf.json": "{}"}},
+    )
+    checked = await verify_cluster(cluster, f.ctx)
+    assert (checked.status, checked.reason) == ("False", "VerificationFailed")
+    assert (
+        "fail: ConfigMap kube-flannel/kube-flannel-cfg not drifted (.data.cni-conf.json)"
+        in checked.checks
+    ), [c for c in checked.checks if c.startswith("fail")]
 
 
 async def test_field_another_manager_changed_is_a_conflict_until_the_addonset_forces(

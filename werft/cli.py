@@ -316,7 +316,8 @@ def secret_set(
     value: str | None = typer.Option(None, "--value", help="The value (default: read stdin, "
                                      "so it stays out of shell history)."),
 ) -> None:
-    """Store a secret in the local store (file mode 0600); the value is never printed."""
+    """Store a secret in the secret store (``$WERFT_HOME/secrets``, file mode 0600, or the
+    SQL store of ``WERFT_STORE_URL``); the value is never printed."""
     import sys
 
     from werft.secrets import SecretStore
@@ -335,7 +336,7 @@ def secret_set(
     except ValueError as exc:
         typer.echo(f"werft: {exc}", err=True)
         raise typer.Exit(ExitCode.USAGE) from None
-    typer.echo(f"stored secret {name} in {store.root}")
+    typer.echo(f"stored secret {name} in {store.where}")
 
 
 # --- provisioning (flows/) -------------------------------------------------------------

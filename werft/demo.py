@@ -7,7 +7,9 @@
                                      stay up until Ctrl-C (browse runs, start new ones)
 
 Everything runs as child processes (this module imports no Prefect): the Prefect server
-keeps its database under ``.werft/prefect`` so run history survives between demos; the
+keeps its database under ``.werft/prefect`` (SQLite, the default) or, with
+``WERFT_DB=postgres``, in a local PostgreSQL cluster under ``.werft/postgres`` (Debian's
+postgresql package; started and stopped with the demo), so run history survives; the
 BMC credentials the sample inventory references are generated into the local secret store
 when missing (the simulator reads the same store). What was already running is reused:
 a Prefect server answering on the port, a simulator answering on 8686.
@@ -32,6 +34,8 @@ from pathlib import Path
 import httpx
 
 from werft.errors import SecretNotFound
+from werft.exitcodes import ExitCode
+from werft.postgres import LocalPostgres, PostgresError
 from werft.secrets import SecretStore, resolve, werft_home
 
 INVENTORY = Path("inventory")
@@ -41,6 +45,9 @@ DEFAULT_PORT = 4200
 # install, API, nodes, add-ons) into ~3 s, so the 320 clusters take a few minutes in
 # all, most of it the edge wave (50 clusters at a time, as the Fleet's policy says).
 TIME_SCALE = 150.0
+# Where the Prefect server keeps its data (WERFT_DB); SQLite needs nothing installed.
+DATABASES = ("sqlite", "postgres")
+PG_PORT = 54329  # off 5432, where a distribution's own cluster may already listen
 
 
 def say(text: str) -> None:
@@ -52,9 +59,12 @@ def say(text: str) -> None:
 
 @dataclass
 class Children:
-    """Processes this demo started; stopped in reverse order, whatever happens."""
+    """Processes this demo started; stopped in reverse order, whatever happens. A service
+    that runs detached (PostgreSQL under pg_ctl) joins with its stop function instead."""
 
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    procs: list[tuple[str, subprocess.Popen[bytes] | Callable[[], None]]] = field(
+        default_factory=list
+    )
 
     def start(self, name: str, args: list[str], env: dict[str, str], log: Path | None) -> None:
         out = open(log, "ab") if log else None  # noqa: SIM115 - closed with the process
@@ -67,14 +77,24 @@ class Children:
         )
         self.procs.append((name, proc))
 
+    def add_stop(self, name: str, stop: Callable[[], None]) -> None:
+        """Stop something started outside this group, in order with the processes."""
+        self.procs.append((name, stop))
+
     def check(self) -> None:
         for name, proc in self.procs:
-            if proc.poll() is not None:
+            if isinstance(proc, subprocess.Popen) and proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}")
 
     def stop(self, timeout: float = 15.0) -> None:
         for name, proc in reversed(self.procs):
-            if proc.poll() is None:
+            if not isinstance(proc, subprocess.Popen):
+                say(f"stopping {name}")
+                try:
+                    proc()
+                except PostgresError as exc:  # the others still get stopped
+                    say(f"stopping {name} failed: {exc}")
+            elif proc.poll() is None:
                 say(f"stopping {name}")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
@@ -134,34 +154,59 @@ def werft(*args: str) -> list[str]:
     return [sys.executable, "-m", "werft.cli", *args]
 
 
-def start_prefect(group: Children, home: Path, port: int) -> str:
-    """A local Prefect server (database under .werft/prefect); returns its API URL."""
+def database_choice() -> str:
+    """WERFT_DB: where the Prefect server keeps its data."""
+    db = os.environ.get("WERFT_DB") or "sqlite"
+    if db not in DATABASES:
+        raise ValueError(f"WERFT_DB={db!r}: use one of {', '.join(DATABASES)}")
+    return db
+
+
+def start_postgres(group: Children, home: Path) -> tuple[str, str]:
+    """The local PostgreSQL cluster under .werft/postgres with a `prefect` database;
+    returns its URL (it carries the password: never print it) and what to print."""
+    pg = LocalPostgres(home / "postgres" / "data", PG_PORT if port_free(PG_PORT) else free_port())
+    group.add_stop("PostgreSQL", pg.stop)  # before start: a half-started server is stopped too
+    pg.start()
+    url = pg.create_database("prefect")
+    where = f"PostgreSQL {pg.where('prefect')}, data in {pg.data_dir}"
+    say(f"PostgreSQL answers on {pg.where('prefect')} (log: {pg.log})")
+    return url, where
+
+
+def start_prefect(group: Children, home: Path, port: int, db: str) -> tuple[str, str]:
+    """A local Prefect server on SQLite (under .werft/prefect) or PostgreSQL (under
+    .werft/postgres); returns its API URL and, for people, which database it runs on."""
     api = f"http://127.0.0.1:{port}/api"
     if answers(f"{api}/health"):
         say(f"reusing the Prefect server already answering on {api}")
-        return api
+        return api, "whichever the running server was started with"
     if not port_free(port):
         port = free_port()
         api = f"http://127.0.0.1:{port}/api"
         say(f"port {DEFAULT_PORT} is taken; using {port}")
     prefect_home = home / "prefect"
     prefect_home.mkdir(parents=True, exist_ok=True)
+    if db == "postgres":
+        database, where = start_postgres(group, home)
+    else:
+        database = f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
+        where = f"SQLite {prefect_home / 'prefect.db'}"
     env = {
         **os.environ,
         "PREFECT_HOME": str(prefect_home),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
-            f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
-        ),
+        # Prefect 3.9's name; PREFECT_API_DATABASE_CONNECTION_URL is its older alias.
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": api,
     }
     log = prefect_home / "server.log"
-    say(f"starting the Prefect server on {api} (log: {log})")
+    say(f"starting the Prefect server on {api}, database {where} (log: {log})")
     prefect = str(Path(sys.executable).with_name("prefect"))
     args = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     group.start("Prefect server", args, env, log)
     wait_until(lambda: answers(f"{api}/health"), "the Prefect server", 120, group)
-    return api
+    return api, where
 
 
 def ensure_bmc_secrets(inventory: Path) -> int:
@@ -248,14 +293,14 @@ def start_change_loop(
 # --- the two modes ------------------------------------------------------------------------------
 
 
-def demo(inventory: Path, port: int, time_scale: float) -> int:
+def demo(inventory: Path, port: int, time_scale: float, db: str) -> int:
     home = werft_home()
     started = time.monotonic()
     with children() as group:
-        api = start_prefect(group, home, port)
+        api, database = start_prefect(group, home, port, db)
         made = ensure_bmc_secrets(inventory)
         if made:
-            say(f"generated {made} BMC credential(s) into {SecretStore().root}")
+            say(f"generated {made} BMC credential(s) into {SecretStore().where}")
         start_sim(group, inventory, home, time_scale)
         report = home / "demo-report.json"
         report.unlink(missing_ok=True)
@@ -278,15 +323,16 @@ def demo(inventory: Path, port: int, time_scale: float) -> int:
     say(f"done in {total:.0f} s: {counts or 'no result'}")
     if summary.get("url"):
         say(f"the run in the Prefect UI: {summary['url']}")
-        say("  (open it with `make up`, which keeps the server up; history is in .werft/prefect)")
+        say("  (open it with `make up`, which keeps the server up)")
+    say(f"the Prefect server's database (the run history): {database}")
     say("artifacts of the run: werft-plan, werft-<wave> progress, werft-fleet, werft-summary")
     return code
 
 
-def stay_up(inventory: Path, port: int, time_scale: float) -> int:
+def stay_up(inventory: Path, port: int, time_scale: float, db: str) -> int:
     home = werft_home()
     with children() as group:
-        api = start_prefect(group, home, port)
+        api, database = start_prefect(group, home, port, db)
         ensure_bmc_secrets(inventory)
         sim = start_sim(group, inventory, home, time_scale)
         # the runner looks for new runs every 2 s (default 10): UI clicks start promptly
@@ -301,6 +347,7 @@ def stay_up(inventory: Path, port: int, time_scale: float) -> int:
             "werft serve", werft("serve", "--time-scale", str(time_scale)), env, home / "serve.log"
         )
         ui = api.removesuffix("/api")
+        pg_log = f", {home}/postgres/server.log" if db == "postgres" else ""
         print(
             f"""
   Changes by PR    git clone {hooks.repo} fleet && cd fleet && git switch -c my-change
@@ -308,12 +355,12 @@ def stay_up(inventory: Path, port: int, time_scale: float) -> int:
                    git push origin my-change:main                          -> reconcile
                    .venv/bin/werft plan --repo {hooks.repo} --base main --head my-change
                    receiver: {hooks.url}/hooks/github (log: {home}/webhook.log)
-  Prefect UI       {ui}
+  Prefect UI       {ui}   (its database: {database})
                    Deployments -> provision-fleet -> Run (the form is the ProvisionRequest)
   CLI              PREFECT_API_URL={api} .venv/bin/werft provision --via-api
   REST             see README "Provisioning with Prefect"
   Simulator        {sim}   (kubectl: .venv/bin/werft sim kubeconfig <cluster> > kc.yaml)
-  Logs             {home}/serve.log, {home}/sim.log, {home}/prefect/server.log
+  Logs             {home}/serve.log, {home}/sim.log, {home}/prefect/server.log{pg_log}
 
   Ctrl-C stops everything.
 """,
@@ -347,17 +394,22 @@ def main(argv: list[str] | None = None) -> int:
         "--time-scale", type=float, default=float(os.environ.get("WERFT_TIME_SCALE", TIME_SCALE))
     )
     args = parser.parse_args(argv)
+    try:
+        db = database_choice()
+    except ValueError as exc:
+        say(f"failed: {exc}")
+        return ExitCode.USAGE
     # Ctrl-C and a plain `kill` both end in the same clean shutdown (even where the shell
     # started us with SIGINT ignored, as non-interactive shells do for background jobs).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     run = stay_up if args.stay_up else demo
     try:
-        return run(args.inventory, args.port, args.time_scale)
+        return run(args.inventory, args.port, args.time_scale, db)
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped")
         return 130
-    except RuntimeError as exc:
+    except (RuntimeError, PostgresError) as exc:
         say(f"failed: {exc}")
         return 1
 

@@ -27,7 +27,7 @@ import contextvars
 import functools
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -182,6 +182,14 @@ _BUILTIN: dict[tuple[str, str], tuple[str, bool]] = {
 }
 
 
+def _key(obj: Mapping[str, Any], namespaced: bool) -> tuple[str, str, str, str]:
+    """Where an object lives; a namespaced manifest without a namespace goes to default,
+    as the server puts it there."""
+    meta = obj.get("metadata") or {}
+    namespace = (meta.get("namespace") or "default") if namespaced else ""
+    return obj.get("apiVersion", ""), obj.get("kind", ""), namespace, meta.get("name", "")
+
+
 def describe(obj: Mapping[str, Any]) -> str:
     """``Deployment kube-system/metrics-server``, the way a person names an object."""
     meta = obj.get("metadata") or {}
@@ -301,6 +309,24 @@ class KubeClient:
     ) -> list[Obj]:
         """Objects of a kind; ``namespace=None`` lists across all namespaces."""
         return await self._run(self._list, api_version, kind, namespace, label_selector)
+
+    async def get_live_all(
+        self, manifests: Sequence[Mapping[str, Any]], *, label_selector: str
+    ) -> list[Obj | None]:
+        """The live counterpart of each manifest (None: absent), by one LIST per kind across
+        namespaces instead of a GET per object: ``label_selector`` is the label werft puts
+        on everything it applies, so the lists hold every object of werft's and little
+        else. An object someone took the label off reads as absent -- it drifted, and the
+        next apply puts the label back."""
+        kinds = list(dict.fromkeys((m["apiVersion"], m["kind"]) for m in manifests))
+        listed = await asyncio.gather(
+            *(self._run(self._list_kind, v, k, label_selector) for v, k in kinds)
+        )
+        namespaced = {kind: scoped for kind, (scoped, _) in zip(kinds, listed, strict=True)}
+        live = {_key(item, scoped): item for scoped, items in listed for item in items}
+        return [
+            live.get(_key(m, namespaced[(m["apiVersion"], m["kind"])])) for m in manifests
+        ]
 
     async def apply(
         self, obj: Mapping[str, Any], *, force: bool = False, dry_run: bool = False
@@ -424,7 +450,23 @@ class KubeClient:
         query = {"labelSelector": label_selector} if label_selector else None
         body = self._call("GET", resource.path(None, namespace), query=query, what=f"{kind} list")
         assert body is not None
-        return list(body.get("items") or [])
+        # A real server leaves apiVersion and kind out of a built-in kind's list items
+        # (kubernetes/kubernetes#3030); filled in as kubectl does, so a listed object
+        # compares and keys like a fetched one.
+        return [
+            {"apiVersion": api_version, "kind": kind, **item} for item in body.get("items") or []
+        ]
+
+    def _list_kind(
+        self, api_version: str, kind: str, label_selector: str
+    ) -> tuple[bool, list[Obj]]:
+        """(namespaced, the objects of the kind across namespaces); a kind the server does
+        not serve (a CRD not there yet) has none."""
+        try:
+            resource = self._resource(api_version, kind)
+        except NotServed:
+            return True, []
+        return resource.namespaced, self._list(api_version, kind, None, label_selector)
 
     def _delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
         resource = self._resource(api_version, kind)

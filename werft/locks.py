@@ -1,52 +1,68 @@
 """Per-cluster work locks, so drift remediation and provisioning never work on one cluster
 at once -- in one process or across Prefect workers on many machines.
 
-A lock is a file ``<WERFT_HOME>/locks/clusters/<cluster>.lock`` created with
-``O_CREAT | O_EXCL`` (create-if-absent: of two workers, exactly one creates it), holding
-who took it and until when. WERFT_HOME is already the store every worker sees (cluster
-CAs, kubeconfigs: DESIGN.md), so the lock needs no new infrastructure, costs no request,
-and works the same in tests and in production (on NFS, O_EXCL is atomic since v3).
+A lock is a lease named ``clusters/<cluster>.lock`` in the store every worker sees
+(``werft.statestore``): the file ``<WERFT_HOME>/locks/clusters/<cluster>.lock`` by default,
+a row of the SQL store when ``WERFT_STORE_URL`` is set. It holds who took it and until
+when, and is created with create-if-absent (``put_if_absent``: of two workers, exactly
+one creates it). That is the store the cluster CAs and kubeconfigs live in already, so the
+lock needs no new infrastructure, costs one small request, and works the same in tests
+and in production.
 
 Why not Prefect concurrency limits keyed by cluster: Prefect hands out slots by polling
 (seconds of slack per acquisition, DESIGN.md), a 10,000-cluster fleet would need 10,000
 limit objects on the server and a request per cluster per run, and a check of the fleet
 would have to ask the server about each cluster to know which ones are busy.
 
-Locks are leases: a holder that died leaves a file whose ``expires`` has passed (6 h,
-longer than any rollout), or -- on the same machine -- whose process is gone (a run killed
-with kill -9: the next run resumes at once); the next taker removes it (renaming it aside
-first, so of two takers only one removes it) and takes the lock. A holder re-entering
-with the same id (the drift run's remediation calling the provisioning rollout) keeps it.
+Locks are leases: a holder that died leaves a lease whose ``expires`` has passed (6 h,
+longer than any rollout), or -- taken on this machine -- whose process is gone (a run
+killed with kill -9: the next run resumes at once); the next taker replaces it with its
+own by compare-and-set (``replace_if``: only while it is still the lease it judged
+stale), so of two takers exactly one breaks it. A holder re-entering with the same id
+(the drift run's remediation calling the provisioning rollout) keeps it; releasing
+deletes the lease only while it is still the holder's own (``delete_if``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from werft.statestore import StateBackend, state_backend
 
 DEFAULT_TTL_S = 6 * 3600.0  # longer than any rollout's stage deadlines add up to
 
 
 class ClusterLocks:
-    def __init__(self, home: Path, holder: str, *, ttl_s: float = DEFAULT_TTL_S) -> None:
-        self.folder = home / "locks" / "clusters"
+    """Leases on clusters for ``holder``, in ``backend`` -- by default the store of the
+    werft home ``home`` (``werft.statestore.state_backend``: the SQL store when
+    ``WERFT_STORE_URL`` is set, else ``<home>/locks``)."""
+
+    def __init__(
+        self,
+        home: Path,
+        holder: str,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        backend: StateBackend | None = None,
+    ) -> None:
+        self.backend = backend or state_backend("locks", home)
         self.holder = holder
         self.ttl_s = ttl_s
 
-    def _path(self, cluster: str) -> Path:
-        return self.folder / f"{cluster}.lock"
+    @staticmethod
+    def _name(cluster: str) -> str:
+        return f"clusters/{cluster}.lock"
 
     def holder_of(self, cluster: str) -> str | None:
         """Who holds the cluster now (None: nobody, or a lease that expired)."""
-        info = self._read(self._path(cluster))
+        info = _parse(self.backend.get(self._name(cluster)))
         if info is None or _stale(info):
             return None
         return str(info.get("holder", "?"))
@@ -57,26 +73,23 @@ class ClusterLocks:
         return {c: h for c, h in found.items() if h is not None and h != self.holder}
 
     def try_acquire(self, cluster: str) -> bool:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(cluster)
-        body = json.dumps({"holder": self.holder, "host": socket.gethostname(),
-                           "pid": os.getpid(), "expires": time.time() + self.ttl_s})
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            except FileExistsError:
-                info = self._read(path)
-                if info == {}:
-                    return False  # being written this instant: held
-                if info is not None and info.get("holder") == self.holder:
-                    return True
-                if info is not None and not _stale(info):
-                    return False
-                self._break(path, info)
-                continue
-            with os.fdopen(fd, "w") as out:
-                out.write(body)
-            return True
+        name = self._name(cluster)
+        lease = json.dumps({"holder": self.holder, "host": socket.gethostname(),
+                            "pid": os.getpid(), "expires": time.time() + self.ttl_s}).encode()
+        for _ in range(3):
+            stored = self.backend.put_if_absent(name, lease)
+            if stored == lease:
+                return True
+            info = _parse(stored)
+            if info == {}:
+                return False  # unreadable: its writer is there; treat as held
+            if info is not None and info.get("holder") == self.holder:
+                return True
+            if info is not None and not _stale(info):
+                return False
+            if self.backend.replace_if(name, stored, lease):
+                return True  # broke the stale lease: exactly one taker does
+            # Another taker broke it first, or its holder released it: look again.
         return False
 
     def acquire(self, clusters: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -113,10 +126,13 @@ class ClusterLocks:
 
     def release(self, clusters: Iterable[str]) -> None:
         for cluster in clusters:
-            path = self._path(cluster)
-            info = self._read(path)
-            if info is not None and info.get("holder") == self.holder:
-                path.unlink(missing_ok=True)
+            name = self._name(cluster)
+            stored = self.backend.get(name)
+            info = _parse(stored)
+            if stored is not None and info is not None and info.get("holder") == self.holder:
+                # Only the lease read here: if it expired and another took the cluster
+                # since, theirs stays.
+                self.backend.delete_if(name, stored)
 
     @contextmanager
     def holding(self, clusters: Iterable[str]) -> Iterator[list[str]]:
@@ -127,28 +143,17 @@ class ClusterLocks:
         finally:
             self.release(taken)
 
-    def _break(self, path: Path, seen: dict[str, object] | None) -> None:
-        """Remove an expired lease. Renaming is atomic: of two takers one gets the file;
-        if what it got is not the lease it judged expired, it puts it back."""
-        aside = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return
-        if seen is not None and self._read(aside) != seen:
-            with contextlib.suppress(FileExistsError):  # someone created a new lock since
-                os.link(aside, path)
-        aside.unlink(missing_ok=True)
 
-    @staticmethod
-    def _read(path: Path) -> dict[str, object] | None:
-        try:
-            info = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError):
-            return {}  # half written: its writer is there; treat as held until it expires
-        return info if isinstance(info, dict) else {}
+def _parse(raw: bytes | None) -> dict[str, object] | None:
+    """The lease (None: there is none; ``{}``: unreadable -- an empty file that a werft
+    from before ``put_if_absent`` created with O_EXCL and is writing this instant)."""
+    if raw is None:
+        return None
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _stale(info: dict[str, object]) -> bool:

@@ -2,7 +2,9 @@
 
 Resolution order for a reference such as ``bmc-fra1``:
   1. the environment: ``WERFT_SECRET_BMC_FRA1``;
-  2. the local secret store (``$WERFT_HOME/secrets/<name>``, directory 0700, files 0600);
+  2. the secret store: the SQL table named by ``WERFT_STORE_URL`` when it is set (shared
+     by every worker on every machine), else ``$WERFT_HOME/secrets/<name>`` (directory
+     0700, files 0600) -- see ``werft.statestore``;
   3. any extra backend registered at run time (the Prefect layer registers Secret blocks;
      this module does not import Prefect).
 
@@ -19,13 +21,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from werft.errors import SecretNotFound
-from werft.files import write_atomically
 from werft.redact import register_basic_auth, register_secret
+from werft.statestore import FileBackend, StateBackend, state_backend
 
 Backend = Callable[[str], str | None]
 Invalidator = Callable[[str], None]
@@ -45,87 +46,81 @@ def env_var_for(ref: str) -> str:
 
 
 class SecretStore:
-    """A file-per-secret store, readable only by its owner."""
+    """Named secrets and generated state, in the store every worker sees.
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root or werft_home() / "secrets"
+    ``SecretStore()`` is the shared store: the SQL table of ``WERFT_STORE_URL`` when it is
+    set, else files under ``$WERFT_HOME/secrets`` (``for_home`` picks the same for another
+    home). ``SecretStore(root)`` is files under ``root``, whatever the environment says
+    (tests, and tools that read one machine's folder). Files are readable only by their
+    owner (folders 0700, files 0600).
 
-    def _path(self, name: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*", name) or ".." in name:
-            raise ValueError(f"invalid secret name {name!r}")
-        return self.root / name
+    ``root`` is always a local folder: the files themselves, or -- with a SQL store --
+    where this machine keeps local helpers (``werft.render.pki``'s replacement locks).
+    ``backend`` holds the values; everything read or written through this class is
+    registered for redaction unless its name ends in a public suffix, on either backend.
+    """
+
+    def __init__(self, root: Path | None = None, *, backend: StateBackend | None = None) -> None:
+        home = werft_home()
+        self.root = root or home / "secrets"
+        if backend is None:
+            backend = FileBackend(root) if root is not None else state_backend("secrets", home)
+        self.backend = backend
+
+    @classmethod
+    def for_home(cls, home: Path) -> SecretStore:
+        """The shared store of a werft home: the SQL store when ``WERFT_STORE_URL`` is set,
+        else ``<home>/secrets``."""
+        return cls(home / "secrets", backend=state_backend("secrets", home))
+
+    @property
+    def where(self) -> str:
+        """Where the values live, for messages (a SQL store's URL without credentials)."""
+        return self.backend.description
 
     def put(self, name: str, value: str | bytes) -> None:
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
         if not name.endswith(_PUBLIC_SUFFIXES):
             register_secret(value)  # generated here (a CA key, a token): masked from now on
-        write_atomically(path, value)  # a crash never leaves half a key behind
+        self.backend.put(name, _bytes(value))  # atomic: a crash never leaves half a key
 
     def put_if_absent(self, name: str, value: str | bytes) -> str:
         """Store ``value`` under ``name`` unless something is stored there already, and
         return what is stored afterwards: ``value`` if this call won, the earlier writer's
-        value if it lost. Two workers racing on one name both get the one winner.
-
-        Why it is atomic: the value is written completely to a temporary file of a unique
-        name in the same folder, then published with ``link(tmp, name)``, which creates
-        the name only if it does not exist (``EEXIST`` otherwise) in one step of the
-        filesystem -- the guarantee of ``O_CREAT|O_EXCL``, but ``O_EXCL`` would publish
-        the name while the file is still empty. ``link`` is atomic on NFS too; a lost
-        reply whose retry says ``EEXIST`` is harmless, because the loser's path reads
-        back what is stored rather than assuming it lost. A reader never sees half a
-        key: the name appears only once the file behind it is complete, and it is
-        never changed by this method (``put`` overwrites, for repairs and renewals,
-        with ``replace``, which is atomic too).
+        value if it lost. Two workers racing on one name both get the one winner -- on
+        files by ``link`` (atomic, NFS included), on SQL by ``INSERT ... ON CONFLICT DO
+        NOTHING`` and reading back (see ``werft.statestore``). A reader never sees half a
+        key, and this method never changes a stored value (``put`` overwrites, for
+        repairs and renewals, atomically too).
         """
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
-        data = value.encode() if isinstance(value, str) else value
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:  # mkstemp creates it 0600
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())  # complete on disk before its name is public
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                stored = path.read_text()
-            else:
-                stored = data.decode()
-        finally:
-            os.unlink(tmp)
+        stored = self.backend.put_if_absent(name, _bytes(value)).decode()
         if not name.endswith(_PUBLIC_SUFFIXES):
             register_secret(stored)
         return stored
 
     def get(self, name: str) -> str | None:
-        path = self._path(name)
-        if not path.exists():
+        raw = self.backend.get(name)
+        if raw is None:
             return None
-        value = path.read_text()
+        value = raw.decode()
         if not name.endswith(_PUBLIC_SUFFIXES):
             register_secret(value)
         return value
 
     def delete(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
+        self.backend.delete(name)
 
     def names(self, prefix: str) -> list[str]:
         """The names stored under the folder ``prefix`` (which ends with ``/``), sorted;
         not recursive."""
-        folder = self._path(prefix.rstrip("/"))
-        if not folder.is_dir():
-            return []
-        return sorted(
-            prefix + p.name for p in folder.iterdir() if p.is_file() and not p.name.endswith(".tmp")
-        )
+        return self.backend.names(prefix)
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
 
 
 def register_backend(backend: Backend, *, invalidate: Invalidator | None = None) -> None:
-    """Add a backend after the environment and the local store; ``invalidate(ref)`` drops
+    """Add a backend after the environment and the secret store; ``invalidate(ref)`` drops
     what it cached for ``ref`` (see ``invalidate``)."""
     if backend not in _extra_backends:
         _extra_backends.append(backend)
@@ -136,7 +131,7 @@ def register_backend(backend: Backend, *, invalidate: Invalidator | None = None)
 def invalidate(ref: str) -> None:
     """Forget any cached value of ``ref``: the endpoint refused it (HTTP 401), so the next
     ``resolve`` reads it from its source again (a rotated password). The environment and
-    the local store are read on every ``resolve`` anyway."""
+    the secret store are read on every ``resolve`` anyway."""
     for drop in _invalidators:
         drop(ref)
 

@@ -40,7 +40,7 @@ import yaml
 from tests.simfixtures import free_port, wait_for
 from werft.conditions import STAGE_ORDER
 from werft.demo import ensure_bmc_secrets
-from werft.drift.addons import MANAGED_SELECTOR, PRUNE_KINDS
+from werft.drift.addons import PRUNE_KINDS
 from werft.drift.check import check_clusters
 from werft.drift.findings import Outcome
 from werft.drift.report import DriftReport
@@ -48,7 +48,7 @@ from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
 from werft.inventory.resolved import Inventory
 from werft.providers import parse_bmc_address
-from werft.render.addons import render_addons
+from werft.render.addons import MANAGED_SELECTOR, render_addons
 from werft.secrets import SecretStore, basic_auth
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
 

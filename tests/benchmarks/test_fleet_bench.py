@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -31,13 +32,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tasks.context import SIMULATED_MIN_DEADLINE_S
 from tests.simfixtures import free_port, reserve_port, running_sim, wait_for
 from werft.conditions import STAGE_ORDER
 from werft.demo import ensure_bmc_secrets
 from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
-from werft.plan import plan_fleet, task_runs, waves
+from werft.plan import Outcome, plan_fleet, task_runs, waves
+from werft.render.addons import render_addon_objects
+from werft.sim.clock import Delays
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
+from werft.stages.checks import WORKLOAD_KINDS
 
 EDGE_SITES = int(os.environ.get("WERFT_BENCH_EDGE_SITES", "300"))
 FLAKY_EDGE_SITES = int(os.environ.get("WERFT_BENCH_FLAKY_EDGE_SITES", "300"))
@@ -113,12 +118,14 @@ def _healthy(api: str) -> bool:
 
 
 @contextlib.contextmanager
-def edge_fleet(workdir: Path) -> Iterator[tuple[Path, object]]:
+def edge_fleet(
+    workdir: Path, time_scale: float = TIME_SCALE, sites: int = EDGE_SITES
+) -> Iterator[tuple[Path, object]]:
     sock = reserve_port()
     root = workdir / "inventory"
     write_fleet(
         root,
-        edge_sites=EDGE_SITES,
+        edge_sites=sites,
         core_sites=0,
         near_edge_sites=0,
         endpoint=f"http://127.0.0.1:{sock.getsockname()[1]}",
@@ -127,18 +134,20 @@ def edge_fleet(workdir: Path) -> Iterator[tuple[Path, object]]:
     with running_sim(
         root,
         sock=sock,
-        time_scale=TIME_SCALE,
+        time_scale=time_scale,
         artifacts_dir=workdir / ".werft/artifacts",
         default_credentials=None,
     ) as sim:
         yield root, sim
 
 
-async def _without_prefect(root: Path) -> int:
+async def _without_prefect(root: Path, time_scale: float = TIME_SCALE) -> int:
     """The baseline: the same waves and batches, stages called directly."""
     inventory = load_inventory(root)
     plan = plan_fleet(inventory.clusters.values(), {})
-    ctx = StageContext.for_inventory(inventory, timeouts=StageTimeouts().scaled(TIME_SCALE))
+    # The stage deadlines the flows use (tasks/context.py), so both sides fail alike.
+    timeouts = StageTimeouts().scaled(time_scale, min_deadline=SIMULATED_MIN_DEADLINE_S)
+    ctx = StageContext.for_inventory(inventory, timeouts=timeouts)
     verified = 0
     try:
         for wave in waves(plan, inventory.fleet.spec.rollout):
@@ -214,6 +223,132 @@ def test_rollout_of_edge_sites_with_prefect_vs_without(
         f"with Prefect {best['prefect']:.1f} s ({prefect_rate:.2f} clusters/s, {runs} task "
         f"runs): {prefect_rate / base_rate:.2f}x the baseline's rate"
     )
+
+
+# --- a large run, as the Prefect server records it ------------------------------------------
+
+RECORDED_WITHIN_S = 60.0
+FINAL = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
+
+
+def _count_task_runs(api: str, flow_run_id: str, states: list[str] | None = None) -> int:
+    body: dict[str, object] = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
+    if states:
+        body["task_runs"] = {"state": {"type": {"any_": states}}}
+    response = httpx.post(f"{api}/task_runs/count", json=body, timeout=30)
+    response.raise_for_status()
+    return int(response.json())
+
+
+@pytest.mark.bench
+def test_edge_rollout_as_the_prefect_server_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WERFT_BENCH_EDGE_SITES edge sites (the issue's run: 10,000) through provision-fleet
+    against a real Prefect server: every cluster Verified; every task run recorded in a
+    final state within RECORDED_WITHIN_S of the end; no 5xx and no dropped events in the
+    server's or the client's log; the server's database size per cluster."""
+    home = tmp_path / "prefect"
+    home.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.models import ProvisionRequest
+    from flows.provision import provision_fleet
+
+    with prefect_server(home) as api, edge_fleet(tmp_path) as (root, _sim):
+        with temporary_settings({PREFECT_API_URL: api}):
+            start = time.perf_counter()
+            state = asyncio.run(
+                provision_fleet(
+                    ProvisionRequest(inventory=str(root), time_scale=TIME_SCALE),
+                    return_state=True,
+                )
+            )
+            seconds = time.perf_counter() - start
+        result = state.result(raise_on_failure=False)
+        ended = time.perf_counter()
+        assert result.flow_run_id is not None
+        recorded = 0
+        while time.perf_counter() - ended < RECORDED_WITHIN_S:
+            recorded = _count_task_runs(api, result.flow_run_id, FINAL)
+            if recorded >= result.task_runs:
+                break
+            time.sleep(1)
+        lag = time.perf_counter() - ended
+        total = _count_task_runs(api, result.flow_run_id)
+    server_log = (home / "server.log").read_text(errors="replace")
+    database = sum(p.stat().st_size for p in home.glob("prefect.db*"))
+    verified = result.count(Outcome.VERIFIED)
+    print(
+        f"\n{EDGE_SITES} edge sites with Prefect: {verified} Verified in {seconds:.0f} s "
+        f"({EDGE_SITES / seconds:.2f} clusters/s); {total} task runs, {recorded} final "
+        f"{lag:.1f} s after the end (of {result.task_runs} planned); server database "
+        f"{database / 2**20:.1f} MiB = {database / EDGE_SITES / 1024:.1f} KiB per cluster"
+    )
+    assert verified == EDGE_SITES, result.counts()
+    assert recorded >= result.task_runs and lag <= RECORDED_WITHIN_S
+    for sign in (" 500 ", "Internal Server Error", "dropped", "Dropped"):
+        assert sign not in server_log, sign
+
+
+# --- the baseline against what the rollout policy allows ------------------------------------
+
+
+PHYSICAL_TIME_SCALE = 60.0
+PHYSICAL_GOAL = 1.2
+
+
+def physical_limit_s(root: Path, time_scale: float) -> tuple[float, float, int]:
+    """What the rollout policy allows on infinitely fast CPUs: (the limit in seconds, one
+    cluster's chain of simulator latencies in simulated seconds, the rounds of batches).
+
+    One single-node edge cluster, as werft/sim/lifecycle.py and kube/controllers.py time
+    it: POST, the install, the API coming up, the node joining; then its first add-on
+    level (the CNI) and the node turning Ready (whichever is later), and each further
+    add-on level's workloads rolling out after the one it depends on. The media fetch
+    overlaps POST. A wave's canary batch runs alone; the rest run ``batches_in_flight``
+    at a time, all clusters of a batch at once -- ceil(N / maxConcurrency) rounds."""
+    inventory = load_inventory(root)
+    plan = plan_fleet(inventory.clusters.values(), {})
+    d = Delays()
+    any_cluster = next(iter(inventory.clusters.values()))
+    levels = max(
+        item.level
+        for item in render_addon_objects(any_cluster, inventory)
+        if item.obj["kind"] in WORKLOAD_KINDS
+    )
+    chain = (
+        d.post + d.install + d.api_up + d.node_join
+        + max(d.node_ready, d.workload_available)
+        + d.workload_available * levels
+    )
+    rounds = sum(
+        (1 if wave.canary else 0) + math.ceil(len(wave.rest) / wave.batches_in_flight)
+        for wave in waves(plan, inventory.fleet.spec.rollout)
+    )
+    return rounds * chain / time_scale, chain, rounds
+
+
+@pytest.mark.bench
+def test_baseline_at_time_scale_60_against_the_physical_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
+    with edge_fleet(tmp_path, PHYSICAL_TIME_SCALE) as (root, _sim):
+        limit, chain, rounds = physical_limit_s(root, PHYSICAL_TIME_SCALE)
+        start = time.perf_counter()
+        assert asyncio.run(_without_prefect(root, PHYSICAL_TIME_SCALE)) == EDGE_SITES
+        seconds = time.perf_counter() - start
+    print(
+        f"\nbaseline rollout of {EDGE_SITES} edge sites at time scale "
+        f"{PHYSICAL_TIME_SCALE:g}: {seconds:.1f} s; the physical limit of the rollout "
+        f"policy: {rounds} rounds x {chain:g} simulated s / {PHYSICAL_TIME_SCALE:g} = "
+        f"{limit:.1f} s; {seconds / limit:.2f}x the limit (goal: <= {PHYSICAL_GOAL}x)"
+    )
+    assert seconds >= limit * 0.95  # no run beats physics: the formula would be wrong
 
 
 # --- the same fleet with and without faults -----------------------------------------------------

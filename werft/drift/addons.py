@@ -20,9 +20,8 @@ from werft.drift.findings import ABSENT, Area, Finding, Kind, show
 from werft.drift.paths import owned_by, server_text, value_at
 from werft.kube import FIELD_MANAGER, ApplyConflict, KubeClient, describe
 from werft.redact import redact
-from werft.render.addons import LABEL_ADDON, LABEL_MANAGED_BY, MANAGED_BY, RenderedObject
+from werft.render.addons import LABEL_ADDON, MANAGED_SELECTOR, RenderedObject
 
-MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 

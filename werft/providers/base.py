@@ -117,6 +117,12 @@ class Provider(Protocol):
         ``seed_outdated``/``image_outdated`` say whether a running machine differs."""
         ...
 
+    async def observe_power(self, machine: Machine) -> MachineState:
+        """Read-only, and cheaper than ``observe`` where media are separate resources
+        (Redfish): the machine's power, and whether its endpoint answers at all, without
+        its media (``media`` is empty). For polls and reach probes."""
+        ...
+
     async def ensure(self, machine: Machine, image_url: str, seed_url: str) -> int:
         """Make the machine boot ``image_url`` with the NoCloud seed ``seed_url``.
 
@@ -241,7 +247,7 @@ async def poll_until_powered_on(
     """The shared wait loop: observe until powered on, with a deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        state = await provider.observe(machine)
+        state = await provider.observe_power(machine)
         if state.powered_on:
             return state
         left = deadline - time.monotonic()

@@ -261,6 +261,9 @@ class LibvirtProvider:
             state, _ = assess(state, image_url, seed_url)
         return state
 
+    async def observe_power(self, machine: Machine) -> MachineState:
+        return await self.observe(machine)  # one read either way: media come with it
+
     async def ensure(self, machine: Machine, image_url: str, seed_url: str) -> int:
         return await self._run(
             machine, "define and start the domain", self._ensure_sync, machine, image_url, seed_url

@@ -1,7 +1,8 @@
 """What werft did to a machine, remembered where every run and every worker sees it.
 
-Two records per machine, kept in the secret store (DESIGN.md: generated state lives in a
-store every worker sees) under ``machines/<machine>/``:
+Two records per machine, kept in the secret store's backend (DESIGN.md: generated state
+lives in a store every worker sees -- ``$WERFT_HOME/secrets`` by default, the SQL store
+when ``WERFT_STORE_URL`` is set) under ``machines/<machine>/``:
 
 ``last-reset``  the last reset werft sent the machine: its type, when (wall clock, so
                 another process can compare), and whether werft has since seen it take
@@ -15,11 +16,12 @@ store every worker sees) under ``machines/<machine>/``:
                 single-node site), even after ``release`` ejected the media. An install
                 that werft starts (``ensure``) forgets it.
 
-They live in the secret store's folder, the one every run and worker shares (the cluster
-CAs are there), as files of their own rather than secrets: they carry nothing secret,
-and everything ``SecretStore.get`` hands out is registered for redaction -- thousands of
-changing records would only bloat that. Writes are atomic (a crash never leaves half a
-record). Machine names are unique across an inventory, so they key the records.
+They live in the secret store, the one every run and worker shares (the cluster CAs are
+there), but are read and written through its backend directly rather than as secrets:
+they carry nothing secret, and everything ``SecretStore.get`` hands out is registered
+for redaction -- thousands of changing records would only bloat that. Writes are atomic
+(a crash never leaves half a record). Machine names are unique across an inventory, so
+they key the records.
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
-from werft.files import write_atomically
 from werft.secrets import SecretStore
 
 log = logging.getLogger(__name__)
 
-PREFIX = "machines"  # <secret store root>/machines/<machine>/<record>
+PREFIX = "machines"  # in the secret store: machines/<machine>/<record>
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 # Real servers spend minutes in POST (memory training, option ROMs) before they boot the
 # installer; a second reset inside this window restarts them mid-POST.
@@ -174,34 +174,31 @@ class MachineRecords:
 
     # --- storage --------------------------------------------------------------------------
 
-    def _path(self, machine: str, what: str) -> Path | None:
+    def _name(self, machine: str, what: str) -> str | None:
         if self._store is None:
             return None
         if not _NAME.fullmatch(machine):
             raise ValueError(f"invalid machine name {machine!r}")
-        return self._store.root / PREFIX / machine / what
+        return f"{PREFIX}/{machine}/{what}"
 
     def _read(self, machine: str, what: str) -> dict[str, object] | None:
-        path = self._path(machine, what)
-        if path is None:
+        name = self._name(machine, what)
+        if name is None or self._store is None:
             return None
         try:
-            value = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
+            raw = self._store.backend.get(name)  # not SecretStore.get: nothing to redact
+            value = json.loads(raw) if raw is not None else None
         except (OSError, ValueError):
             log.warning("machine %s: unreadable %s record; ignoring it", machine, what)
             return None
         return value if isinstance(value, dict) else None
 
     def _write(self, machine: str, what: str, value: dict[str, object]) -> None:
-        path = self._path(machine, what)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomically(path, json.dumps(value, sort_keys=True))
+        name = self._name(machine, what)
+        if name is not None and self._store is not None:
+            self._store.backend.put(name, json.dumps(value, sort_keys=True).encode())
 
     def _delete(self, machine: str, what: str) -> None:
-        path = self._path(machine, what)
-        if path is not None:
-            path.unlink(missing_ok=True)
+        name = self._name(machine, what)
+        if name is not None and self._store is not None:
+            self._store.backend.delete(name)

@@ -34,6 +34,8 @@ override and re-image it.
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -141,28 +143,35 @@ class _Session:
         body, _ = await self.calls.get_json(path, f"read {what}")
         return parse(model, body, path, f"{self.calls.target}: read {what}")
 
-    async def discover(self) -> _Location:
+    async def discover(self) -> tuple[_Location, tuple[System, str | None]]:
+        """The machine's links, and the system with its ETag as read on the way (so the
+        first look needs no second read of it)."""
         root = await self.read(ServiceRoot, self.address.root, "the service root")
         if root.systems is None:
             raise PermanentError(f"{self.calls.target}: the service root links no Systems")
-        system = await self._find_system(root.systems.odata_id)
+        system, etag = await self._find_system(root.systems.odata_id)
         media_collection = await self._media_collection(root, system)
         members = await self.read(Collection, media_collection, "the VirtualMedia collection")
-        return _Location(
+        location = _Location(
             system=self.path(system.odata_id),
             media=tuple(self.path(m.odata_id) for m in members.members),
         )
+        return location, (system, etag)
 
-    async def _find_system(self, systems_id: str) -> System:
+    async def _find_system(self, systems_id: str) -> tuple[System, str | None]:
+        """The system and its ETag (kept: some BMCs refuse a PATCH without If-Match)."""
         wanted = self.address.system_id
         systems = await self.read(Collection, systems_id, "the Systems collection")
         for member in systems.members:
             if member.odata_id.rstrip("/").rsplit("/", 1)[-1] == wanted:
-                return await self.read(System, member.odata_id, f"system {wanted}")
+                path = self.path(member.odata_id)
+                body, response = await self.calls.get_json(path, f"read system {wanted}")
+                where = f"{self.calls.target}: read system {wanted}"
+                return parse(System, body, path, where), response.headers.get("ETag")
         # Not listed: a paginated collection, or an alias the BMC resolves by redirect
         # (sushy-tools answers a system's name with a redirect to its UUID). Ask directly.
         direct = f"{self.path(systems_id)}/{wanted}"
-        body, _ = await self.calls.get_json_or_none(direct, f"read system {wanted}")
+        body, response = await self.calls.get_json_or_none(direct, f"read system {wanted}")
         if body is None:
             listed = ", ".join(m.odata_id.rsplit("/", 1)[-1] for m in systems.members)
             raise PermanentError(
@@ -170,7 +179,8 @@ class _Session:
                 f"(the BMC lists: {listed or 'none'})",
                 reason=SYSTEM_NOT_FOUND,
             )
-        return parse(System, body, direct, f"{self.calls.target}: read system {wanted}")
+        where = f"{self.calls.target}: read system {wanted}"
+        return parse(System, body, direct, where), response.headers.get("ETag")
 
     async def _media_collection(self, root: ServiceRoot, system: System) -> str:
         if system.virtual_media is not None:
@@ -239,6 +249,35 @@ class _View:
         )
 
 
+class _RecentViews:
+    """The view ``observe`` just took of a machine, handed once to the ``ensure`` that
+    follows it (the infrastructure stage observes every machine, then ensures those that
+    need it): three reads fewer per machine. Only a view at most ``FRESH_S`` old is
+    handed out, and only to ``ensure``, which decides from the same fields a fresh read
+    would give it and fails safe on a machine that moved meanwhile (If-Match on the
+    ETag; resets and media inserts are observed before they are repeated). ``release``
+    always reads afresh: the boot it follows changes the machine by itself (a Cd/Once
+    override is consumed)."""
+
+    FRESH_S = 5.0
+
+    def __init__(self) -> None:
+        self._views: OrderedDict[str, tuple[float, _View]] = OrderedDict()
+
+    def keep(self, machine: str, view: _View) -> None:
+        now = time.monotonic()
+        self._views.pop(machine, None)
+        self._views[machine] = (now, view)
+        while self._views and next(iter(self._views.values()))[0] < now - self.FRESH_S:
+            self._views.popitem(last=False)  # oldest first: never more than FRESH_S worth
+
+    def take(self, machine: str) -> _View | None:
+        taken = self._views.pop(machine, None)
+        if taken is None or taken[0] < time.monotonic() - self.FRESH_S:
+            return None
+        return taken[1]
+
+
 class RedfishProvider:
     """Redfish BMCs behind one origin (scheme://host:port) with one TLS setting.
 
@@ -267,6 +306,7 @@ class RedfishProvider:
         verify = tls_verify(disable=not verify_tls, ca_bundle=ca_bundle, endpoint=f"BMC {origin}")
         self._client = new_client(origin, self._options, verify=verify)
         self._locations: dict[str, _Location] = {}
+        self._views = _RecentViews()
         self._ledger = MutationLedger()
 
     def __repr__(self) -> str:
@@ -278,13 +318,17 @@ class RedfishProvider:
         self, machine: Machine, *, image_url: str | None = None, seed_url: str | None = None
     ) -> MachineState:
         view = await self._look(machine)
+        self._views.keep(machine.name, view)
         state = view.state(machine)
         if image_url is not None and seed_url is not None:
             state, _ = assess(state, image_url, seed_url)
         return state
 
+    async def observe_power(self, machine: Machine) -> MachineState:
+        return (await self._look(machine, with_media=False)).state(machine)
+
     async def ensure(self, machine: Machine, image_url: str, seed_url: str) -> int:
-        view = await self._look(machine)
+        view = self._views.take(machine.name) or await self._look(machine)
         session, system = view.session, view.system
         chosen = quirks.choose_devices(view.devices)
         if isinstance(chosen, str):
@@ -322,7 +366,7 @@ class RedfishProvider:
         return session.calls.mutations
 
     async def release(self, machine: Machine) -> int:
-        view = await self._look(machine)
+        view = await self._look(machine)  # never a kept view: booting consumed a Cd/Once
         session = view.session
         seed = seed_of_machine([d.current for d in view.devices if d.current], machine.name)
         if seed is not None:
@@ -401,14 +445,8 @@ class RedfishProvider:
         if location is None or found is None:
             # First use, or the BMC moved the system (firmware update, re-enumeration):
             # links do not change under a running BMC, so they are cached; state never is.
-            location = await session.discover()
+            location, found = await session.discover()
             self._locations[bmc.address] = location
-            found = await session.system(location)
-            if found is None:
-                raise PermanentError(
-                    f"{target}: the system vanished while werft looked at it",
-                    reason=SYSTEM_NOT_FOUND,
-                )
         system, etag = found
         if system.powered_on or self._reset_applied(machine.name, system):
             # A reset werft sent has taken effect: from now on, a machine found off again

@@ -95,6 +95,9 @@ class SimulatedProvider:
             state, _ = assess(state, image_url, seed_url)
         return state
 
+    async def observe_power(self, machine: Machine) -> MachineState:
+        return await self.observe(machine)  # one read either way: media come with it
+
     async def ensure(self, machine: Machine, image_url: str, seed_url: str) -> int:
         calls, path = self._calls(machine)
         vm = _vm_of(machine)

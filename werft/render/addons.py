@@ -33,6 +33,7 @@ from werft.inventory.resolved import Inventory, ResolvedCluster
 
 MANAGED_BY = "werft"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"  # a label selector for werft's objects
 LABEL_ADDON = "werft.dev/addon"
 LABEL_ADDON_VERSION = "werft.dev/addon-version"
 

@@ -23,6 +23,7 @@ from werft.providers.pool import ProviderPool
 from werft.render.pki import secret_name
 from werft.secrets import SecretStore
 from werft.secrets import werft_home as default_werft_home
+from werft.stages.confirmed import ConfirmedObjects
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ class Deadline:
 
 @dataclass
 class StageContext:
-    """Shared by every cluster of a batch; holds no per-cluster state. Close it with
+    """Shared by every cluster of a batch; its one per-cluster memory is what the add-on
+    stage confirmed with the server (``confirmed``), for verify. Close it with
     ``await ctx.aclose()`` (providers' connection pools, the kube thread pool)."""
 
     inventory: Inventory
@@ -108,6 +110,7 @@ class StageContext:
     providers: ProviderPool | None = None
     # Threads for the synchronous kubernetes client: bounds concurrent cluster API calls.
     kube_threads: int = 16
+    confirmed: ConfirmedObjects = field(default_factory=ConfirmedObjects, init=False, repr=False)
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,7 +128,8 @@ class StageContext:
         artifacts_dir: Path | None = None,
         kube_threads: int = 16,
     ) -> StageContext:
-        """The usual context: secrets under ``<werft_home>/secrets``, seeds published into
+        """The usual context: secrets in the shared store (``<werft_home>/secrets``, or the
+        SQL store of ``WERFT_STORE_URL``), seeds published into
         the fleet's ``artifacts.publishDir`` (relative paths are relative to the current
         directory, like ``.werft`` itself)."""
         home = werft_home or default_werft_home()
@@ -133,7 +137,7 @@ class StageContext:
             artifacts_dir = Path(inventory.fleet.spec.artifacts.publish_dir)
         return cls(
             inventory=inventory,
-            secrets=SecretStore(home / "secrets"),
+            secrets=SecretStore.for_home(home),
             artifacts_dir=artifacts_dir.resolve(),
             timeouts=timeouts or StageTimeouts(),
             kube_threads=kube_threads,

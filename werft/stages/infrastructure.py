@@ -194,7 +194,7 @@ async def _wait_powered_on(
     again_after = max(ctx.timeouts.poll_interval * 10, 0.2)
     while pending:
         results = await asyncio.gather(
-            *(ctx.provider(m).observe(m) for m in pending), return_exceptions=True
+            *(ctx.provider(m).observe_power(m) for m in pending), return_exceptions=True
         )
         still: list[Machine] = []
         for machine, result in zip(pending, results, strict=True):

@@ -18,22 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from werft.conditions import STAGE_ORDER, ConditionType
 from werft.errors import WerftError
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient, health
 from werft.providers.base import MachineState, is_seed_of
-from werft.render.addons import LABEL_MANAGED_BY, MANAGED_BY, RenderedObject, render_addon_objects
+from werft.render.addons import MANAGED_SELECTOR, render_addon_objects
 from werft.stages.checks import bare_version, check_nodes
 from werft.stages.context import StageContext
 
 log = logging.getLogger("werft.stages")
 
 Observation = dict[ConditionType, bool]
-MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 async def observe_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Observation:
@@ -123,33 +121,14 @@ async def _addons_ready(cluster: ResolvedCluster, ctx: StageContext, kube: KubeC
     whether an apply would change anything.
     """
     rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
-    by_kind: dict[tuple[str, str], list[RenderedObject]] = {}
-    for item in rendered:
-        by_kind.setdefault((item.obj["apiVersion"], item.obj["kind"]), []).append(item)
-    lives: list[Mapping[str, Any]] = []
-    for (api_version, kind), wanted in by_kind.items():
-        if len(wanted) == 1:  # a GET costs the same as a LIST and returns less
-            meta = wanted[0].obj["metadata"]
-            found = await kube.get(api_version, kind, meta["name"], meta.get("namespace"))
-            live = {_name(wanted[0].obj): found} if found is not None else {}
-        else:
-            items = await kube.list(api_version, kind, label_selector=MANAGED_SELECTOR)
-            live = {_name(item): item for item in items}
-        for item in wanted:
-            found = live.get(_name(item.obj))
-            if found is None or not health(found)[0]:
-                return False
-            lives.append(found)
-    ordered = [item for wanted in by_kind.values() for item in wanted]
+    objs = [item.obj for item in rendered]
+    lives = await kube.get_live_all(objs, label_selector=MANAGED_SELECTOR)
+    if any(live is None or not health(live)[0] for live in lives):
+        return False
     drifts = await asyncio.gather(
         *(
-            kube.diff_live(item.obj, found, force=item.force_conflicts)
-            for item, found in zip(ordered, lives, strict=True)
+            kube.diff_live(item.obj, live, force=item.force_conflicts)
+            for item, live in zip(rendered, lives, strict=True)
         )
     )
     return not any(drifts)
-
-
-def _name(obj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return meta.get("namespace") or "", meta.get("name", "")

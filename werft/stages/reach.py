@@ -117,14 +117,14 @@ async def failure_of(call: Callable[[], Awaitable[object]]) -> BaseException | N
 async def site_failure(
     cluster: ResolvedCluster, ctx: StageContext, within: float | None = None
 ) -> BaseException | None:
-    """Does the site answer at all? One read-only observe of the cluster's first machine
-    through its BMC or hypervisor, given at most ``within`` seconds (the stage's time
+    """Does the site answer at all? One read-only look at the power of the cluster's first
+    machine through its BMC or hypervisor, given at most ``within`` seconds (the stage's time
     left; by default one HTTP timeout): None when it answered, else the error."""
     machine = cluster.machines[0]
     limit = ctx.timeouts.http if within is None else max(within, 0.0)
     try:
         async with asyncio.timeout(limit):
-            failure = await failure_of(lambda: ctx.provider(machine).observe(machine))
+            failure = await failure_of(lambda: ctx.provider(machine).observe_power(machine))
     except TimeoutError:
         failure = TransientError(f"{machine.name}: no answer within {limit:.3g}s", cause="timeout")
     if failure is not None and is_unreachable(failure):

@@ -108,6 +108,9 @@ def copy_obj(obj: Any) -> Any:
     return orjson.loads(orjson.dumps(obj))
 
 
+_TYPE_META = frozenset({"apiVersion", "kind"})
+
+
 @dataclass(slots=True)
 class NodeState:
     """What the kubelet of a node would report (see kubescheduling.py for readiness)."""
@@ -390,11 +393,17 @@ class ObjectStore:
         fields: str | None = None,
     ) -> Obj:
         rv, found = self.select(rt, namespace, labels=labels, fields=fields)
+        items = [obj for _, obj in found]
+        if not rt.custom:
+            # A real API server leaves apiVersion and kind out of a built-in kind's list
+            # items (kubernetes/kubernetes#3030, open since 2014); custom resources keep
+            # them. Clients that key or compare listed objects by kind must fill them in.
+            items = [{k: v for k, v in obj.items() if k not in _TYPE_META} for obj in items]
         return {
             "kind": f"{rt.kind}List",
             "apiVersion": rt.group_version,
             "metadata": {"resourceVersion": str(rv)},
-            "items": [obj for _, obj in found],
+            "items": items,
         }
 
     # --- writes: the shared path -----------------------------------------------------------
