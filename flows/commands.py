@@ -219,3 +219,41 @@ def serve(limit: int | None = None, time_scale: float = 1.0) -> None:
     from flows.deployments import serve_deployments
 
     serve_deployments(limit=limit, time_scale=time_scale)
+
+
+class DeployError(Exception):
+    """What ``deploy`` cannot do, said in one line with the fix."""
+
+
+def deploy(pool: str, names: list[str] | None) -> list[str]:
+    """Register deployments with ``pool``; a line per deployment registered."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.deployments import PREFECT_YAML, apply_to_work_pool, deployment_specs
+
+    known = [spec["name"] for spec in deployment_specs(PREFECT_YAML)]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise DeployError(
+            f"no deployment named {', '.join(unknown)} in {PREFECT_YAML.name} "
+            f"(it has: {', '.join(known)})"
+        )
+
+    async def run() -> list[str]:
+        async with get_client() as client:
+            try:
+                await client.read_work_pool(pool)
+            except ObjectNotFound:
+                raise DeployError(
+                    f"work pool {pool!r} does not exist on {client.api_url}: create it with "
+                    f"`prefect work-pool create {pool} --type process`"
+                ) from None
+        ids = await apply_to_work_pool(pool, names=names)
+        chosen = [n for n in known if not names or n in names]
+        pairs = zip(chosen, ids, strict=True)
+        return [f"{n}: deployment {i} on work pool {pool}" for n, i in pairs]
+
+    return asyncio.run(run())

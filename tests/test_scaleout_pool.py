@@ -7,9 +7,14 @@ process work pool, the
 ``prefect worker start --type process`` workers on this machine, the simulator on
 loopback. The fleet run itself runs in the test process, as in the other flow tests.
 
-Kept small for CI (40 edge sites in batches of 10, not the issue's 1,000): each batch
-run is a fresh Python process on a worker (~3 s of CPU to import Prefect and werft on
-these 2 cores), which is what the test is about, not throughput.
+Every worker has a WERFT_HOME of its own, as on machines of their own: the cluster CAs,
+tokens, kubeconfigs, BMC credentials, reset records and locks they share live in the
+SQL store on the same PostgreSQL (WERFT_STORE_URL, werft/statestore.py).
+
+Kept small for CI (40 edge sites in batches of 10): each batch run is a fresh Python
+process on a worker (~3 s of CPU to import Prefect and werft on these 2 cores), which is
+what the test is about, not throughput. WERFT_TEST_POOL_EDGE_SITES=1000 with
+WERFT_TEST_POOL_BATCH=25 runs the issue's 1,000 sites.
 
 The last test loses a whole worker machine: the worker and its batch run killed together,
 so nobody reports the run; the zombie automation (flows/dispatch.py) marks it Crashed
@@ -55,11 +60,14 @@ from flows.dispatch import (
 from flows.models import ProvisionRequest
 from tests.flowfixtures import Fleet, fleet, outcomes, provision
 from werft.inventory.model import Dispatch
+from werft.postgres import LocalPostgres
 
 pytestmark = pytest.mark.fleet_scale
 
-EDGE_SITES = 40
-BATCH = 10
+# Kept small for CI; WERFT_TEST_POOL_EDGE_SITES=1000 WERFT_TEST_POOL_BATCH=25 is the
+# issue's run (minutes).
+EDGE_SITES = int(os.environ.get("WERFT_TEST_POOL_EDGE_SITES", "40"))
+BATCH = int(os.environ.get("WERFT_TEST_POOL_BATCH", "10"))
 WORKER_STOP_TIMEOUT_S = 20.0
 KILL_DEADLINE_S = 120.0
 # The zombie test's automation window: a heartbeat every HEARTBEAT_S (30 s, the smallest
@@ -119,13 +127,22 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+@pytest.fixture(autouse=True)
+def shared_store(postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh database on the session's PostgreSQL as WERFT_STORE_URL, for the fleet run
+    (this process) and the workers alike: no worker sees another's WERFT_HOME."""
+    url = postgres.create_database(f"werft_{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("WERFT_STORE_URL", url)
+    return url
+
+
 @contextlib.contextmanager
 def process_workers(
     workdir: Path, prefect_api: str, pool: str, count: int
 ) -> Iterator[list[Worker]]:
     """``count`` process workers on ``pool``, stopped (with their flow runs) on exit."""
     env = {
-        **os.environ,
+        **os.environ,  # WERFT_STORE_URL among it: the shared store (``shared_store``)
         "PREFECT_API_URL": prefect_api,
         # The fleet run reads each batch's outcome from the result the batch run persisted.
         "PREFECT_LOCAL_STORAGE_PATH": str(get_current_settings().results.local_storage_path),
@@ -145,7 +162,9 @@ def process_workers(
                 process = subprocess.Popen(
                     [*command, "--name", name, "--limit", "1"],
                     cwd=workdir,
-                    env=env,
+                    # A home of its own, as on a machine of its own: everything the
+                    # workers share goes through WERFT_STORE_URL.
+                    env={**env, "WERFT_HOME": str(workdir / f".werft-{name}")},
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
@@ -233,6 +252,9 @@ def test_two_process_workers_share_the_edge_batches_and_install_each_machine_onc
         assert all(ran), [len(r) for r in ran]
         assert ran[0].isdisjoint(ran[1])
         assert ran[0] | ran[1] == children
+    # What the workers generated and recorded is in the shared store, not in their homes.
+    for worker in workers:
+        assert not (workdir / f".werft-{worker.name}" / "secrets").exists(), worker.name
 
 
 def test_a_batch_run_killed_mid_batch_is_run_again_without_a_second_install(
@@ -360,9 +382,9 @@ async def _runs_and_states(parent: str) -> list[tuple[FlowRun, list[State]]]:
             )
         )
         runs = sorted(
-            # "provision-batch[path]" before "provision-batch[path] #2": in dispatch order
+            # In dispatch order (the names are alike: the flow names its runs itself)
             (r for r in runs if r.name.startswith("provision-batch[")),
-            key=lambda r: r.name,
+            key=lambda r: r.created.timestamp() if r.created else 0.0,
         )
         return [(r, await client.read_flow_run_states(r.id)) for r in runs]
 
@@ -388,8 +410,10 @@ def test_a_worker_lost_with_its_batch_run_is_crashed_by_the_zombie_automation_an
     workdir, prefect_api = workdir_postgres, prefect_api_postgres
     pool = f"werft-test-{uuid.uuid4().hex[:8]}"
     asyncio.run(_make_pool(pool, zombie_after_s=ZOMBIE_AFTER_TEST_S))
-    # Registering again (another pool) leaves one automation, not two.
-    asyncio.run(_make_pool(f"{pool}-b", zombie_after_s=ZOMBIE_AFTER_TEST_S))
+    # Registering again leaves one automation, not two.
+    asyncio.run(
+        apply_to_work_pool(pool, names=["provision-batch"], zombie_after_s=ZOMBIE_AFTER_TEST_S)
+    )
     automations = asyncio.run(_zombie_automations())
     assert len(automations) == 1, automations
     assert asyncio.run(ensure_zombie_detection(ZOMBIE_AFTER_TEST_S)) == automations[0]

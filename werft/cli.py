@@ -540,6 +540,26 @@ def serve_command(
 
 
 
+@app.command("deploy")
+def deploy_command(
+    pool: str = typer.Option(..., "--pool", help="The Prefect work pool (it must exist)."),
+    name: list[str] = typer.Option(
+        [], "--name", help="Only these deployments (repeatable); default: all of them."
+    ),
+) -> None:
+    """Register deployments/prefect.yaml's deployments with a work pool, for workers on
+    other machines (`prefect worker start --pool POOL`); with provision-batch, also the
+    automation that marks a batch run Crashed when its worker machine is lost."""
+    from flows import commands
+
+    try:
+        lines = commands.deploy(pool, name or None)
+    except commands.DeployError as exc:
+        _fail(str(exc))
+    for line in lines:
+        typer.echo(line)
+
+
 # --- changes by pull request (werft.gitops, werft.webhook) -------------------------------
 # Commands: `werft plan`, `werft webhook serve`.
 
