@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import httpx
 import pytest
 
 from tests.simfixtures import reserve_port, wait_for
+from werft.demo import stop_process_group
 from werft.postgres import LocalPostgres, PostgresNotInstalled
 
 SERVER_START_TIMEOUT_S = 120.0  # migrations on a fresh database take a while on 2 cores
@@ -118,14 +118,7 @@ def prefect_server_postgres(
         wait_for(up, timeout=SERVER_START_TIMEOUT_S, interval=0.5, what="the Prefect server")
         yield api
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(SERVER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server, SERVER_STOP_TIMEOUT_S)
 
 
 @pytest.fixture

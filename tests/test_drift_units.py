@@ -3,9 +3,6 @@ inventory edit behind `werft drift accept`, and the policy fields' validation.""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +21,6 @@ from werft.errors import InventoryError
 from werft.exitcodes import ExitCode
 from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
-from werft.locks import ClusterLocks
 
 DEPLOY = {
     "spec": {"replicas": 2, "template": {"spec": {"containers": [
@@ -183,30 +179,6 @@ def test_invalid_policy_is_an_inventory_problem_with_its_file(
         load_inventory(inventory_root)
     text = "\n".join(str(p) for p in caught.value.problems)
     assert "fleet.yaml" in text and words in text, text
-
-
-def test_lock_is_exclusive_reentrant_and_expires(tmp_path: Path) -> None:
-    a, b = ClusterLocks(tmp_path, "run-a"), ClusterLocks(tmp_path, "run-b")
-    assert a.try_acquire("edge-1") and a.try_acquire("edge-1")  # re-entrant for its holder
-    assert not b.try_acquire("edge-1")
-    assert b.busy(["edge-1", "edge-2"]) == {"edge-1": "run-a"} and a.busy(["edge-1"]) == {}
-    b.release(["edge-1"])  # not b's to release
-    assert not b.try_acquire("edge-1")
-    a.release(["edge-1"])
-    assert b.try_acquire("edge-1")
-
-    lock = tmp_path / "locks" / "clusters" / "edge-1.lock"
-    info = json.loads(lock.read_text())
-    lock.write_text(json.dumps({**info, "expires": 0}))  # b's lease ran out long ago
-    assert a.holder_of("edge-1") is None and a.try_acquire("edge-1")
-    assert a.holder_of("edge-1") == "run-a"
-
-    # a run on this machine killed with kill -9: its process is gone, its lease is not
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    lock.write_text(json.dumps({**json.loads(lock.read_text()), "holder": "run-killed",
-                                "pid": gone.pid}))
-    assert b.holder_of("edge-1") is None and b.try_acquire("edge-1")
 
 
 def test_state_clears_a_group_only_when_its_clusters_were_checked(tmp_path: Path) -> None:

@@ -105,6 +105,12 @@ class Worker:
         aborted = re.findall(r"Aborted submission of flow run '([0-9a-f-]+)'", text)
         return set(tried) - set(aborted)
 
+    def cpu_seconds(self) -> float:
+        """CPU of the worker and of the batch runs it started and reaped: what a worker
+        costs (the simulator runs in the test process, not in here)."""
+        t = psutil.Process(self.process.pid).cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop a worker and every process it started: flow runs start in sessions of their
@@ -232,7 +238,9 @@ def test_two_process_workers_share_the_edge_batches_and_install_each_machine_onc
         fleet(workdir, near=1, edge=EDGE_SITES, rollout=ROLLOUT) as f,
         process_workers(workdir, prefect_api, pool, 2) as workers,
     ):
+        started = time.perf_counter()
         state, result = provision(f.request())
+        wall = time.perf_counter() - started
 
         failed = [f"{c.cluster}: {c.reason}: {c.message}" for c in result.clusters if c.message]
         assert state.is_completed(), (result.reason, failed[:2])
@@ -252,6 +260,12 @@ def test_two_process_workers_share_the_edge_batches_and_install_each_machine_onc
         assert all(ran), [len(r) for r in ran]
         assert ran[0].isdisjoint(ran[1])
         assert ran[0] | ran[1] == children
+        cpu = sum(w.cpu_seconds() for w in workers)
+        print(
+            f"\n{EDGE_SITES} edge sites in {len(children)} batch runs on 2 workers in "
+            f"{wall:.0f} s: {cpu:.0f} CPU s in the workers, {cpu / EDGE_SITES:.2f} CPU s "
+            f"per cluster"
+        )
     # What the workers generated and recorded is in the shared store, not in their homes.
     for worker in workers:
         assert not (workdir / f".werft-{worker.name}" / "secrets").exists(), worker.name

@@ -88,7 +88,7 @@ def check_nodes(cluster: ResolvedCluster, nodes: Iterable[Obj]) -> NodeCheck:
     return result
 
 
-def object_key(obj: Obj) -> tuple[str, str, str, str]:
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
     meta = obj.get("metadata") or {}
     return (
         obj.get("apiVersion", ""),

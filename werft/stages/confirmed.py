@@ -22,17 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from werft.stages.checks import object_key
+
 ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace ("" if none), name
-
-
-def object_key(manifest: Mapping[str, Any]) -> ObjectKey:
-    meta = manifest.get("metadata") or {}
-    return (
-        manifest.get("apiVersion", ""),
-        manifest.get("kind", ""),
-        meta.get("namespace") or "",
-        meta.get("name", ""),
-    )
 
 
 def _version(obj: Mapping[str, Any]) -> tuple[str, int]:
