@@ -38,24 +38,60 @@ _PEM_BODY = re.compile(r"[A-Za-z0-9+/=]{16,}")
 _WORD = re.compile(r"[A-Za-z0-9+/=_\-]{16,}")
 
 
-class _Registry:
-    """The values to mask, indexed by their first ``MIN_LENGTH`` characters, so masking a
-    text costs one dict lookup per character whatever the number of secrets."""
+class _Bucket:
+    """The values that share their first ``MIN_LENGTH`` characters, by length, longest
+    first: a match costs one set lookup per distinct length. Thousands of values can share
+    a prefix (every PEM body line of a fleet's keys starts ``MIIEvQ``...), so adding one
+    must not copy or sort the others."""
+
+    __slots__ = ("lengths", "values")
 
     def __init__(self) -> None:
-        self._by_prefix: dict[str, list[str]] = {}
+        self.lengths: tuple[int, ...] = ()
+        self.values: dict[int, set[str]] = {}
+
+    def add(self, value: str) -> None:
+        same = self.values.get(len(value))
+        if same is not None:
+            same.add(value)
+            return
+        # The set first, then the lengths, swapped in whole: a thread masking meanwhile
+        # never looks up a length it cannot find.
+        self.values[len(value)] = {value}
+        self.lengths = tuple(sorted((*self.lengths, len(value)), reverse=True))
+
+    def match(self, text: str, at: int) -> int:
+        """The length of the longest value at ``text[at:]``, 0 if none."""
+        for length in self.lengths:
+            if text[at : at + length] in self.values[length]:
+                return length
+        return 0
+
+
+class _Registry:
+    """The values to mask, indexed by their first ``MIN_LENGTH`` characters, so masking a
+    text costs one dict lookup per character whatever the number of secrets, and
+    registering one costs O(1) however many are known (a fleet run registers every
+    cluster's keys: tens of thousands)."""
+
+    def __init__(self) -> None:
+        self._by_prefix: dict[str, _Bucket] = {}
+        self._known: set[str] = set()
         self._lock = threading.Lock()
 
     def add(self, values: Iterable[str]) -> None:
         with self._lock:
             for value in values:
-                key = value[:MIN_LENGTH]
-                bucket = self._by_prefix.get(key, [])
-                if value not in bucket:
-                    # A new list, swapped in whole: a thread masking meanwhile never sees
-                    # one half-sorted (or emptied, as list.sort does while it runs).
-                    # The longest match wins.
-                    self._by_prefix[key] = sorted([*bucket, value], key=len, reverse=True)
+                if value in self._known:
+                    continue
+                self._known.add(value)
+                bucket = self._by_prefix.get(value[:MIN_LENGTH])
+                if bucket is None:
+                    bucket = _Bucket()
+                    bucket.add(value)
+                    self._by_prefix[value[:MIN_LENGTH]] = bucket  # published complete
+                else:
+                    bucket.add(value)
 
     def __bool__(self) -> bool:
         return bool(self._by_prefix)
@@ -70,11 +106,11 @@ class _Registry:
         while i < end:
             bucket = index.get(text[i : i + MIN_LENGTH])
             if bucket is not None:
-                hit = next((v for v in bucket if text.startswith(v, i)), None)
-                if hit is not None:
+                length = bucket.match(text, i)
+                if length:
                     out.append(text[start:i])
                     out.append(MASK)
-                    i = start = i + len(hit)
+                    i = start = i + length
                     continue
             i += 1
         if not out:
@@ -85,6 +121,7 @@ class _Registry:
     def clear(self) -> None:
         with self._lock:
             self._by_prefix = {}
+            self._known = set()
 
 
 _registry = _Registry()
