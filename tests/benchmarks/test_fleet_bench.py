@@ -35,7 +35,8 @@ import pytest
 from tasks.context import SIMULATED_MIN_DEADLINE_S
 from tests.simfixtures import free_port, reserve_port, running_sim, wait_for
 from werft.conditions import STAGE_ORDER
-from werft.demo import ensure_bmc_secrets
+from werft.demo import ensure_bmc_secrets, port_free, stop_process_group
+from werft.demo import werft as werft_command
 from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
 from werft.plan import Outcome, plan_fleet, task_runs, waves
@@ -110,9 +111,10 @@ def prefect_server(home: Path) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def _healthy(api: str) -> bool:
+def _healthy(api: str, ok: int = 200) -> bool:
+    url = api if api.endswith("healthz") else f"{api}/health"
     try:
-        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        return httpx.get(url, timeout=2).status_code == ok
     except httpx.HTTPError:
         return False
 
@@ -331,22 +333,49 @@ def physical_limit_s(root: Path, time_scale: float) -> tuple[float, float, int]:
     return rounds * chain / time_scale, chain, rounds
 
 
+@contextlib.contextmanager
+def edge_fleet_on_sim_process(workdir: Path, time_scale: float) -> Iterator[Path]:
+    """``edge_fleet`` with the simulator in a process of its own (`werft sim serve`, as
+    `make demo` runs it): a real fleet's BMCs and API servers do not share werft's CPU,
+    nor its interpreter lock."""
+    port = free_port()
+    while not port_free(port + 1):  # `werft sim serve` takes the next one for kubectl
+        port = free_port()
+    root = workdir / "inventory"
+    write_fleet(root, edge_sites=EDGE_SITES, core_sites=0, near_edge_sites=0,
+                endpoint=f"http://127.0.0.1:{port}")
+    ensure_bmc_secrets(root)
+    args = werft_command("sim", "serve", "--inventory", str(root), "--port", str(port),
+                         "--time-scale", str(time_scale),
+                         "--artifacts-dir", str(workdir / ".werft/artifacts"))
+    with open(workdir / "sim.log", "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: _healthy(f"http://127.0.0.1:{port}/healthz", ok=200), timeout=120,
+                 interval=0.5, what="the simulator")
+        yield root
+    finally:
+        stop_process_group(proc, 15.0)
+
+
 @pytest.mark.bench
 def test_baseline_at_time_scale_60_against_the_physical_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
-    with edge_fleet(tmp_path, PHYSICAL_TIME_SCALE) as (root, _sim):
+    with edge_fleet_on_sim_process(tmp_path, PHYSICAL_TIME_SCALE) as root:
         limit, chain, rounds = physical_limit_s(root, PHYSICAL_TIME_SCALE)
         start = time.perf_counter()
         assert asyncio.run(_without_prefect(root, PHYSICAL_TIME_SCALE)) == EDGE_SITES
         seconds = time.perf_counter() - start
     print(
         f"\nbaseline rollout of {EDGE_SITES} edge sites at time scale "
-        f"{PHYSICAL_TIME_SCALE:g}: {seconds:.1f} s; the physical limit of the rollout "
-        f"policy: {rounds} rounds x {chain:g} simulated s / {PHYSICAL_TIME_SCALE:g} = "
-        f"{limit:.1f} s; {seconds / limit:.2f}x the limit (goal: <= {PHYSICAL_GOAL}x)"
+        f"{PHYSICAL_TIME_SCALE:g} (the simulator in a process of its own): {seconds:.1f} s; "
+        f"the physical limit of the rollout policy: {rounds} rounds x {chain:g} simulated "
+        f"s / {PHYSICAL_TIME_SCALE:g} = {limit:.1f} s; {seconds / limit:.2f}x the limit "
+        f"(goal: <= {PHYSICAL_GOAL}x)"
     )
     assert seconds >= limit * 0.95  # no run beats physics: the formula would be wrong
 
