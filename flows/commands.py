@@ -252,8 +252,6 @@ def deploy(pool: str, names: list[str] | None) -> list[str]:
                     f"`prefect work-pool create {pool} --type process`"
                 ) from None
         ids = await apply_to_work_pool(pool, names=names)
-        chosen = [n for n in known if not names or n in names]
-        pairs = zip(chosen, ids, strict=True)
-        return [f"{n}: deployment {i} on work pool {pool}" for n, i in pairs]
+        return [f"{n}: deployment {i} on work pool {pool}" for n, i in ids.items()]
 
     return asyncio.run(run())

@@ -141,11 +141,11 @@ async def apply_to_work_pool(
     time_scale: float = 1.0,
     working_dir: Path | None = None,
     zombie_after_s: float = ZOMBIE_AFTER_S,
-) -> list[UUID]:
-    """Register deployments of ``path`` with a work pool, like ``prefect deploy`` but
-    without a build or push step: the pool's process workers import the flows from the
-    installed werft (module entry points) and run them in ``working_dir`` (default: the
-    current directory, as ``prefect deploy`` records it).
+) -> dict[str, UUID]:
+    """Register deployments of ``path`` with a work pool and return their ids by name; like
+    ``prefect deploy`` but without a build or push step: the pool's process workers
+    import the flows from the installed werft (module entry points) and run them in
+    ``working_dir`` (default: the current directory, as ``prefect deploy`` records it).
 
     With ``provision-batch`` among them, also the automation that marks a batch run
     Crashed after ``zombie_after_s`` without a heartbeat (created once, kept in line with
@@ -154,7 +154,7 @@ async def apply_to_work_pool(
     deployments = await runner_deployments(
         path, time_scale, names=names, work_pool=work_pool, working_dir=working_dir or Path.cwd()
     )
-    ids = [await deployment.aapply() for deployment in deployments]
-    if any(deployment.name == _BATCH_NAME for deployment in deployments):
+    ids = {deployment.name: await deployment.aapply() for deployment in deployments}
+    if _BATCH_NAME in ids:
         await ensure_zombie_detection(zombie_after_s)
     return ids

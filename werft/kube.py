@@ -182,12 +182,21 @@ _BUILTIN: dict[tuple[str, str], tuple[str, bool]] = {
 }
 
 
-def _key(obj: Mapping[str, Any], namespaced: bool) -> tuple[str, str, str, str]:
-    """Where an object lives; a namespaced manifest without a namespace goes to default,
-    as the server puts it there."""
+ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace ("" if none), name
+
+
+def object_key(obj: Mapping[str, Any]) -> ObjectKey:
+    """An object's identity as its manifest states it."""
     meta = obj.get("metadata") or {}
-    namespace = (meta.get("namespace") or "default") if namespaced else ""
-    return obj.get("apiVersion", ""), obj.get("kind", ""), namespace, meta.get("name", "")
+    namespace, name = meta.get("namespace") or "", meta.get("name", "")
+    return obj.get("apiVersion", ""), obj.get("kind", ""), namespace, name
+
+
+def _key(obj: Mapping[str, Any], namespaced: bool) -> ObjectKey:
+    """Where an object lives: a namespaced manifest without a namespace goes to default,
+    as the server puts it there."""
+    api_version, kind, namespace, name = object_key(obj)
+    return api_version, kind, (namespace or "default") if namespaced else "", name
 
 
 def describe(obj: Mapping[str, Any]) -> str:

@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from tasks.context import SIMULATED_MIN_DEADLINE_S
-from tests.simfixtures import free_port, reserve_port, running_sim, wait_for
+from tests.simfixtures import SimHandle, free_port, reserve_port, running_sim, wait_for
 from werft.conditions import STAGE_ORDER
 from werft.demo import ensure_bmc_secrets, port_free, stop_process_group
 from werft.demo import werft as werft_command
@@ -119,20 +119,22 @@ def _healthy(api: str, ok: int = 200) -> bool:
         return False
 
 
+def write_edge_fleet(workdir: Path, sites: int, port: int) -> Path:
+    """An inventory of ``sites`` edge sites whose endpoints are the simulator on ``port``,
+    with its BMC credentials in the store; its root."""
+    root = workdir / "inventory"
+    write_fleet(root, edge_sites=sites, core_sites=0, near_edge_sites=0,
+                endpoint=f"http://127.0.0.1:{port}")
+    ensure_bmc_secrets(root)
+    return root
+
+
 @contextlib.contextmanager
 def edge_fleet(
     workdir: Path, time_scale: float = TIME_SCALE, sites: int = EDGE_SITES
-) -> Iterator[tuple[Path, object]]:
+) -> Iterator[tuple[Path, SimHandle]]:
     sock = reserve_port()
-    root = workdir / "inventory"
-    write_fleet(
-        root,
-        edge_sites=sites,
-        core_sites=0,
-        near_edge_sites=0,
-        endpoint=f"http://127.0.0.1:{sock.getsockname()[1]}",
-    )
-    ensure_bmc_secrets(root)
+    root = write_edge_fleet(workdir, sites, sock.getsockname()[1])
     with running_sim(
         root,
         sock=sock,
@@ -341,10 +343,7 @@ def edge_fleet_on_sim_process(workdir: Path, time_scale: float) -> Iterator[Path
     port = free_port()
     while not port_free(port + 1):  # `werft sim serve` takes the next one for kubectl
         port = free_port()
-    root = workdir / "inventory"
-    write_fleet(root, edge_sites=EDGE_SITES, core_sites=0, near_edge_sites=0,
-                endpoint=f"http://127.0.0.1:{port}")
-    ensure_bmc_secrets(root)
+    root = write_edge_fleet(workdir, EDGE_SITES, port)
     args = werft_command("sim", "serve", "--inventory", str(root), "--port", str(port),
                          "--time-scale", str(time_scale),
                          "--artifacts-dir", str(workdir / ".werft/artifacts"))

@@ -22,19 +22,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.benchmarks.cpuprofile import sampling
-from tests.benchmarks.test_fleet_bench import _with_prefect, prefect_server
-from tests.simfixtures import SimHandle, reserve_port, running_sim
+from tests.benchmarks.test_fleet_bench import _with_prefect, edge_fleet, prefect_server
+from tests.simfixtures import SimHandle
 from werft.conditions import STAGE_ORDER
-from werft.demo import ensure_bmc_secrets
-from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
 from werft.stages import StageContext, StageTimeouts, observe_clusters, run_stage_batch
 
@@ -47,23 +43,6 @@ REQUEST_GOAL = 30
 # Clusters worked on at once: the sample fleet's edge batch size, so the simulator sees the
 # load a rollout puts on it (and no stage fails for want of a connection).
 CONCURRENCY = 25
-
-
-@contextmanager
-def edge_sites(workdir: Path, sites: int) -> Iterator[tuple[Path, SimHandle]]:
-    sock = reserve_port()
-    root = workdir / "inventory"
-    endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    write_fleet(root, edge_sites=sites, core_sites=0, near_edge_sites=0, endpoint=endpoint)
-    ensure_bmc_secrets(root)
-    with running_sim(
-        root,
-        sock=sock,
-        time_scale=TIME_SCALE,
-        artifacts_dir=workdir / ".werft/artifacts",
-        default_credentials=None,
-    ) as sim:
-        yield root, sim
 
 
 def _per_target(snapshot: dict[str, Any]) -> dict[str, int]:
@@ -99,7 +78,7 @@ def test_http_requests_per_edge_cluster_by_stage(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
-    with edge_sites(tmp_path, REQUEST_SITES) as (root, sim):
+    with edge_fleet(tmp_path, TIME_SCALE, REQUEST_SITES) as (root, sim):
         counts = asyncio.run(_stage_by_stage(root, sim))
 
     columns = ["bmc", "hypervisor", "clusters", "other", "total", "mutating"]
@@ -135,7 +114,7 @@ def test_profile_of_an_edge_rollout_with_prefect(
     with (
         prefect_server(tmp_path / "prefect") as api,
         sampling() as profile,
-        edge_sites(tmp_path, PROFILE_SITES) as (root, _sim),
+        edge_fleet(tmp_path, TIME_SCALE, PROFILE_SITES) as (root, _sim),
     ):
         start = time.perf_counter()
         seconds, task_runs = _with_prefect(root, api)

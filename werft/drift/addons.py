@@ -18,12 +18,18 @@ from typing import Any
 from werft.drift.fields import changed_paths
 from werft.drift.findings import ABSENT, Area, Finding, Kind, show
 from werft.drift.paths import owned_by, server_text, value_at
-from werft.kube import FIELD_MANAGER, ApplyConflict, KubeClient, describe
+from werft.kube import (
+    FIELD_MANAGER,
+    ApplyConflict,
+    KubeClient,
+    ObjectKey,
+    describe,
+    object_key,
+)
 from werft.redact import redact
 from werft.render.addons import LABEL_ADDON, MANAGED_SELECTOR, RenderedObject
 
 Obj = dict[str, Any]
-Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
 # Kinds listed for prune candidates besides those the cluster's add-ons render now: what
 # an add-on that was removed whole most likely left behind. A kind outside this list and
@@ -44,12 +50,6 @@ PRUNE_KINDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def key_of(obj: Mapping[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return (obj.get("apiVersion", ""), obj.get("kind", ""), meta.get("namespace") or "",
-            meta.get("name", ""))
-
-
 async def addon_findings(
     kube: KubeClient, rendered: Sequence[RenderedObject], sets: Mapping[str, str]
 ) -> list[Finding]:
@@ -59,8 +59,8 @@ async def addon_findings(
     listed = await asyncio.gather(
         *(kube.list(v, k, label_selector=MANAGED_SELECTOR) for v, k in kinds)
     )
-    live: dict[Key, Obj] = {key_of(item): item for items in listed for item in items}
-    wanted = {key_of(r.obj): r for r in rendered}
+    live: dict[ObjectKey, Obj] = {object_key(item): item for items in listed for item in items}
+    wanted = {object_key(r.obj): r for r in rendered}
 
     findings: list[Finding] = []
     per_object = await asyncio.gather(

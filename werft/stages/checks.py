@@ -88,16 +88,6 @@ def check_nodes(cluster: ResolvedCluster, nodes: Iterable[Obj]) -> NodeCheck:
     return result
 
 
-def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    meta = obj.get("metadata") or {}
-    return (
-        obj.get("apiVersion", ""),
-        obj.get("kind", ""),
-        meta.get("namespace") or "",
-        meta.get("name", ""),
-    )
-
-
 @dataclass
 class AddonCheck:
     """One desired add-on object against its live counterpart."""

@@ -22,9 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from werft.stages.checks import object_key
-
-ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace ("" if none), name
+from werft.kube import ObjectKey, object_key
 
 
 def _version(obj: Mapping[str, Any]) -> tuple[str, int]:
