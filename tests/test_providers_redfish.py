@@ -643,11 +643,11 @@ async def test_virtual_media_on_the_manager_is_found_through_managed_by(
         assert state.media == ["http://127.0.0.1:9/images/installer.iso"]
         assert state.boot_override is None
         read = [s.path for s in bmc.seen]
-        assert read[:3] == [
-            "/bmc/r640/redfish/v1",
-            "/bmc/r640/redfish/v1/Systems",
-            "/bmc/r640/redfish/v1/Systems/System.Embedded.1",
-        ]
+        # The address names the system: it is read first, and the service root and the
+        # Systems collection not at all (they are only walked for a system not found so).
+        assert read[0] == "/bmc/r640/redfish/v1/Systems/System.Embedded.1"
+        assert "/bmc/r640/redfish/v1" not in read
+        assert "/bmc/r640/redfish/v1/Systems" not in read
         assert "/bmc/r640/redfish/v1/Managers/iDRAC.Embedded.1" in read
         assert all(s.headers["authorization"].startswith("Basic ") for s in bmc.seen[1:])
     finally:
@@ -798,7 +798,7 @@ async def test_connection_refused_is_transient(secrets: SecretStore) -> None:
 async def test_busy_bmc_answering_503_is_transient(secrets: SecretStore) -> None:
     bmc = await LoopbackHttp().start()
     try:
-        bmc.routes[("GET", "/redfish/v1")] = Reply(
+        bmc.routes[("GET", "/redfish/v1/Systems/1")] = Reply(
             503,
             {
                 "error": {
@@ -833,7 +833,7 @@ async def test_busy_bmc_answering_503_is_transient(secrets: SecretStore) -> None
 async def test_bmc_slower_than_the_timeout_is_transient(secrets: SecretStore) -> None:
     bmc = await LoopbackHttp().start()
     try:
-        bmc.routes[("GET", "/redfish/v1")] = Reply(200, {}, delay=3.0)
+        bmc.routes[("GET", "/redfish/v1/Systems/1")] = Reply(200, {}, delay=3.0)
         machine = bmc_machine("slow", f"redfish+http://127.0.0.1:{bmc.port}/redfish/v1/Systems/1")
         options = HttpOptions(
             timeout=httpx.Timeout(0.3),
@@ -846,7 +846,7 @@ async def test_bmc_slower_than_the_timeout_is_transient(secrets: SecretStore) ->
         # Each try gives up after the request timeout (not the BMC's 3 s); a hung BMC gets
         # one more try (each costs the whole timeout), fewer than the policy's 3, then the
         # timeout is reported by its cause.
-        assert [(r.method, r.path) for r in bmc.seen] == [("GET", "/redfish/v1")] * 2
+        assert [(r.method, r.path) for r in bmc.seen] == [("GET", "/redfish/v1/Systems/1")] * 2
         assert caught.value.cause == "timeout"
     finally:
         await bmc.stop()

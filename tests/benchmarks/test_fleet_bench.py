@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -244,14 +245,31 @@ def _count_task_runs(api: str, flow_run_id: str, states: list[str] | None = None
     return int(response.json())
 
 
+def _task_run_events(api: str, flow_run_id: str, since: str) -> dict[str, int]:
+    """The task-run state events the server has stored for the flow run, by event name
+    (``prefect.task-run.Completed`` ...): what the client sent over its events websocket
+    and the server persisted."""
+    body = {
+        "filter": {
+            "occurred": {"since": since},
+            "event": {"prefix": ["prefect.task-run."]},
+            "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+        }
+    }
+    response = httpx.post(f"{api}/events/count-by/event", json=body, timeout=60)
+    response.raise_for_status()
+    return {str(row["value"]): int(row["count"]) for row in response.json()}
+
+
 @pytest.mark.bench
 def test_edge_rollout_as_the_prefect_server_records_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """WERFT_BENCH_EDGE_SITES edge sites (the issue's run: 10,000) through provision-fleet
     against a real Prefect server: every cluster Verified; every task run recorded in a
-    final state within RECORDED_WITHIN_S of the end; no 5xx and no dropped events in the
-    server's or the client's log; the server's database size per cluster."""
+    final state within RECORDED_WITHIN_S of the end; no dropped events: a stored
+    Completed-or-Failed event for every task run in a final state; no 5xx in the server's
+    log; the server's database size per cluster."""
     home = tmp_path / "prefect"
     home.mkdir()
     monkeypatch.chdir(tmp_path)
@@ -262,6 +280,7 @@ def test_edge_rollout_as_the_prefect_server_records_it(
     from flows.provision import provision_fleet
 
     with prefect_server(home) as api, edge_fleet(tmp_path) as (root, _sim):
+        since = datetime.now(UTC).isoformat()
         with temporary_settings({PREFECT_API_URL: api}):
             start = time.perf_counter()
             state = asyncio.run(
@@ -282,19 +301,33 @@ def test_edge_rollout_as_the_prefect_server_records_it(
             time.sleep(1)
         lag = time.perf_counter() - ended
         total = _count_task_runs(api, result.flow_run_id)
+        # The server persists events in batches: give it the same window to catch up.
+        events: dict[str, int] = {}
+        while time.perf_counter() - ended < 2 * RECORDED_WITHIN_S:
+            events = _task_run_events(api, result.flow_run_id, since)
+            if _final_events(events) >= recorded:
+                break
+            time.sleep(2)
     server_log = (home / "server.log").read_text(errors="replace")
     database = sum(p.stat().st_size for p in home.glob("prefect.db*"))
     verified = result.count(Outcome.VERIFIED)
     print(
         f"\n{EDGE_SITES} edge sites with Prefect: {verified} Verified in {seconds:.0f} s "
         f"({EDGE_SITES / seconds:.2f} clusters/s); {total} task runs, {recorded} final "
-        f"{lag:.1f} s after the end (of {result.task_runs} planned); server database "
+        f"{lag:.1f} s after the end (of {result.task_runs} planned); task-run events "
+        f"stored: {sum(events.values())} ({_final_events(events)} final, by name: "
+        f"{dict(sorted(events.items()))}); server database "
         f"{database / 2**20:.1f} MiB = {database / EDGE_SITES / 1024:.1f} KiB per cluster"
     )
     assert verified == EDGE_SITES, result.counts()
     assert recorded >= result.task_runs and lag <= RECORDED_WITHIN_S
+    assert _final_events(events) >= recorded, events  # no final state event dropped
     for sign in (" 500 ", "Internal Server Error", "dropped", "Dropped"):
         assert sign not in server_log, sign
+
+
+def _final_events(events: dict[str, int]) -> int:
+    return sum(events.get(f"prefect.task-run.{state}", 0) for state in ("Completed", "Failed"))
 
 
 # --- the baseline against what the rollout policy allows ------------------------------------

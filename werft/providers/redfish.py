@@ -145,11 +145,20 @@ class _Session:
 
     async def discover(self) -> tuple[_Location, tuple[System, str | None]]:
         """The machine's links, and the system with its ETag as read on the way (so the
-        first look needs no second read of it)."""
-        root = await self.read(ServiceRoot, self.address.root, "the service root")
-        if root.systems is None:
-            raise PermanentError(f"{self.calls.target}: the service root links no Systems")
-        system, etag = await self._find_system(root.systems.odata_id)
+        first look needs no second read of it).
+
+        The address names the system, so it is asked for first (a same-origin redirect,
+        such as sushy-tools' from a name to a UUID, is followed); only a BMC that does not
+        know it by that path is walked from the service root, which also says what the
+        BMC does list."""
+        root: ServiceRoot | None = None
+        found = await self._system_at_address()
+        if found is None:
+            root = await self._root()
+            if root.systems is None:
+                raise PermanentError(f"{self.calls.target}: the service root links no Systems")
+            found = await self._find_system(root.systems.odata_id)
+        system, etag = found
         media_collection = await self._media_collection(root, system)
         members = await self.read(Collection, media_collection, "the VirtualMedia collection")
         location = _Location(
@@ -157,6 +166,18 @@ class _Session:
             media=tuple(self.path(m.odata_id) for m in members.members),
         )
         return location, (system, etag)
+
+    async def _root(self) -> ServiceRoot:
+        return await self.read(ServiceRoot, self.address.root, "the service root")
+
+    async def _system_at_address(self) -> tuple[System, str | None] | None:
+        wanted = self.address.system_id
+        path = f"{self.address.root}/Systems/{wanted}"
+        body, response = await self.calls.get_json_or_none(path, f"read system {wanted}")
+        if body is None:
+            return None
+        where = f"{self.calls.target}: read system {wanted}"
+        return parse(System, body, path, where), response.headers.get("ETag")
 
     async def _find_system(self, systems_id: str) -> tuple[System, str | None]:
         """The system and its ETag (kept: some BMCs refuse a PATCH without If-Match)."""
@@ -182,10 +203,12 @@ class _Session:
         where = f"{self.calls.target}: read system {wanted}"
         return parse(System, body, direct, where), response.headers.get("ETag")
 
-    async def _media_collection(self, root: ServiceRoot, system: System) -> str:
+    async def _media_collection(self, root: ServiceRoot | None, system: System) -> str:
         if system.virtual_media is not None:
             return system.virtual_media.odata_id
         managers = [link.odata_id for link in system.links.managed_by]
+        if not managers and root is None:
+            root = await self._root()
         if not managers and root.managers is not None:
             collection = await self.read(Collection, root.managers.odata_id, "the Managers")
             managers = [link.odata_id for link in collection.members]

@@ -39,11 +39,13 @@ def render_kubeconfig(cluster: ResolvedCluster, pki: ClusterPKI) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def kubeconfig_for(cluster: ResolvedCluster, store: SecretStore) -> str:
-    """The admin kubeconfig, generating the PKI on first use and keeping a copy in the
-    store as ``clusters/<cluster>/kubeconfig`` (rewritten only when it changes, e.g. when
-    the inventory moves the API endpoint)."""
-    text = render_kubeconfig(cluster, ensure_cluster_pki(cluster, store))
+def kubeconfig_for(
+    cluster: ResolvedCluster, store: SecretStore, pki: ClusterPKI | None = None
+) -> str:
+    """The admin kubeconfig, generating the PKI on first use (unless given ``pki``, as
+    ensured already) and keeping a copy in the store as ``clusters/<cluster>/kubeconfig``
+    (rewritten only when it changes, e.g. when the inventory moves the API endpoint)."""
+    text = render_kubeconfig(cluster, pki or ensure_cluster_pki(cluster, store))
     name = secret_name(cluster.name, "kubeconfig")
     if store.get(name) != text:
         store.put(name, text)

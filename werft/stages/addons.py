@@ -44,7 +44,6 @@ from werft.kube import (
     describe,
 )
 from werft.render.addons import MANAGED_SELECTOR, RenderedObject, render_addon_objects
-from werft.render.kubeconfig import kubeconfig_for
 from werft.stages.checks import WORKLOAD_KINDS
 from werft.stages.context import StageContext
 from werft.stages.reach import is_unreachable
@@ -68,7 +67,7 @@ async def ensure_addons(cluster: ResolvedCluster, ctx: StageContext) -> Conditio
             rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
         except PermanentError as exc:
             raise StageFailed(RENDER_FAILED, str(exc)) from None
-        kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
+        kubeconfig = await asyncio.to_thread(ctx.kubeconfig, cluster)
         applied = workloads = 0
         poll = ctx.timeouts.poll_interval
         async with ctx.kube(cluster, kubeconfig) as kube:

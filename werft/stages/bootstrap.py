@@ -23,14 +23,14 @@ confirm  every machine a Node with kubelet v<kubernetesVersion>, released
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 from werft.conditions import Condition, ConditionType
 from werft.errors import TransientError, WerftError, is_transient
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient
-from werft.render.kubeconfig import kubeconfig_for
-from werft.render.pki import bootstrap_token_secret, ensure_cluster_pki
+from werft.render.pki import bootstrap_token_secret
 from werft.render.seed import retire_seeds
 from werft.stages.checks import NodeCheck, check_nodes
 from werft.stages.context import StageContext
@@ -52,7 +52,7 @@ RELEASE_FAILED = "ReleaseFailed"
 
 async def ensure_bootstrapped(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
     async def body(progress: Progress) -> Done:
-        kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
+        kubeconfig = await asyncio.to_thread(ctx.kubeconfig, cluster)
         async with ctx.kube(cluster, kubeconfig) as kube:
             await wait_for_api(kube, cluster, ctx, progress)
             await _ensure_join_token(kube, cluster, ctx, progress)
@@ -73,13 +73,33 @@ async def ensure_bootstrapped(cluster: ResolvedCluster, ctx: StageContext) -> Co
     return await run_stage(STAGE, cluster, ctx, body, classify)
 
 
+# An install takes minutes: /readyz is asked every poll interval at first, each pause a
+# quarter longer than the last, up to this many poll intervals (20 s on real hardware:
+# the API is seen within 20 s of coming up, with a fifth of the requests).
+API_WAIT_MAX_POLLS = 4.0
+API_WAIT_GROWTH = 1.25
+# While the site's BMC or hypervisor answers, it is asked again after this many poll
+# intervals; once it does not, every poll (the judgement needs its strikes). A site that
+# goes dark mid-install is seen within 30 s on real hardware, plus the grace.
+SITE_PROBE_POLLS = 6.0
+
+
 async def wait_for_api(
     kube: KubeClient, cluster: ResolvedCluster, ctx: StageContext, progress: Progress
 ) -> None:
+    poll = ctx.timeouts.poll_interval
+    pause = poll
+    site_asked: float | None = None
     while not await kube.readyz():
         # An API that is not up yet refuses connections while the machines install; ask
         # the site's BMC or hypervisor whether the site itself still answers.
-        progress.reach.saw(await site_failure(cluster, ctx, progress.deadline.remaining()))
+        if (
+            site_asked is None
+            or progress.reach.open
+            or time.monotonic() - site_asked >= SITE_PROBE_POLLS * poll
+        ):
+            site_asked = time.monotonic()
+            progress.reach.saw(await site_failure(cluster, ctx, progress.deadline.remaining()))
         if progress.deadline.expired:
             raise StageFailed(
                 API_UNAVAILABLE,
@@ -87,7 +107,8 @@ async def wait_for_api(
                 f"{progress.deadline.seconds:g}s",
                 transient=True,
             )
-        await asyncio.sleep(min(ctx.timeouts.poll_interval, progress.deadline.remaining()))
+        await asyncio.sleep(min(pause, progress.deadline.remaining()))
+        pause = min(pause * API_WAIT_GROWTH, API_WAIT_MAX_POLLS * poll)
 
 
 async def _ensure_join_token(
@@ -97,7 +118,7 @@ async def _ensure_join_token(
     (kubeadm init makes its own; a re-run finds it) and never after it expired: the API
     server deletes expired tokens, and recreating one would be a write on every re-run
     that joins nothing."""
-    pki = await asyncio.to_thread(ensure_cluster_pki, cluster, ctx.secrets)
+    pki = await asyncio.to_thread(ctx.cluster_pki, cluster)
     expires = pki.bootstrap_token_expires
     if expires is not None and expires <= datetime.now(UTC):
         return  # the infrastructure stage renews it, with the seed, on a re-image

@@ -20,7 +20,8 @@ from werft.kube import KubeClient
 from werft.providers import HttpOptions
 from werft.providers.base import Provider
 from werft.providers.pool import ProviderPool
-from werft.render.pki import secret_name
+from werft.render.kubeconfig import kubeconfig_for
+from werft.render.pki import ClusterPKI, ensure_cluster_pki, secret_name
 from werft.secrets import SecretStore
 from werft.secrets import werft_home as default_werft_home
 from werft.stages.confirmed import ConfirmedObjects
@@ -111,6 +112,13 @@ class StageContext:
     # Threads for the synchronous kubernetes client: bounds concurrent cluster API calls.
     kube_threads: int = 16
     confirmed: ConfirmedObjects = field(default_factory=ConfirmedObjects, init=False, repr=False)
+    # Each cluster's PKI and admin kubeconfig as this run read them from the store: every
+    # stage of every cluster needs them, and reading a dozen store entries (and
+    # rendering) four times per cluster was the largest werft-side CPU item of a rollout.
+    _pki: dict[str, ClusterPKI] = field(default_factory=dict, init=False, repr=False)
+    _kubeconfigs: dict[tuple[str, str], str] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +166,32 @@ class StageContext:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.kube_threads, thread_name_prefix="werft-kube")
         return self._executor
+
+    def cluster_pki(self, cluster: ResolvedCluster) -> ClusterPKI:
+        """``ensure_cluster_pki`` once per cluster and run. The infrastructure stage, where
+        keys are made, repaired and tokens renewed, hands what it ensured to ``remember``.
+        Blocking (store reads, maybe key generation): call it in a thread."""
+        pki = self._pki.get(cluster.name)
+        if pki is None:
+            pki = self._pki[cluster.name] = ensure_cluster_pki(cluster, self.secrets)
+        return pki
+
+    def remember(self, cluster: ResolvedCluster, pki: ClusterPKI) -> None:
+        """``pki`` is the cluster's PKI from now on (the infrastructure stage ensured it)."""
+        if self._pki.get(cluster.name) != pki:
+            self._kubeconfigs = {k: v for k, v in self._kubeconfigs.items() if k[0] != cluster.name}
+        self._pki[cluster.name] = pki
+
+    def kubeconfig(self, cluster: ResolvedCluster) -> str:
+        """The admin kubeconfig (``kubeconfig_for``), rendered and stored once per cluster,
+        API endpoint and run. Blocking: call it in a thread."""
+        key = (cluster.name, cluster.api_endpoint)
+        text = self._kubeconfigs.get(key)
+        if text is None:
+            text = self._kubeconfigs[key] = kubeconfig_for(
+                cluster, self.secrets, self.cluster_pki(cluster)
+            )
+        return text
 
     def stored_kubeconfig(self, cluster: ResolvedCluster) -> str | None:
         """The admin kubeconfig werft holds, without generating anything."""

@@ -32,7 +32,6 @@ from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
 from werft.providers.base import MachineState, Provider, is_seed_of
 from werft.providers.errors import PROVIDER_ERROR
-from werft.render.kubeconfig import kubeconfig_for
 from werft.render.pki import ensure_cluster_pki, token_ttl
 from werft.render.seed import issue_seed, publish_seed
 from werft.stages.context import StageContext
@@ -167,7 +166,8 @@ def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, str]
     ``observe_cluster`` takes its presence as "werft has started on this cluster".
     """
     pki = ensure_cluster_pki(cluster, ctx.secrets, token_ttl=token_ttl(ctx.inventory))
-    kubeconfig_for(cluster, ctx.secrets)
+    ctx.remember(cluster, pki)
+    ctx.kubeconfig(cluster)
     return {
         m.name: publish_seed(
             cluster, m, pki, ctx.artifacts_dir, ctx.artifacts_url, store=ctx.secrets, write=False

@@ -31,7 +31,6 @@ from werft.errors import PermanentError, TransientError, WerftError
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient, Obj
 from werft.render.addons import MANAGED_SELECTOR, RenderedObject, render_addon_objects
-from werft.render.kubeconfig import kubeconfig_for
 from werft.retry import retry_after_seconds, retry_async
 from werft.stages.checks import bare_version, check_addon, check_nodes
 from werft.stages.context import StageContext
@@ -72,7 +71,7 @@ async def verify_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Conditi
     async def body(progress: Progress) -> Done:
         progress.checks.clear()  # run again (run_stage): this run's checks only
         checks = _Checks(progress)
-        kubeconfig = await asyncio.to_thread(kubeconfig_for, cluster, ctx.secrets)
+        kubeconfig = await asyncio.to_thread(ctx.kubeconfig, cluster)
         rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
         probe = _Prober(cluster, ctx, progress)
         async with ctx.kube(cluster, kubeconfig) as kube:
