@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks import STAGE_TASKS
 from tasks.batch import BatchResult, BatchSpec, ClusterStageResult
 from tasks.context import RunRef, resources_for
-from tasks.policy import with_retry_policy
+from tasks.policy import concurrency_tags, with_retry_policy
 from werft.conditions import STAGE_ORDER, Condition, ConditionType
 from werft.inventory.model import Tier
 
@@ -162,7 +162,7 @@ async def provision_batch(order: BatchOrder) -> dict[str, Any]:
     await resources_for(order.run)  # load the inventory once, before the stages need it
     runs = 0
     # Tagged like the fleet run's own stage tasks, so the same concurrency limits apply.
-    run_tags = [f"tier:{order.tier}", *(f"site:{s}" for s in order.sites if len(order.sites) == 1)]
+    run_tags = concurrency_tags(order.tier, order.sites)
 
     async def run(stage: ConditionType, names: list[str]) -> BatchResult:
         nonlocal runs

@@ -11,10 +11,11 @@
 - When a wave's failures exceed its budget, no further batch starts (those in flight
   finish: interrupting a stage leaves nothing a re-run cannot finish, but there is no
   reason to), no later wave starts, and the run ends Failed with the reason.
-- Tasks carry tags ``tier:<tier>`` (and ``site:<site>`` for single-site batches). No
-  limit exists by default; create one to protect a shared endpoint across concurrent
-  runs, e.g. ``prefect concurrency-limit create site:fra1 2``. Prefect hands slots out
-  by polling (seconds of slack), so throttling inside a run is the semaphores' job.
+- Tasks of a single-site batch carry tags ``tier:<tier>`` and ``site:<site>``
+  (``concurrency_tags``). No limit exists by default; create one to protect a shared
+  endpoint across concurrent runs, e.g. ``prefect concurrency-limit create site:fra1 2``.
+  Prefect hands slots out by polling (seconds of slack), so throttling inside a run is
+  the semaphores' job.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from flows.models import ClusterRecord, ProvisionRequest, WaveReport
 from tasks import STAGE_TASKS
 from tasks.batch import BatchResult, BatchSpec, ClusterStageResult
 from tasks.context import RunRef
-from tasks.policy import with_retry_policy
+from tasks.policy import concurrency_tags, with_retry_policy
 from werft.conditions import STAGE_ORDER, Condition, ConditionType
 from werft.inventory.model import Dispatch, Tier
 from werft.inventory.resolved import Inventory
@@ -193,7 +194,7 @@ class Rollout:
         sites = {self.inventory.clusters[n].site for n in names}
         self.task_runs += 1
         try:
-            with tags(f"tier:{wave.tier}", *(f"site:{s}" for s in sites if len(sites) == 1)):
+            with tags(*concurrency_tags(wave.tier, sites)):
                 return await self._tasks[stage](spec)
         except Exception as exc:  # the task itself broke (not a cluster): fail its clusters
             message = f"{type(exc).__name__}: {exc}"[:300]
