@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -144,6 +145,14 @@ def edge_fleet(
         default_credentials=None,
     ) as sim:
         yield root, sim
+
+
+def _sim_stats(root: Path) -> dict[str, Any]:
+    """The request counts of the simulator serving the fleet at ``root`` (its endpoint is
+    in fleet.yaml)."""
+    fleet = load_inventory(root).fleet
+    endpoint = fleet.spec.artifacts.base_url.rsplit("/artifacts", 1)[0]
+    return httpx.get(f"{endpoint}/_sim/stats", timeout=10).json()
 
 
 @contextlib.contextmanager
@@ -402,14 +411,19 @@ def test_baseline_at_time_scale_60_against_the_physical_limit(
     with edge_fleet_on_sim_process(tmp_path, PHYSICAL_TIME_SCALE) as root:
         limit, chain, rounds = physical_limit_s(root, PHYSICAL_TIME_SCALE)
         start = time.perf_counter()
+        cpu = time.process_time()
         assert asyncio.run(_without_prefect(root, PHYSICAL_TIME_SCALE)) == EDGE_SITES
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        requests = _sim_stats(root)["requests"]
     print(
         f"\nbaseline rollout of {EDGE_SITES} edge sites at time scale "
         f"{PHYSICAL_TIME_SCALE:g} (the simulator in a process of its own): {seconds:.1f} s; "
         f"the physical limit of the rollout policy: {rounds} rounds x {chain:g} simulated "
         f"s / {PHYSICAL_TIME_SCALE:g} = {limit:.1f} s; {seconds / limit:.2f}x the limit "
-        f"(goal: <= {PHYSICAL_GOAL}x)"
+        f"(goal: <= {PHYSICAL_GOAL}x). werft used {cpu:.1f} CPU s ({cpu / seconds:.0%} of "
+        f"one core); {requests / EDGE_SITES:.0f} requests per cluster, polls every "
+        f"{StageTimeouts().poll_interval:g} simulated s as on real hardware"
     )
     assert seconds >= limit * 0.95  # no run beats physics: the formula would be wrong
 
