@@ -7,7 +7,9 @@ concurrently on one context.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +26,7 @@ from werft.render.kubeconfig import kubeconfig_for
 from werft.render.pki import ClusterPKI, ensure_cluster_pki, secret_name
 from werft.secrets import SecretStore
 from werft.secrets import werft_home as default_werft_home
+from werft.stages.clients import KubeClients
 from werft.stages.confirmed import ConfirmedObjects
 
 
@@ -120,6 +123,7 @@ class StageContext:
         default_factory=dict, init=False, repr=False
     )
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _clients: KubeClients = field(default_factory=KubeClients, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.providers is None:
@@ -197,22 +201,29 @@ class StageContext:
         """The admin kubeconfig werft holds, without generating anything."""
         return self.secrets.get(secret_name(cluster.name, "kubeconfig"))
 
-    def kube(self, cluster: ResolvedCluster, kubeconfig: str | None = None) -> KubeClient:
-        """A client for ``cluster`` built from its own kubeconfig (never a global one)."""
+    @contextlib.asynccontextmanager
+    async def kube(
+        self, cluster: ResolvedCluster, kubeconfig: str | None = None
+    ) -> AsyncIterator[KubeClient]:
+        """A client for ``cluster`` built from its own kubeconfig (never a global one), for
+        the block; the run keeps it for the cluster's next stage (``KubeClients``)."""
         text = kubeconfig or self.stored_kubeconfig(cluster)
         if text is None:
             raise PermanentError(
                 f"cluster {cluster.name}: werft holds no kubeconfig for it "
                 "(run the infrastructure stage first)"
             )
-        return KubeClient.from_kubeconfig(
-            text,
-            cluster=cluster.name,
-            timeout=self.timeouts.http,
-            executor=self.executor,
-        )
+
+        def make(text: str) -> KubeClient:
+            return KubeClient.from_kubeconfig(
+                text, cluster=cluster.name, timeout=self.timeouts.http, executor=self.executor
+            )
+
+        with self._clients.using(cluster.name, text, make) as client:
+            yield client
 
     async def aclose(self) -> None:
+        self._clients.close()
         if self.providers is not None:
             await self.providers.aclose()
         if self._executor is not None:

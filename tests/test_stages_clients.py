@@ -1,0 +1,62 @@
+"""The run's cluster API clients: kept from stage to stage, bounded, never closed in use."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from werft.kube import KubeClient
+from werft.stages.clients import KubeClients
+
+
+class _Client:
+    """Stands in for a KubeClient: the cache only makes, hands out and closes clients."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.closed = False
+
+    def close(self) -> None:
+        assert not self.closed, "closed twice"
+        self.closed = True
+
+
+def _make(made: list[_Client]) -> Any:
+    def make(kubeconfig: str) -> KubeClient:
+        made.append(_Client(kubeconfig))
+        return cast(KubeClient, made[-1])
+
+    return make
+
+
+def test_a_cluster_keeps_its_client_from_one_stage_to_the_next() -> None:
+    made: list[_Client] = []
+    clients = KubeClients()
+    with clients.using("edge-1", "config-a", _make(made)) as first:
+        pass
+    with clients.using("edge-1", "config-a", _make(made)) as second:
+        assert second is first
+    assert len(made) == 1 and not made[0].closed
+    clients.close()
+    assert made[0].closed
+
+
+def test_a_new_kubeconfig_gets_a_new_client_and_the_old_one_is_closed_by_its_last_user() -> None:
+    made: list[_Client] = []
+    clients = KubeClients()
+    with clients.using("edge-1", "config-a", _make(made)) as old:
+        with clients.using("edge-1", "config-b", _make(made)) as new:
+            assert new is not old and not cast(_Client, old).closed  # still in use
+        assert not cast(_Client, new).closed
+    assert cast(_Client, old).closed and not cast(_Client, new).closed
+
+
+def test_idle_clients_beyond_the_limit_are_closed_least_recent_first_never_one_in_use() -> None:
+    made: list[_Client] = []
+    clients = KubeClients(idle_limit=2)
+    with clients.using("busy", "config", _make(made)):
+        for name in ("a", "b", "c", "d"):
+            with clients.using(name, "config", _make(made)):
+                pass
+        busy, *others = made  # made in the order asked for
+        assert not busy.closed  # in use all along, however old
+        assert [c.closed for c in others] == [True, True, False, False]
