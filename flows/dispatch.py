@@ -145,8 +145,13 @@ def _label(path: str, names: list[str]) -> str:
 
 
 def _run_name() -> str:
+    """The name ``dispatch_batch`` gave the run (`` #2`` on a batch dispatched again), or
+    one made from the order for a run started some other way."""
     from prefect.runtime import flow_run
 
+    given = flow_run.name
+    if isinstance(given, str) and given.startswith("provision-batch["):
+        return given
     order = (flow_run.parameters or {}).get("order")
     path = order.path if isinstance(order, BatchOrder) else (order or {}).get("path", "?")
     return f"provision-batch[{path}]"

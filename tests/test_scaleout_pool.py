@@ -472,6 +472,7 @@ def test_a_worker_lost_with_its_batch_run_is_crashed_by_the_zombie_automation_an
         assert crashed.message and crashed.message.startswith("No heartbeat for"), crashed.message
         assert again.state and again.state.is_completed(), again.state
         assert str(again.id) in survivor.submitted()
+        assert again.name == f"{lost.name} #2", (lost.name, again.name)
 
         to_crashed = (crashed.timestamp - kill.at).total_seconds()
         to_redispatch = ((again.created or crashed.timestamp) - crashed.timestamp).total_seconds()
