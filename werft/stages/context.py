@@ -1,8 +1,11 @@
 """What every stage needs besides the cluster: inventory, secrets, deadlines, clients.
 
-A ``StageContext`` is built once per batch (or per process) and shared by all clusters
-of the batch; it holds no per-cluster state, so stages for many clusters run
-concurrently on one context.
+A ``StageContext`` is built once per run (or per batch) and shared by all clusters of
+it; stages for many clusters run concurrently on one context. What it keeps per cluster
+is a cache of what the store and the cluster would give again (its PKI, kubeconfig and
+API client: ``werft.stages.memo``) and what the add-on stage confirmed with the server,
+for verify (``werft.stages.confirmed``); nothing a stage's decision depends on that it
+would not also find by observing.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from werft.render.kubeconfig import kubeconfig_for
 from werft.render.pki import ClusterPKI, ensure_cluster_pki, secret_name
 from werft.secrets import SecretStore
 from werft.secrets import werft_home as default_werft_home
-from werft.stages.clients import KubeClients
 from werft.stages.confirmed import ConfirmedObjects
+from werft.stages.memo import KubeClients, Recent
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,9 @@ class Deadline:
 
 @dataclass
 class StageContext:
-    """Shared by every cluster of a batch; its one per-cluster memory is what the add-on
-    stage confirmed with the server (``confirmed``), for verify. Close it with
-    ``await ctx.aclose()`` (providers' connection pools, the kube thread pool)."""
+    """Shared by every cluster of a run (see the module's docstring for what it keeps per
+    cluster). Close it with ``await ctx.aclose()`` (providers' connection pools, the
+    clusters' API clients, the kube thread pool)."""
 
     inventory: Inventory
     secrets: SecretStore
@@ -115,12 +118,11 @@ class StageContext:
     # Threads for the synchronous kubernetes client: bounds concurrent cluster API calls.
     kube_threads: int = 16
     confirmed: ConfirmedObjects = field(default_factory=ConfirmedObjects, init=False, repr=False)
-    # Each cluster's PKI and admin kubeconfig as this run read them from the store: every
-    # stage of every cluster needs them, and reading a dozen store entries (and
-    # rendering) four times per cluster was the largest werft-side CPU item of a rollout.
-    _pki: dict[str, ClusterPKI] = field(default_factory=dict, init=False, repr=False)
-    _kubeconfigs: dict[tuple[str, str], str] = field(
-        default_factory=dict, init=False, repr=False
+    # Kept from one stage of a cluster to the next (werft.stages.memo).
+    _pki: Recent[str, ClusterPKI] = field(default_factory=Recent, init=False, repr=False)
+    # By cluster: (API endpoint, kubeconfig).
+    _kubeconfigs: Recent[str, tuple[str, str]] = field(
+        default_factory=Recent, init=False, repr=False
     )
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _clients: KubeClients = field(default_factory=KubeClients, init=False, repr=False)
@@ -177,24 +179,23 @@ class StageContext:
         Blocking (store reads, maybe key generation): call it in a thread."""
         pki = self._pki.get(cluster.name)
         if pki is None:
-            pki = self._pki[cluster.name] = ensure_cluster_pki(cluster, self.secrets)
+            pki = self._pki.put(cluster.name, ensure_cluster_pki(cluster, self.secrets))
         return pki
 
     def remember(self, cluster: ResolvedCluster, pki: ClusterPKI) -> None:
         """``pki`` is the cluster's PKI from now on (the infrastructure stage ensured it)."""
         if self._pki.get(cluster.name) != pki:
-            self._kubeconfigs = {k: v for k, v in self._kubeconfigs.items() if k[0] != cluster.name}
-        self._pki[cluster.name] = pki
+            self._kubeconfigs.pop(cluster.name)
+        self._pki.put(cluster.name, pki)
 
     def kubeconfig(self, cluster: ResolvedCluster) -> str:
         """The admin kubeconfig (``kubeconfig_for``), rendered and stored once per cluster,
         API endpoint and run. Blocking: call it in a thread."""
-        key = (cluster.name, cluster.api_endpoint)
-        text = self._kubeconfigs.get(key)
-        if text is None:
-            text = self._kubeconfigs[key] = kubeconfig_for(
-                cluster, self.secrets, self.cluster_pki(cluster)
-            )
+        held = self._kubeconfigs.get(cluster.name)
+        if held is not None and held[0] == cluster.api_endpoint:
+            return held[1]
+        text = kubeconfig_for(cluster, self.secrets, self.cluster_pki(cluster))
+        self._kubeconfigs.put(cluster.name, (cluster.api_endpoint, text))
         return text
 
     def stored_kubeconfig(self, cluster: ResolvedCluster) -> str | None:
@@ -206,7 +207,7 @@ class StageContext:
         self, cluster: ResolvedCluster, kubeconfig: str | None = None
     ) -> AsyncIterator[KubeClient]:
         """A client for ``cluster`` built from its own kubeconfig (never a global one), for
-        the block; the run keeps it for the cluster's next stage (``KubeClients``)."""
+        the block; the run keeps it for the cluster's next stage (``werft.stages.memo``)."""
         text = kubeconfig or self.stored_kubeconfig(cluster)
         if text is None:
             raise PermanentError(

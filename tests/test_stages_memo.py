@@ -1,11 +1,11 @@
-"""The run's cluster API clients: kept from stage to stage, bounded, never closed in use."""
+"""What a run keeps per cluster from stage to stage: bounded; a client never closed in use."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 from werft.kube import KubeClient
-from werft.stages.clients import KubeClients
+from werft.stages.memo import KubeClients, Recent
 
 
 class _Client:
@@ -60,3 +60,12 @@ def test_idle_clients_beyond_the_limit_are_closed_least_recent_first_never_one_i
         busy, *others = made  # made in the order asked for
         assert not busy.closed  # in use all along, however old
         assert [c.closed for c in others] == [True, True, False, False]
+
+
+def test_recent_keeps_the_most_recently_used_entries() -> None:
+    recent: Recent[str, int] = Recent(limit=2)
+    recent.put("a", 1)
+    recent.put("b", 2)
+    assert recent.get("a") == 1  # used: now the most recent
+    recent.put("c", 3)
+    assert (recent.get("a"), recent.get("b"), recent.get("c")) == (1, None, 3)
