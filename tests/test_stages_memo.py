@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from werft.kube import KubeClient
@@ -69,3 +70,23 @@ def test_recent_keeps_the_most_recently_used_entries() -> None:
     assert recent.get("a") == 1  # used: now the most recent
     recent.put("c", 3)
     assert (recent.get("a"), recent.get("b"), recent.get("c")) == (1, None, 3)
+
+
+def test_recent_is_safe_from_the_threads_stages_hand_blocking_work_to() -> None:
+    # Stages read the PKI and kubeconfig in threads (asyncio.to_thread) while the
+    # infrastructure stage replaces them: a plain dict rebuilt during an insert from
+    # another thread raised "dictionary changed size during iteration" (3 clusters of a
+    # 10,000-site run failed so).
+    recent: Recent[int, int] = Recent(limit=64)
+
+    def churn(offset: int) -> None:
+        for i in range(20_000):
+            key = (i * 7 + offset) % 256
+            recent.put(key, i)
+            recent.get((key + 1) % 256)
+            recent.pop((key + 2) % 256)
+
+    with ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(churn, n) for n in range(4)]:
+            future.result()  # raises what the thread raised
+    assert len(recent) <= recent.limit

@@ -61,6 +61,9 @@ class Recent(Generic[K, V]):
         with self._lock:
             self._items.pop(key, None)
 
+    def __len__(self) -> int:
+        return len(self._items)
+
 
 @dataclass
 class _Held:
