@@ -180,7 +180,9 @@ class _Session:
         return parse(System, body, path, where), response.headers.get("ETag")
 
     async def _find_system(self, systems_id: str) -> tuple[System, str | None]:
-        """The system and its ETag (kept: some BMCs refuse a PATCH without If-Match)."""
+        """The system, found in the Systems collection, and its ETag (kept: some BMCs
+        refuse a PATCH without If-Match). For a BMC that did not answer the address's own
+        path (``_system_at_address`` was asked first)."""
         wanted = self.address.system_id
         systems = await self.read(Collection, systems_id, "the Systems collection")
         for member in systems.members:
@@ -189,19 +191,12 @@ class _Session:
                 body, response = await self.calls.get_json(path, f"read system {wanted}")
                 where = f"{self.calls.target}: read system {wanted}"
                 return parse(System, body, path, where), response.headers.get("ETag")
-        # Not listed: a paginated collection, or an alias the BMC resolves by redirect
-        # (sushy-tools answers a system's name with a redirect to its UUID). Ask directly.
-        direct = f"{self.path(systems_id)}/{wanted}"
-        body, response = await self.calls.get_json_or_none(direct, f"read system {wanted}")
-        if body is None:
-            listed = ", ".join(m.odata_id.rsplit("/", 1)[-1] for m in systems.members)
-            raise PermanentError(
-                f"{self.calls.target}: unknown system {wanted!r} "
-                f"(the BMC lists: {listed or 'none'})",
-                reason=SYSTEM_NOT_FOUND,
-            )
-        where = f"{self.calls.target}: read system {wanted}"
-        return parse(System, body, direct, where), response.headers.get("ETag")
+        listed = ", ".join(m.odata_id.rsplit("/", 1)[-1] for m in systems.members)
+        raise PermanentError(
+            f"{self.calls.target}: unknown system {wanted!r} "
+            f"(the BMC lists: {listed or 'none'})",
+            reason=SYSTEM_NOT_FOUND,
+        )
 
     async def _media_collection(self, root: ServiceRoot | None, system: System) -> str:
         if system.virtual_media is not None:
