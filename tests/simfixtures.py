@@ -40,6 +40,8 @@ import pytest
 import uvicorn
 import yaml
 
+from werft.demo import ensure_bmc_secrets
+from werft.inventory.generate import write_fleet
 from werft.inventory.resolved import Inventory
 from werft.sim.app import KubeAppFactory, SimApp, build_app
 from werft.sim.clock import Clock
@@ -514,3 +516,13 @@ def kube_factories() -> dict[str, Any]:
     from werft.sim.kube.cluster import SimCluster
 
     return {"cluster_factory": SimCluster, "kube_app_factory": kube_api_app}
+
+
+def write_edge_fleet(workdir: Path, sites: int, port: int) -> Path:
+    """An inventory of ``sites`` edge sites whose endpoints are the simulator on ``port``,
+    with its BMC credentials in the store; its root."""
+    root = workdir / "inventory"
+    write_fleet(root, edge_sites=sites, core_sites=0, near_edge_sites=0,
+                endpoint=f"http://127.0.0.1:{port}")
+    ensure_bmc_secrets(root)
+    return root

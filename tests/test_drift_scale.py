@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.driftfixtures import FLANNEL_CM
-from tests.simfixtures import reserve_port, running_sim
+from tests.simfixtures import reserve_port, running_sim, write_edge_fleet
 from werft.conditions import STAGE_ORDER
-from werft.demo import ensure_bmc_secrets
 from werft.drift.check import check_clusters
 from werft.drift.report import DriftReport
 from werft.exitcodes import ExitCode
-from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
 
@@ -32,10 +30,7 @@ def test_same_edit_on_300_edge_clusters_is_one_group_of_300(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
     sock = reserve_port()
-    root = tmp_path / "inventory"
-    write_fleet(root, edge_sites=EDGE, core_sites=0, near_edge_sites=0,
-                endpoint=f"http://127.0.0.1:{sock.getsockname()[1]}")
-    ensure_bmc_secrets(root)
+    root = write_edge_fleet(tmp_path, EDGE, sock.getsockname()[1])
     inventory = load_inventory(root)
     artifacts = tmp_path / ".werft" / "artifacts"
     with running_sim(inventory, sock=sock, time_scale=TIME_SCALE, artifacts_dir=artifacts,

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.simfixtures import reserve_port, running_sim
+from tests.simfixtures import reserve_port, running_sim, write_edge_fleet
 from werft.conditions import ConditionType
-from werft.demo import ensure_bmc_secrets
-from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
 from werft.stages.bootstrap import SITE_PROBE_POLLS
@@ -32,10 +30,7 @@ async def test_an_install_is_watched_with_fewer_requests_as_it_goes_on(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WERFT_HOME", str(tmp_path / ".werft"))
     sock = reserve_port()
-    root = tmp_path / "inventory"
-    write_fleet(root, edge_sites=1, core_sites=0, near_edge_sites=0,
-                endpoint=f"http://127.0.0.1:{sock.getsockname()[1]}")
-    ensure_bmc_secrets(root)
+    root = write_edge_fleet(tmp_path, 1, sock.getsockname()[1])
     inventory = load_inventory(root)
     cluster = next(iter(inventory.clusters.values()))
     timeouts = StageTimeouts(

@@ -35,9 +35,16 @@ import httpx
 import pytest
 
 from tasks.context import SIMULATED_MIN_DEADLINE_S
-from tests.simfixtures import SimHandle, free_port, reserve_port, running_sim, wait_for
+from tests.simfixtures import (
+    SimHandle,
+    free_port,
+    reserve_port,
+    running_sim,
+    wait_for,
+    write_edge_fleet,
+)
 from werft.conditions import STAGE_ORDER
-from werft.demo import ensure_bmc_secrets, port_free, stop_process_group
+from werft.demo import port_free, stop_process_group
 from werft.demo import werft as werft_command
 from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
@@ -119,16 +126,6 @@ def _healthy(api: str, ok: int = 200) -> bool:
         return httpx.get(url, timeout=2).status_code == ok
     except httpx.HTTPError:
         return False
-
-
-def write_edge_fleet(workdir: Path, sites: int, port: int) -> Path:
-    """An inventory of ``sites`` edge sites whose endpoints are the simulator on ``port``,
-    with its BMC credentials in the store; its root."""
-    root = workdir / "inventory"
-    write_fleet(root, edge_sites=sites, core_sites=0, near_edge_sites=0,
-                endpoint=f"http://127.0.0.1:{port}")
-    ensure_bmc_secrets(root)
-    return root
 
 
 @contextlib.contextmanager
