@@ -19,7 +19,7 @@ from flows.deployments import _schedule_options, deployment_specs, flow_of
 from flows.models import ClusterRecord, FleetResult, ProvisionRequest, WaveReport
 from flows.provision import RetryCount, judge
 from tasks.batch import retry_worthy
-from tasks.policy import retry_if_transient, retry_options
+from tasks.policy import concurrency_tags, retry_if_transient, retry_options
 from werft.conditions import Condition, ConditionType
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Tier
@@ -258,3 +258,11 @@ def test_create_run_of_a_missing_deployment_says_what_to_start(fake_api) -> None
     url, _ = fake_api
     with pytest.raises(api.ApiError, match="werft serve"):
         api.create_run(url, {}, deployment="nope/nope")
+
+
+def test_only_a_single_site_batch_is_tagged_for_concurrency_limits() -> None:
+    # Any tag costs the task run a slot request to the server before it starts (0.4 s on
+    # the path of every stage of every edge batch); a site's limit protects its shared BMCs.
+    assert concurrency_tags(Tier.NEAR_EDGE, ["muc1"]) == ["tier:near-edge", "site:muc1"]
+    assert concurrency_tags(Tier.CORE, ["fra1", "fra1"]) == ["tier:core", "site:fra1"]
+    assert concurrency_tags(Tier.EDGE, ["edge-00001", "edge-00002"]) == []
