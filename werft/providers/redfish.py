@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from werft.errors import PermanentError, SecretNotFound, TransientError
 from werft.inventory.model import BMC, Machine
 from werft.providers import redfish_quirks as quirks
@@ -170,27 +172,30 @@ class _Session:
     async def _root(self) -> ServiceRoot:
         return await self.read(ServiceRoot, self.address.root, "the service root")
 
+    def _system(
+        self, body: dict[str, Any], response: httpx.Response, path: str, action: str
+    ) -> tuple[System, str | None]:
+        """A System as read, with its ETag (kept: some BMCs refuse a PATCH without
+        If-Match)."""
+        where = f"{self.calls.target}: {action}"
+        return parse(System, body, path, where), response.headers.get("ETag")
+
     async def _system_at_address(self) -> tuple[System, str | None] | None:
         wanted = self.address.system_id
         path = f"{self.address.root}/Systems/{wanted}"
         body, response = await self.calls.get_json_or_none(path, f"read system {wanted}")
-        if body is None:
-            return None
-        where = f"{self.calls.target}: read system {wanted}"
-        return parse(System, body, path, where), response.headers.get("ETag")
+        return None if body is None else self._system(body, response, path, f"read system {wanted}")
 
     async def _find_system(self, systems_id: str) -> tuple[System, str | None]:
-        """The system, found in the Systems collection, and its ETag (kept: some BMCs
-        refuse a PATCH without If-Match). For a BMC that did not answer the address's own
-        path (``_system_at_address`` was asked first)."""
+        """The system, found in the Systems collection, and its ETag. For a BMC that did
+        not answer the address's own path (``_system_at_address`` was asked first)."""
         wanted = self.address.system_id
         systems = await self.read(Collection, systems_id, "the Systems collection")
         for member in systems.members:
             if member.odata_id.rstrip("/").rsplit("/", 1)[-1] == wanted:
                 path = self.path(member.odata_id)
                 body, response = await self.calls.get_json(path, f"read system {wanted}")
-                where = f"{self.calls.target}: read system {wanted}"
-                return parse(System, body, path, where), response.headers.get("ETag")
+                return self._system(body, response, path, f"read system {wanted}")
         listed = ", ".join(m.odata_id.rsplit("/", 1)[-1] for m in systems.members)
         raise PermanentError(
             f"{self.calls.target}: unknown system {wanted!r} "
@@ -229,8 +234,7 @@ class _Session:
         body, response = await self.calls.get_json_or_none(location.system, "read the system")
         if body is None:
             return None
-        where = f"{self.calls.target}: read the system"
-        return parse(System, body, location.system, where), response.headers.get("ETag")
+        return self._system(body, response, location.system, "read the system")
 
     async def media(self, location: _Location) -> list[VirtualMedia]:
         return [await self.read(VirtualMedia, path, "virtual media") for path in location.media]

@@ -184,13 +184,15 @@ class SeedContext(Protocol):
     def artifacts_url(self) -> str: ...
 
 
-def issue_seed(cluster: ResolvedCluster, machine: Machine, ctx: SeedContext) -> str:
+def issue_seed(
+    cluster: ResolvedCluster, machine: Machine, ctx: SeedContext, pki: ClusterPKI | None = None
+) -> str:
     """Publish the seed to install ``machine`` with and return its URL: the one
     ``publish_seed`` computed, written now if it is not there yet; when that seed was
     retired -- the machine bootstrapped with it once and is being installed again -- the
     same seed under a new URL (a new token: the old one may have been seen since, in a
-    BMC's media list)."""
-    pki = ensure_cluster_pki(cluster, ctx.secrets)
+    BMC's media list). ``pki``: the cluster's, as the caller ensured it already."""
+    pki = pki or ensure_cluster_pki(cluster, ctx.secrets)
     iso = build_seed_iso(cluster, machine, pki, artifacts_url=ctx.artifacts_url)
     digest = seed_digest(iso)
     generation, state = _latest(ctx.secrets, cluster, machine, digest)

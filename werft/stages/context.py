@@ -120,8 +120,8 @@ class StageContext:
     confirmed: ConfirmedObjects = field(default_factory=ConfirmedObjects, init=False, repr=False)
     # Kept from one stage of a cluster to the next (werft.stages.memo).
     _pki: Recent[str, ClusterPKI] = field(default_factory=Recent, init=False, repr=False)
-    # By cluster: (API endpoint, kubeconfig).
-    _kubeconfigs: Recent[str, tuple[str, str]] = field(
+    # By cluster: (API endpoint, the PKI it was rendered from, kubeconfig).
+    _kubeconfigs: Recent[str, tuple[str, ClusterPKI, str]] = field(
         default_factory=Recent, init=False, repr=False
     )
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
@@ -184,18 +184,17 @@ class StageContext:
 
     def remember(self, cluster: ResolvedCluster, pki: ClusterPKI) -> None:
         """``pki`` is the cluster's PKI from now on (the infrastructure stage ensured it)."""
-        if self._pki.get(cluster.name) != pki:
-            self._kubeconfigs.pop(cluster.name)
         self._pki.put(cluster.name, pki)
 
     def kubeconfig(self, cluster: ResolvedCluster) -> str:
         """The admin kubeconfig (``kubeconfig_for``), rendered and stored once per cluster,
-        API endpoint and run. Blocking: call it in a thread."""
+        API endpoint and PKI in a run. Blocking: call it in a thread."""
+        pki = self.cluster_pki(cluster)
         held = self._kubeconfigs.get(cluster.name)
-        if held is not None and held[0] == cluster.api_endpoint:
-            return held[1]
-        text = kubeconfig_for(cluster, self.secrets, self.cluster_pki(cluster))
-        self._kubeconfigs.put(cluster.name, (cluster.api_endpoint, text))
+        if held is not None and held[0] == cluster.api_endpoint and held[1] is pki:
+            return held[2]
+        text = kubeconfig_for(cluster, self.secrets, pki)
+        self._kubeconfigs.put(cluster.name, (cluster.api_endpoint, pki, text))
         return text
 
     def stored_kubeconfig(self, cluster: ResolvedCluster) -> str | None:

@@ -74,7 +74,8 @@ async def _provision(cluster: ResolvedCluster, ctx: StageContext, progress: Prog
             return await provider.power_on(machine)
         # Its seed is written now (re-issued under a new URL if it was retired after an
         # earlier install): keys reach the artifacts server only for a machine to install.
-        seed = await asyncio.to_thread(issue_seed, cluster, machine, ctx)
+        pki = await asyncio.to_thread(ctx.cluster_pki, cluster)
+        seed = await asyncio.to_thread(issue_seed, cluster, machine, ctx, pki)
         return await provider.ensure(machine, image, seed)
 
     raise_worst(await act_on_each(list(todo), ctx, progress, act))

@@ -73,6 +73,8 @@ class _Held:
 
 
 class KubeClients:
+    """The run's cluster API clients, by cluster (see the module's docstring)."""
+
     def __init__(self, idle_limit: int = IDLE_LIMIT) -> None:
         self.idle_limit = idle_limit
         self._held: OrderedDict[str, _Held] = OrderedDict()  # by cluster, least recent first
