@@ -341,13 +341,13 @@ async def _up_to_verify(f: StageFleet, cluster: ResolvedCluster) -> None:
         assert condition.ok, condition
 
 
-async def test_one_503_on_livez_or_the_smoke_request_is_probed_again_and_verified(
+async def test_one_503_on_livez_or_version_is_probed_again_and_verified(
     stage_fleet: StageFleet,
 ) -> None:
     f = stage_fleet
     cluster = f.cluster(EDGE)
     await _up_to_verify(f, cluster)
-    for path in ("livez", "version"):  # /version: the kube client's and the httpx smoke's
+    for path in ("livez", "version"):  # /version: asked over httpx
         rule = f.sim.add_fault(kind="error", status=503, path=f"/clusters/{EDGE}/{path}")
         with lift_after_first_hit(f.sim, rule["id"]) as lifted:
             condition = await verify_cluster(cluster, f.ctx)

@@ -77,7 +77,7 @@ async def test_bare_metal_and_vm_clusters_go_from_nothing_to_verified(
     assert "pass: nodes Ready 2/2" in bm_checks
     assert "pass: kubelet v1.31.4 on 2/2" in bm_checks
     assert "pass: Deployment kube-system/metrics-server healthy (1/1 available)" in bm_checks
-    assert any(line.startswith("pass: smoke GET /version over httpx: 200") for line in bm_checks)
+    assert "pass: API version v1.31.4 (want v1.31.4; GET /version over httpx: 200)" in bm_checks
     assert "pass: nodes Ready 3/3" in verified[1].checks
     # The machines really are installed and running the cluster's nodes.
     for machine in f.cluster(BARE_METAL).machines:

@@ -4,11 +4,14 @@ order -- the CNI first, since nothing else schedules before the nodes turn Ready
 For each dependency level (add-ons that depend on nothing, then those that depend on
 them, ...):
 
-observe  once for all levels: one LIST per kind of werft's labelled objects
-         (``KubeClient.get_live_all``); then, for each object that exists, ask the server
-         what applying it would change (a ``dryRun=All`` server-side apply) -- the server
-         normalises quantities and defaults, so ``cpu: 1000m`` against a stored ``"1"`` is
-         no drift. An absent object needs no dry run: it is applied.
+observe  once for all levels: the add-on record (``werft.stages.addon_record``); none
+         means nothing of werft's is on the cluster yet, otherwise one LIST per kind of
+         werft's labelled objects (``KubeClient.get_live_all``). The record is extended
+         to the rendered kinds before anything is applied. For each object that exists,
+         ask the server what applying it would change (a ``dryRun=All`` server-side
+         apply) -- the server normalises quantities and defaults, so ``cpu: 1000m``
+         against a stored ``"1"`` is no drift. An absent object needs no dry run: it is
+         applied.
 act      server-side apply only objects that are absent or would change, in render order
          (Namespaces and CRDs first); a new CRD is waited for until Established. A field
          another manager owns is a permanent ``ApplyConflict`` unless the AddonSet opts in
@@ -22,8 +25,9 @@ confirm  AddonsApplied (something applied) or AddonsAlreadyReady (zero mutating 
 What the server answered for each object is noted in ``ctx.confirmed``, so verify, in the
 same run, need not ask for a dry run of an object nobody has written since.
 
-A fresh edge cluster's ~17 objects cost a LIST per kind (~9) and an apply each; a
-converged one's cost the LISTs and a dry run each, and no mutating call.
+A fresh edge cluster's ~17 objects cost the record's GET and apply and an apply each; a
+converged one's cost the record's GET, a LIST per kind (~9) and a dry run each, and no
+mutating call.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from werft.kube import (
     describe,
 )
 from werft.render.addons import MANAGED_SELECTOR, RenderedObject, render_addon_objects
+from werft.stages.addon_record import read_record, record_update
 from werft.stages.checks import WORKLOAD_KINDS
 from werft.stages.context import StageContext
 from werft.stages.reach import is_unreachable
@@ -71,10 +76,7 @@ async def ensure_addons(cluster: ResolvedCluster, ctx: StageContext) -> Conditio
         applied = workloads = 0
         poll = ctx.timeouts.poll_interval
         async with ctx.kube(cluster, kubeconfig) as kube:
-            listed = await kube.get_live_all(
-                [item.obj for item in rendered], label_selector=MANAGED_SELECTOR
-            )
-            live = {id(item): obj for item, obj in zip(rendered, listed, strict=True)}
+            live = await _observe(kube, rendered, progress)
             for _, level in groupby(sorted(rendered, key=_level), key=_level):
                 items = list(level)
                 stored = await _apply_level(kube, cluster, items, live, progress, ctx)
@@ -98,6 +100,24 @@ async def ensure_addons(cluster: ResolvedCluster, ctx: StageContext) -> Conditio
         return Done(ADDONS_ALREADY_READY, f"{len(rendered)} object(s) already in place")
 
     return await run_stage(STAGE, cluster, ctx, body, classify)
+
+
+async def _observe(
+    kube: KubeClient, rendered: list[RenderedObject], progress: Progress
+) -> dict[int, Obj | None]:
+    """The live counterpart of each rendered object (None: absent), by item id; the add-on
+    record names their kinds before this returns (``werft.stages.addon_record``)."""
+    manifests = [item.obj for item in rendered]
+    record = await read_record(kube)
+    if record is None:
+        listed: list[Obj | None] = [None] * len(rendered)  # none of werft's can be here
+    else:
+        listed = await kube.get_live_all(manifests, label_selector=MANAGED_SELECTOR)
+    update = record_update(record, manifests)
+    if update is not None:  # werft's own object: it takes the record's fields back
+        record_name = describe(update)
+        await _send(kube, update, True, progress, source=f"werft's add-on record {record_name}")
+    return {id(item): obj for item, obj in zip(rendered, listed, strict=True)}
 
 
 def _level(item: RenderedObject) -> int:
@@ -135,28 +155,39 @@ async def _apply(
     kube: KubeClient, cluster: ResolvedCluster, item: RenderedObject, progress: Progress
 ) -> Obj:
     try:
-        stored = await kube.apply(item.obj, force=item.force_conflicts)
+        stored = await _send(
+            kube, item.obj, item.force_conflicts, progress,
+            source=f"add-on {item.addon!r}, template {item.template}",
+        )
     except ApplyConflict as exc:
-        # Absent from werft's lists, yet another manager holds fields of it: an object
-        # someone else created (or took werft's label off).
+        # Not in werft's lists (or the cluster has no add-on record), yet another manager
+        # holds fields of it: an object someone else created or took werft's label off.
         raise StageFailed(
             APPLY_CONFLICT, _conflict_message(cluster, item, exc.conflicts)
         ) from None
+    if item.obj["kind"] == "CustomResourceDefinition":
+        # Custom resources of this kind further down the list need it served first.
+        await _wait(kube, item, "Established", progress, 0.2)
+    return stored
+
+
+async def _send(
+    kube: KubeClient, obj: Obj, force: bool, progress: Progress, *, source: str
+) -> Obj:
+    """Server-side apply; a failure as this stage reports it, ``source`` saying what to
+    fix when the API rejects the object. An ``ApplyConflict`` is the caller's to word."""
+    try:
+        return await kube.apply(obj, force=force)
+    except ApplyConflict:
+        raise
     except WerftError as exc:
         if is_unreachable(exc):
             raise  # nothing answered: run_stage judges whether the site is gone
         if is_transient(exc):
             raise StageFailed(APPLY_FAILED, str(exc), transient=True) from None
-        # A rejected object is the template's to fix: say which one.
-        raise StageFailed(
-            APPLY_FAILED, f"{exc} (add-on {item.addon!r}, template {item.template})"
-        ) from None
+        raise StageFailed(APPLY_FAILED, f"{exc} ({source})") from None
     finally:
         progress.mutations += 1  # counted when sent: a timed-out apply may have landed
-    if item.obj["kind"] == "CustomResourceDefinition":
-        # Custom resources of this kind further down the list need it served first.
-        await _wait(kube, item, "Established", progress, 0.2)
-    return stored
 
 
 def _conflict_message(

@@ -1,9 +1,9 @@
 """Stage 4, Verified: an independent, read-only check of everything the stages promised.
 
-observe  /version, /readyz, /livez, the Nodes, every add-on object (a LIST per kind, and
-         the server's dry run for any object not confirmed by this run's add-on stage in
-         the version listed); then a smoke request over a second HTTP stack (httpx) with
-         the admin token and the cluster CA
+observe  /version over a second HTTP stack (httpx, with the kubeconfig's token and CA, as
+         a person would ask), then through the kubernetes client /readyz, /livez, the
+         Nodes, every add-on object (a LIST per kind, and the server's dry run for any
+         object not confirmed by this run's add-on stage in the version listed)
 act      nothing
 wait     only for answers: a probe that failed (5xx, a dropped connection, a timeout) is
          probed again, a poll interval later, within the stage's deadline
@@ -74,10 +74,10 @@ async def verify_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Conditi
         kubeconfig = await asyncio.to_thread(ctx.kubeconfig, cluster)
         rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
         probe = _Prober(cluster, ctx, progress)
+        # /version first: it raises with the cause, so it also tells whether the site
+        # answers at all, which the boolean health probes cannot.
+        await _version(cluster, kubeconfig, ctx, checks, probe)
         async with ctx.kube(cluster, kubeconfig) as kube:
-            # /version first: it raises with the cause, so it also tells whether the site
-            # answers at all, which the boolean health probes cannot.
-            await _version(kube, cluster, checks, probe)
             for path, health in (("/readyz", kube.readyz), ("/livez", kube.livez)):
                 if not await probe.healthy(health, kube):
                     raise StageFailed(
@@ -89,7 +89,6 @@ async def verify_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Conditi
                 checks.record(True, f"API {path}")
             await _nodes(kube, cluster, checks, probe)
             await _addons(kube, cluster, rendered, ctx, checks, probe)
-        await _smoke(cluster, kubeconfig, ctx, checks, probe)
         total = len(checks.lines)
         if checks.failed:
             return Done(
@@ -143,14 +142,6 @@ class _Prober:
         return True
 
 
-async def _version(
-    kube: KubeClient, cluster: ResolvedCluster, checks: _Checks, probe: _Prober
-) -> None:
-    version = await probe.answer(kube.version)
-    want = cluster.kubernetes_version
-    checks.record(bare_version(version) == want, f"API version {version or '?'} (want v{want})")
-
-
 async def _nodes(
     kube: KubeClient, cluster: ResolvedCluster, checks: _Checks, probe: _Prober
 ) -> None:
@@ -199,13 +190,14 @@ async def _addons(
         checks.record(check.healthy, f"{check.name} healthy ({check.health})")
 
 
-async def _smoke(
+async def _version(
     cluster: ResolvedCluster, kubeconfig: str, ctx: StageContext, checks: _Checks, probe: _Prober
 ) -> None:
-    """GET /version over httpx: a second client stack, as a person with the kubeconfig
-    would see the cluster (bearer token, the cluster CA when https). A 5xx, a dropped
-    connection or a timeout is retried at the request (``werft.retry``) and probed again
-    within the deadline; only an answer that is wrong fails the check."""
+    """GET /version over httpx: a second client stack besides the kubernetes client's, as
+    a person with the kubeconfig would see the cluster (bearer token, the cluster CA when
+    https). A 5xx, a dropped connection or a timeout is retried at the request
+    (``werft.retry``) and probed again within the deadline; only an answer that is wrong
+    fails the check."""
     server, token, verify = _credentials(kubeconfig)
     url = f"{server.rstrip('/')}/version"
     async with httpx.AsyncClient(verify=verify, timeout=ctx.timeouts.http) as client:
@@ -214,7 +206,7 @@ async def _smoke(
             try:
                 response = await client.get(url, headers={"Authorization": f"Bearer {token}"})
             except httpx.HTTPError as exc:
-                failed: BaseException | None = _smoke_error(cluster, exc)
+                failed: BaseException | None = _version_error(cluster, exc)
             else:
                 failed = None
             if failed is not None:
@@ -223,7 +215,7 @@ async def _smoke(
                 raise failed
             if response.status_code >= 500 or response.status_code in (408, 429):
                 raise TransientError(
-                    f"cluster {cluster.name}: smoke GET /version: {response.status_code}",
+                    f"cluster {cluster.name}: GET /version: {response.status_code}",
                     cause=str(response.status_code),
                     retry_after=retry_after_seconds(response.headers.get("Retry-After")),
                 )
@@ -236,13 +228,17 @@ async def _smoke(
             version = str(response.json().get("gitVersion", ""))
         except ValueError:
             version = ""
-    ok = bare_version(version) == cluster.kubernetes_version
-    checks.record(ok, f"smoke GET /version over httpx: {response.status_code} {version}")
+    want = cluster.kubernetes_version
+    checks.record(
+        bare_version(version) == want,
+        f"API version {version or '?'} (want v{want}; GET /version over httpx: "
+        f"{response.status_code})",
+    )
 
 
-def _smoke_error(cluster: ResolvedCluster, exc: httpx.HTTPError) -> WerftError:
+def _version_error(cluster: ResolvedCluster, exc: httpx.HTTPError) -> WerftError:
     """An httpx failure in werft's words, with the cause retry statistics count by."""
-    head = f"cluster {cluster.name}: smoke GET /version"
+    head = f"cluster {cluster.name}: GET /version"
     if isinstance(exc, httpx.TimeoutException):
         return TransientError(f"{head}: timed out", cause="timeout")
     if isinstance(exc, httpx.ConnectError):
