@@ -140,6 +140,7 @@ def publish_seed(
     *,
     store: SecretStore | None = None,
     write: bool = True,
+    iso: bytes | None = None,
 ) -> str:
     """Write the seed to ``<artifacts_dir>/<seed_relpath>`` (unless it is already there or
     was retired) and return its URL under ``base_url``. ``write=False`` only computes the
@@ -153,8 +154,9 @@ def publish_seed(
     the same user. With ``store``, the seed is recorded under the cluster's secrets (what
     ``retire_seed`` deletes); a retired seed is not written again, its URL -- the one the
     machine booted -- is returned as it was (``issue_seed`` is for a re-install).
+    ``iso``: the seed image, when the caller built it already (``build_seed_iso``).
     """
-    iso = build_seed_iso(cluster, machine, pki, artifacts_url=base_url)
+    iso = iso or build_seed_iso(cluster, machine, pki, artifacts_url=base_url)
     digest = seed_digest(iso)
     generation, state = 0, None
     if store is not None:
@@ -185,15 +187,20 @@ class SeedContext(Protocol):
 
 
 def issue_seed(
-    cluster: ResolvedCluster, machine: Machine, ctx: SeedContext, pki: ClusterPKI | None = None
+    cluster: ResolvedCluster,
+    machine: Machine,
+    ctx: SeedContext,
+    pki: ClusterPKI | None = None,
+    iso: bytes | None = None,
 ) -> str:
     """Publish the seed to install ``machine`` with and return its URL: the one
     ``publish_seed`` computed, written now if it is not there yet; when that seed was
     retired -- the machine bootstrapped with it once and is being installed again -- the
     same seed under a new URL (a new token: the old one may have been seen since, in a
-    BMC's media list). ``pki``: the cluster's, as the caller ensured it already."""
+    BMC's media list). ``pki``: the cluster's, as the caller ensured it already; ``iso``:
+    the seed image built from it, if the caller has it (the dearest step of an install)."""
     pki = pki or ensure_cluster_pki(cluster, ctx.secrets)
-    iso = build_seed_iso(cluster, machine, pki, artifacts_url=ctx.artifacts_url)
+    iso = iso or build_seed_iso(cluster, machine, pki, artifacts_url=ctx.artifacts_url)
     digest = seed_digest(iso)
     generation, state = _latest(ctx.secrets, cluster, machine, digest)
     if state is not None and state.startswith(_RETIRED):

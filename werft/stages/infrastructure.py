@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from werft.conditions import Condition, ConditionType
 from werft.errors import TransientError, WerftError
@@ -32,8 +33,8 @@ from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
 from werft.providers.base import MachineState, Provider, is_seed_of
 from werft.providers.errors import PROVIDER_ERROR
-from werft.render.pki import ensure_cluster_pki, token_ttl
-from werft.render.seed import issue_seed, publish_seed
+from werft.render.pki import ClusterPKI, ensure_cluster_pki, token_ttl
+from werft.render.seed import build_seed_iso, issue_seed, publish_seed
 from werft.stages.context import StageContext
 from werft.stages.machines import act_on_each, each, provider_reason, raise_worst
 from werft.stages.reach import MACHINES
@@ -61,12 +62,13 @@ async def _provision(cluster: ResolvedCluster, ctx: StageContext, progress: Prog
     # Local and idempotent: the CA and tokens once, then each machine's seed at a
     # content-addressed URL (key generation and ISO building: off the event loop).
     seeds = await asyncio.to_thread(publish_seeds, cluster, ctx)
+    urls = {name: seed.url for name, seed in seeds.items()}
 
     # observe
     states, errors = await each(cluster.machines, lambda m: ctx.provider(m).observe(m))
     raise_worst(errors)
-    todo = {m: s for m, s in states.items() if not s.provisioned(image, seeds[m.name])}
-    installed = await installed_machines(cluster, ctx, todo, seeds)
+    todo = {m: s for m, s in states.items() if not s.provisioned(image, urls[m.name])}
+    installed = await installed_machines(cluster, ctx, todo, urls)
 
     # act: only on machines that are not provisioned yet
     async def act(provider: Provider, machine: Machine) -> int:
@@ -74,9 +76,9 @@ async def _provision(cluster: ResolvedCluster, ctx: StageContext, progress: Prog
             return await provider.power_on(machine)
         # Its seed is written now (re-issued under a new URL if it was retired after an
         # earlier install): keys reach the artifacts server only for a machine to install.
-        pki = await asyncio.to_thread(ctx.cluster_pki, cluster)
-        seed = await asyncio.to_thread(issue_seed, cluster, machine, ctx, pki)
-        return await provider.ensure(machine, image, seed)
+        built = seeds[machine.name]
+        url = await asyncio.to_thread(issue_seed, cluster, machine, ctx, built.pki, built.iso)
+        return await provider.ensure(machine, image, url)
 
     raise_worst(await act_on_each(list(todo), ctx, progress, act))
     # wait
@@ -159,8 +161,18 @@ async def _registered_nodes(cluster: ResolvedCluster, ctx: StageContext) -> set[
     return {str((node.get("metadata") or {}).get("name")) for node in nodes}
 
 
-def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, str]:
-    """Each machine's seed URL; the seed itself is written by ``issue_seed`` only for a
+@dataclass(frozen=True)
+class BuiltSeed:
+    """A machine's seed as this stage run built it: its URL, and the image and keys to
+    write it with should the machine be installed (building it is the dearest step)."""
+
+    url: str
+    iso: bytes
+    pki: ClusterPKI
+
+
+def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, BuiltSeed]:
+    """Each machine's seed; the seed itself is written by ``issue_seed`` only for a
     machine about to be installed (it carries the cluster's keys).
 
     Also stores the admin kubeconfig: werft holds it from the moment it made the CA, and
@@ -169,12 +181,15 @@ def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, str]
     pki = ensure_cluster_pki(cluster, ctx.secrets, token_ttl=token_ttl(ctx.inventory))
     ctx.remember(cluster, pki)
     ctx.kubeconfig(cluster)
-    return {
-        m.name: publish_seed(
-            cluster, m, pki, ctx.artifacts_dir, ctx.artifacts_url, store=ctx.secrets, write=False
+    seeds = {}
+    for m in cluster.machines:
+        iso = build_seed_iso(cluster, m, pki, artifacts_url=ctx.artifacts_url)
+        url = publish_seed(
+            cluster, m, pki, ctx.artifacts_dir, ctx.artifacts_url,
+            store=ctx.secrets, write=False, iso=iso,
         )
-        for m in cluster.machines
-    }
+        seeds[m.name] = BuiltSeed(url, iso, pki)
+    return seeds
 
 
 async def _wait_powered_on(
