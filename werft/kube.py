@@ -42,6 +42,7 @@ from kubernetes.config.config_exception import ConfigException
 from werft.drift import changed_paths
 from werft.errors import PermanentError, TransientError
 from werft.retry import DEFAULT, RetryPolicy, retry_after_seconds, retry_sync
+from werft.yamlsafe import safe_load
 
 FIELD_MANAGER = "werft"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -251,7 +252,7 @@ class KubeClient:
     ) -> KubeClient:
         """A client for the kubeconfig's current context. ``cluster`` names it in messages."""
         try:
-            config = yaml.safe_load(text)
+            config = safe_load(text)
             configuration = Configuration()
             # werft retries at the request itself (``werft.retry``), within the caller's
             # deadline and only what is idempotent; urllib3 retrying underneath would not.

@@ -22,17 +22,13 @@ from werft.inventory.rules import (
     ref_looks_like_credentials,
     url_has_password,
 )
+from werft.yamlsafe import SafeLoader
 
 Path_ = tuple[str | int, ...]
 _KEY_SHOWN = 64
 # Nodes that aliases may add to a document beyond those written in it: reusing a BMC block
 # for a hundred machines adds a few hundred; a "billion laughs" adds billions.
 ALIAS_EXPANSION_MAX = 10_000
-
-try:  # libyaml's composer is several times faster; marks are the same
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
 
 # Keys whose value is, by name, a secret. A reference to one is spelled `...Ref`.
 _SECRET_KEY = re.compile(
@@ -110,7 +106,7 @@ def parse_yaml_file(rel: str, file: str, text: str) -> tuple[list[RawDoc], list[
     docs: list[RawDoc] = []
     problems: list[Problem] = []
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        nodes = list(yaml.compose_all(text, Loader=SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -30,6 +30,7 @@ import yaml
 from werft.errors import PermanentError
 from werft.inventory.model import Addon
 from werft.inventory.resolved import Inventory, ResolvedCluster
+from werft.yamlsafe import SafeLoader
 
 MANAGED_BY = "werft"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -45,7 +46,6 @@ _CLUSTER_SCOPED_EARLY = frozenset({"ClusterRole", "ClusterRoleBinding", "Priorit
 # A webhook registered before the Deployment that serves it would reject later applies.
 _LAST_KINDS = frozenset({"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"})
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def _template_line(exc: BaseException, path: str) -> int | None:
 
 def _parse_objects(addon: str, path: str, rendered: str) -> list[dict[str, Any]]:
     try:
-        documents = list(yaml.load_all(rendered, Loader=_Loader))
+        documents = list(yaml.load_all(rendered, Loader=SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (rendered output line {mark.line + 1})" if mark is not None else ""

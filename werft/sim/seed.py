@@ -22,6 +22,8 @@ import pycdlib
 import yaml
 from pycdlib.pycdlibexception import PyCdlibException
 
+from werft.yamlsafe import safe_load
+
 NODE_FILE = "/etc/werft/node.yaml"
 TOKENS_FILE = "/etc/werft/pki/tokens.csv"
 ROLES = ("control-plane", "worker")
@@ -138,7 +140,7 @@ def parse_user_data(user_data: bytes) -> NodeSeed | SeedError:
     if not text.startswith("#cloud-config"):
         return SeedError("user-data is not a #cloud-config document")
     try:
-        config = yaml.safe_load(text)
+        config = safe_load(text)
     except yaml.YAMLError as exc:
         return SeedError(f"user-data is not valid YAML: {_first_line(exc)}")
     if not isinstance(config, dict):
@@ -186,7 +188,7 @@ def _decode(content: object, encoding: object) -> bytes | SeedError:
 
 def _parse_node(raw: bytes) -> dict[str, str] | SeedError:
     try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
+        doc = safe_load(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         return SeedError(f"{NODE_FILE} is not valid YAML: {_first_line(exc)}")
     if not isinstance(doc, dict):

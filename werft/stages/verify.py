@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
-import yaml
 
 from werft.conditions import Condition, ConditionType
 from werft.errors import PermanentError, TransientError, WerftError
@@ -43,6 +42,7 @@ from werft.stages.result import (
     default_classify,
     run_stage,
 )
+from werft.yamlsafe import safe_load
 
 T = TypeVar("T")
 
@@ -251,7 +251,7 @@ def _version_error(cluster: ResolvedCluster, exc: httpx.HTTPError) -> WerftError
 
 
 def _credentials(kubeconfig: str) -> tuple[str, str, ssl.SSLContext | bool]:
-    config = yaml.safe_load(kubeconfig)
+    config = safe_load(kubeconfig)
     contexts = {c["name"]: c["context"] for c in config["contexts"]}
     current = contexts[config["current-context"]]
     cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == current["cluster"])

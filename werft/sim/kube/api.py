@@ -66,6 +66,7 @@ from werft.sim.kube.errors import (
     unauthorized,
 )
 from werft.sim.kube.objects import APPLY_PATCH, ObjectStore
+from werft.yamlsafe import safe_load
 
 Obj = dict[str, Any]
 Scope = dict[str, Any]
@@ -128,7 +129,7 @@ class _Request:
             pass
         if "yaml" in self.content_type or self.content_type == APPLY_PATCH:
             try:
-                return yaml.safe_load(self.body)
+                return safe_load(self.body)
             except yaml.YAMLError as exc:
                 raise bad_request(f"error decoding YAML: {exc}") from None
         raise bad_request("the body of the request could not be decoded as JSON")
