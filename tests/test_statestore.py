@@ -62,6 +62,24 @@ def test_put_get_delete_and_overwrite(store_url: str | None, tmp_path: Path) -> 
     assert store.get("clusters/c1/admin-token") is None
 
 
+def test_a_folder_removed_under_a_running_store_is_made_again(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path / "secrets")
+    backend.put("clusters/c1/ca.key", b"one")
+    (tmp_path / "secrets" / "clusters" / "c1" / "ca.key").unlink()
+    (tmp_path / "secrets" / "clusters" / "c1").rmdir()  # by hand, while werft runs
+    backend.put("clusters/c1/ca.key", b"two")
+    assert backend.put_if_absent("clusters/c1/token", b"three") == b"three"
+    assert (backend.get("clusters/c1/ca.key"), backend.get("clusters/c1/token")) == (
+        b"two",
+        b"three",
+    )
+    (tmp_path / "secrets" / "clusters" / "c1" / "ca.key").unlink()
+    (tmp_path / "secrets" / "clusters" / "c1" / "token").unlink()
+    (tmp_path / "secrets" / "clusters" / "c1").rmdir()
+    assert backend.put_if_absent("clusters/c1/token", b"four") == b"four"
+    assert oct((tmp_path / "secrets" / "clusters" / "c1").stat().st_mode & 0o777) == "0o700"
+
+
 def test_put_if_absent_keeps_the_first_value_and_hands_it_to_the_second(
     store_url: str | None, tmp_path: Path
 ) -> None:

@@ -92,15 +92,29 @@ class FileBackend:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.description = str(root)
+        # Folders this instance made (or found): a cluster's keys are a dozen writes to
+        # one folder, and making sure of it each time was 3% of an edge rollout's CPU.
+        self._folders: set[Path] = set()
 
     def _path(self, name: str) -> Path:
         return self.root / check_name(name)
 
     def _folder_for(self, name: str) -> Path:
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.root, 0o700)
+            self._folders.add(path.parent)
         return path
+
+    def _writing(self, name: str, write: Callable[[Path], T]) -> T:
+        """``write(path)`` in a folder that exists, made again if someone removed it
+        since this instance made it."""
+        try:
+            return write(self._folder_for(name))
+        except FileNotFoundError:
+            self._folders.clear()
+            return write(self._folder_for(name))
 
     def get(self, name: str) -> bytes | None:
         try:
@@ -109,7 +123,8 @@ class FileBackend:
             return None
 
     def put(self, name: str, value: bytes) -> None:
-        write_atomically(self._folder_for(name), value)  # a crash never leaves half a key
+        # A crash never leaves half a key.
+        self._writing(name, lambda path: write_atomically(path, value))
 
     def put_if_absent(self, name: str, value: bytes) -> bytes:
         """Why it is atomic: the value is written completely to a temporary file of a
@@ -119,7 +134,9 @@ class FileBackend:
         the name while the file is still empty. ``link`` is atomic on NFS too; a lost
         reply whose retry says ``EEXIST`` is harmless, because the loser reads back what
         is stored rather than assuming it lost. A reader never sees half a value."""
-        path = self._folder_for(name)
+        return self._writing(name, lambda path: self._link_if_absent(name, path, value))
+
+    def _link_if_absent(self, name: str, path: Path, value: bytes) -> bytes:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:  # mkstemp creates it 0600
