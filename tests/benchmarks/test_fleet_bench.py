@@ -153,14 +153,16 @@ def _sim_stats(root: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def edge_fleet_on_sim_process(workdir: Path, time_scale: float) -> Iterator[Path]:
+def edge_fleet_on_sim_process(
+    workdir: Path, time_scale: float, sites: int = EDGE_SITES
+) -> Iterator[Path]:
     """``edge_fleet`` with the simulator in a process of its own (`werft sim serve`, as
     `make demo` runs it): a real fleet's BMCs and API servers do not share werft's CPU,
     nor its interpreter lock."""
     port = free_port()
     while not port_free(port + 1):  # `werft sim serve` takes the next one for kubectl
         port = free_port()
-    root = write_edge_fleet(workdir, EDGE_SITES, port)
+    root = write_edge_fleet(workdir, sites, port)
     args = werft_command("sim", "serve", "--inventory", str(root), "--port", str(port),
                          "--time-scale", str(time_scale),
                          "--artifacts-dir", str(workdir / ".werft/artifacts"))

@@ -9,10 +9,10 @@
    little on timing; it is measured at the tests' time scale (1000).
 2. A profile of a WERFT_BENCH_PROFILE_EDGE_SITES (default 300) edge-site rollout with
    Prefect (the provision-fleet flow against a real ``prefect server``, the simulator in
-   this process), every thread of this process sampled and weighted by CPU
-   (cpuprofile.py: cProfile sees one thread and counts waiting as time): the event loop
-   (werft's stages, httpx), the threads the kubernetes client runs in, Prefect's client
-   threads and the simulator's server thread, so the simulator's share is visible too.
+   a process of its own, as a real fleet's BMCs and API servers are), every thread of
+   this process sampled and weighted by CPU (cpuprofile.py: cProfile sees one thread and
+   counts waiting as time): the event loop (werft's stages, httpx), the threads the
+   kubernetes client runs in and Prefect's client threads.
    The top entries are written to profile-edge-rollout.txt next to this file, for the
    next person to see the hot spots.
 """
@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.benchmarks.cpuprofile import sampling
-from tests.benchmarks.test_fleet_bench import _with_prefect, edge_fleet, prefect_server
+from tests.benchmarks.test_fleet_bench import (
+    _with_prefect,
+    edge_fleet,
+    edge_fleet_on_sim_process,
+    prefect_server,
+)
 from tests.simfixtures import SimHandle
 from werft.conditions import STAGE_ORDER
 from werft.inventory.load import load_inventory
@@ -114,18 +118,16 @@ def test_profile_of_an_edge_rollout_with_prefect(
     with (
         prefect_server(tmp_path / "prefect") as api,
         sampling() as profile,
-        edge_fleet(tmp_path, TIME_SCALE, PROFILE_SITES) as (root, _sim),
+        edge_fleet_on_sim_process(tmp_path, TIME_SCALE, PROFILE_SITES) as root,
     ):
-        start = time.perf_counter()
         seconds, task_runs = _with_prefect(root, api)
-        wall = time.perf_counter() - start
     header = (
         f"CPU profile of a {PROFILE_SITES}-edge-site rollout with Prefect: provision-fleet "
-        f"against a real prefect server (its CPU is not in here), the simulator in this "
-        f"process at time scale {TIME_SCALE:g}; every thread of this process, sampled and "
-        f"weighted by each thread's CPU clock (tests/benchmarks/cpuprofile.py). "
-        f"{task_runs} task runs, {seconds:.1f} s for the run ({wall:.1f} s with the "
-        f"simulator's start). Written by tests/benchmarks/test_scale_bench.py (make bench)."
+        f"against a real prefect server and the simulator at time scale {TIME_SCALE:g}, "
+        f"each in a process of its own (their CPU is not in here); every thread of werft's "
+        f"process, sampled and weighted by each thread's CPU clock "
+        f"(tests/benchmarks/cpuprofile.py). {task_runs} task runs, {seconds:.1f} s for the "
+        f"run. Written by tests/benchmarks/test_scale_bench.py (make bench)."
     )
     text = header + "\n\n" + profile.report(TOP)
     PROFILE_TXT.write_text(text)
