@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,7 @@ from werft.errors import SecretNotFound
 from werft.exitcodes import ExitCode
 from werft.postgres import LocalPostgres, PostgresError
 from werft.secrets import SecretStore, resolve, werft_home
+from werft.statestore import STORE_URL_ENV, store_url
 
 INVENTORY = Path("inventory")
 SIM_PORT = 8686  # the sample inventory's BMC addresses and API endpoints point here
@@ -241,6 +243,7 @@ def start_sim(group: Children, inventory: Path, home: Path, time_scale: float) -
     if answers(f"{url}/healthz"):
         say(f"reusing the simulator already answering on {url}")
         return url
+    forget_the_previous_fleet(home)
     log = home / "sim.log"
     say(f"starting the simulator on {url}, time scale {time_scale:g} (log: {log})")
     args = werft(
@@ -258,6 +261,32 @@ def start_sim(group: Children, inventory: Path, home: Path, time_scale: float) -
     group.start("simulator", args, dict(os.environ), log)
     wait_until(lambda: answers(f"{url}/healthz"), "the simulator", 60, group)
     return url
+
+
+# What werft remembers of a fleet, under WERFT_HOME with the files store.
+FLEET_STATE = ("secrets/clusters", "secrets/machines", "locks", "artifacts/s")
+
+
+def forget_the_previous_fleet(home: Path) -> None:
+    """A simulator starts with blank machines and no clusters, so what werft remembers of
+    the fleet an earlier demo provisioned (cluster keys, seeds, machine records, locks)
+    describes hardware that is gone. Its join records alone would have werft power the
+    blank machines on from their disks -- right for a site that lost power, and a failed
+    rollout here. The run history (Prefect's database), the BMC credentials and the
+    change repository stay."""
+    if store_url():
+        say(
+            f"{STORE_URL_ENV} is set: werft's state of an earlier demo's fleet stays in "
+            "that store; against a new simulator its clusters will not come up (clear it "
+            "for the sample fleet, or unset the variable)"
+        )
+        return
+    stale = [home / part for part in FLEET_STATE if (home / part).exists()]
+    if stale:
+        say("a new simulator has blank machines: forgetting the fleet of an earlier demo "
+            f"({', '.join(str(p.relative_to(home)) for p in stale)} under {home})")
+    for path in stale:
+        shutil.rmtree(path)
 
 
 @dataclass
