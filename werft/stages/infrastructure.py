@@ -33,7 +33,7 @@ from werft.inventory.model import Machine
 from werft.inventory.resolved import ResolvedCluster
 from werft.providers.base import MachineState, Provider, is_seed_of
 from werft.providers.errors import PROVIDER_ERROR
-from werft.render.pki import ClusterPKI, ensure_cluster_pki, token_ttl
+from werft.render.pki import ensure_cluster_pki, token_ttl
 from werft.render.seed import build_seed_iso, issue_seed, publish_seed
 from werft.stages.context import StageContext
 from werft.stages.machines import act_on_each, each, provider_reason, raise_worst
@@ -76,8 +76,10 @@ async def _provision(cluster: ResolvedCluster, ctx: StageContext, progress: Prog
             return await provider.power_on(machine)
         # Its seed is written now (re-issued under a new URL if it was retired after an
         # earlier install): keys reach the artifacts server only for a machine to install.
-        built = seeds[machine.name]
-        url = await asyncio.to_thread(issue_seed, cluster, machine, ctx, built.pki, built.iso)
+        iso = seeds[machine.name].iso
+        url = await asyncio.to_thread(
+            lambda: issue_seed(cluster, machine, ctx, ctx.cluster_pki(cluster), iso)
+        )
         return await provider.ensure(machine, image, url)
 
     raise_worst(await act_on_each(list(todo), ctx, progress, act))
@@ -163,12 +165,11 @@ async def _registered_nodes(cluster: ResolvedCluster, ctx: StageContext) -> set[
 
 @dataclass(frozen=True)
 class BuiltSeed:
-    """A machine's seed as this stage run built it: its URL, and the image and keys to
-    write it with should the machine be installed (building it is the dearest step)."""
+    """A machine's seed as this stage run built it: its URL, and the image to write
+    should the machine be installed (building it is the dearest step)."""
 
     url: str
     iso: bytes
-    pki: ClusterPKI
 
 
 def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, BuiltSeed]:
@@ -188,7 +189,7 @@ def publish_seeds(cluster: ResolvedCluster, ctx: StageContext) -> dict[str, Buil
             cluster, m, pki, ctx.artifacts_dir, ctx.artifacts_url,
             store=ctx.secrets, write=False, iso=iso,
         )
-        seeds[m.name] = BuiltSeed(url, iso, pki)
+        seeds[m.name] = BuiltSeed(url, iso)
     return seeds
 
 

@@ -57,10 +57,6 @@ class Recent(Generic[K, V]):
                 self._items.popitem(last=False)
         return value
 
-    def pop(self, key: K) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
     def __len__(self) -> int:
         return len(self._items)
 
