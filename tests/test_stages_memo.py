@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
+from tests.renderfixtures import SAMPLE_INVENTORY
+from werft.inventory.load import load_inventory
 from werft.kube import KubeClient
-from werft.stages.memo import KubeClients, Recent
+from werft.render.addons import render_addon_objects
+from werft.stages.context import StageContext
+from werft.stages.memo import IDLE_LIMIT, KubeClients, Recent
 
 
 class _Client:
@@ -89,3 +95,25 @@ def test_recent_is_safe_from_the_threads_stages_hand_blocking_work_to() -> None:
         for future in [pool.submit(churn, n) for n in range(4)]:
             future.result()  # raises what the thread raised
     assert len(recent) <= recent.limit
+
+
+def test_a_clusters_add_ons_are_rendered_once_while_it_is_in_flight(tmp_path: Path) -> None:
+    inventory = load_inventory(SAMPLE_INVENTORY)
+    clusters = list(inventory.clusters.values())
+    assert len(clusters) > IDLE_LIMIT + 1
+    ctx = StageContext.for_inventory(
+        inventory, werft_home=tmp_path / ".werft", artifacts_dir=tmp_path / "artifacts"
+    )
+    try:
+        first = ctx.addon_objects(clusters[0])
+        assert ctx.addon_objects(clusters[0]) is first  # the add-on stage's, for verify
+        fresh = render_addon_objects(clusters[0], inventory)
+        assert [item.obj for item in first] == [item.obj for item in fresh] != []
+
+        for cluster in clusters[1 : IDLE_LIMIT + 1]:  # a run moves on to other clusters
+            ctx.addon_objects(cluster)
+        again = ctx.addon_objects(clusters[0])
+        assert again is not first  # evicted, and rendered afresh
+        assert [item.obj for item in again] == [item.obj for item in fresh]
+    finally:
+        asyncio.run(ctx.aclose())

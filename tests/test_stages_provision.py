@@ -323,8 +323,13 @@ async def test_machine_the_cluster_has_no_node_for_is_reinstalled(stage_fleet: S
     # installer, and power on.
     assert condition.mutations == 4
     assert f.sim.stats()["mutations"]["bmc"] == {worker: 4}
-    again = [await stage(cluster, f.ctx) for stage in (ensure_bootstrapped, verify_cluster)]
-    assert [c.reason for c in again] == ["Bootstrapped", "Verified"], again[-1].message
+    # The add-on stage waits for what the worker's loss took down (its CNI pod, the
+    # workloads it ran) to come back on it; verify alone would race them.
+    stages = (ensure_bootstrapped, ensure_addons, verify_cluster)
+    again = [await stage(cluster, f.ctx) for stage in stages]
+    assert [c.reason for c in again] == ["Bootstrapped", "AddonsAlreadyReady", "Verified"], (
+        again[-1].message
+    )
     assert f.sim.machine(worker)["node"]["name"] == worker
 
 

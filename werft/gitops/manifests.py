@@ -20,11 +20,11 @@ from typing import Any
 
 import jinja2
 import jinja2.nodes
-import yaml
 
 from werft.errors import PermanentError
 from werft.inventory.resolved import Inventory, ResolvedCluster
 from werft.render.addons import RenderedObject, render_addon_objects
+from werft.yamlsafe import safe_dump
 
 ALL = "*"  # a template that uses ``cluster`` as a whole sees every attribute
 
@@ -205,11 +205,8 @@ def _object_id(item: RenderedObject) -> str:
     return f"{obj['apiVersion']} {obj['kind']} {name}"
 
 
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: ~10x faster
-
-
 def _yaml(obj: dict[str, Any]) -> str:
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
 def _object_diffs(

@@ -1,7 +1,7 @@
 """The HTTP plumbing shared by the Redfish and simulated providers.
 
-One ``httpx.AsyncClient`` per provider instance (connection pooling across every machine
-of a batch), explicit timeouts, and ``Calls``: a per-operation view of the client that
+One ``httpx.AsyncClient`` per provider instance (connection pooling across the machines
+of a BMC or hypervisor in a batch), explicit timeouts, and ``Calls``: a per-operation view of the client that
 classifies every failure, retries the idempotent requests at the request (``werft.retry``:
 backoff with jitter, ``Retry-After``, never past the stage's deadline) and counts the
 mutating requests it sends.
@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from werft import secrets
+from werft import secrets, tls
 from werft.errors import PermanentError, TransientError
 from werft.providers.base import MutationLedger
 from werft.providers.errors import CA_BUNDLE_INVALID, TIMED_OUT, Target, classify
@@ -42,8 +42,8 @@ class HttpOptions:
     timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(8.0, connect=3.0))
     # Actions: many BMCs fetch the image during InsertMedia before they answer.
     action_timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(30.0, connect=3.0))
-    # Per provider (= per endpoint origin). BMCs fall over under many parallel
-    # connections; the simulator serves thousands of machines behind one origin.
+    # Per provider (= per BMC, or hypervisor). BMCs fall over under many parallel
+    # connections; one BMC may serve many systems (blades, sushy-tools' domains).
     max_connections: int = 32
     max_keepalive_connections: int = 16
     retry: RetryPolicy = DEFAULT
@@ -65,16 +65,23 @@ class HttpOptions:
 
 
 def tls_verify(
-    *, disable: bool = False, ca_bundle: str | None = None, endpoint: str = "the endpoint"
-) -> bool | ssl.SSLContext:
-    """What httpx's ``verify`` gets: on by default, a CA bundle when given. ``endpoint``
-    ("BMC https://10.0.0.5") names whose caBundle it is in the error for a missing or
-    unreadable file (``ProviderPool`` adds the machine)."""
+    origin: str,
+    *,
+    disable: bool = False,
+    ca_bundle: str | None = None,
+    endpoint: str = "the endpoint",
+) -> ssl.SSLContext:
+    """What httpx's ``verify`` gets for ``origin``: a shared context (``werft.tls``),
+    verifying by default, with a CA bundle when given. ``endpoint`` ("BMC
+    https://10.0.0.5") names whose caBundle it is in the error for a missing or unreadable
+    file (``ProviderPool`` adds the machine)."""
+    if not origin.startswith("https://"):
+        return tls.plain_http()
     if disable:
-        return False
+        return tls.no_verification()
     if ca_bundle:
         try:
-            return ssl.create_default_context(cafile=ca_bundle)
+            return tls.ca_bundle(ca_bundle)
         except (OSError, ssl.SSLError) as exc:
             what = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"
             raise PermanentError(
@@ -82,16 +89,16 @@ def tls_verify(
                 f"({type(exc).__name__}: {getattr(exc, 'strerror', None) or exc})",
                 reason=CA_BUNDLE_INVALID,
             ) from None
-    return True
+    return tls.system_trust()
 
 
 def new_client(
-    base_url: str, options: HttpOptions, *, verify: bool | ssl.SSLContext = True
+    base_url: str, options: HttpOptions, *, verify: ssl.SSLContext | None = None
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=options.timeout,
-        verify=verify,
+        verify=verify or tls_verify(base_url),
         limits=httpx.Limits(
             max_connections=options.max_connections,
             max_keepalive_connections=options.max_keepalive_connections,

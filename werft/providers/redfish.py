@@ -301,7 +301,8 @@ class _RecentViews:
 
 
 class RedfishProvider:
-    """Redfish BMCs behind one origin (scheme://host:port) with one TLS setting.
+    """Redfish systems behind one origin (scheme://host:port) with one TLS setting; the
+    ``ProviderPool`` makes one per BMC.
 
     Credentials are per machine: resolved from its credentialsRef at each operation and
     sent per request, so machines with different credentials share the connection pool.
@@ -325,7 +326,9 @@ class RedfishProvider:
         self._secrets = secrets
         self._options = options or HttpOptions()
         self._records = records or MachineRecords(secrets, settle=self._options.reset_settle)
-        verify = tls_verify(disable=not verify_tls, ca_bundle=ca_bundle, endpoint=f"BMC {origin}")
+        verify = tls_verify(
+            origin, disable=not verify_tls, ca_bundle=ca_bundle, endpoint=f"BMC {origin}"
+        )
         self._client = new_client(origin, self._options, verify=verify)
         self._locations: dict[str, _Location] = {}
         self._views = _RecentViews()

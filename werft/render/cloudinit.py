@@ -20,13 +20,14 @@ from werft.render.k3s import k3s_commands, k3s_files
 from werft.render.kubeadm import kubeadm_commands, kubeadm_files
 from werft.render.node import SeedFile, common_files, machine_in
 from werft.render.pki import ClusterPKI
+from werft.yamlsafe import SafeDumper
 
 
-class _BlockDumper(yaml.SafeDumper):
+class _BlockDumper(SafeDumper):
     """Multi-line strings (PEM, embedded YAML) as ``|`` blocks, so a person can read them."""
 
 
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+def _str_representer(dumper: yaml.BaseDumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
@@ -35,7 +36,7 @@ class _Command(list[str]):
     """A runcmd entry, written on one line as a flow sequence: ``- [kubeadm, init, ...]``."""
 
 
-def _command_representer(dumper: yaml.SafeDumper, value: _Command) -> yaml.SequenceNode:
+def _command_representer(dumper: yaml.BaseDumper, value: _Command) -> yaml.SequenceNode:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 
-import yaml
-
 from werft.inventory.resolved import ResolvedCluster
 from werft.render.pki import ClusterPKI, ensure_cluster_pki, secret_name
 from werft.secrets import SecretStore
+from werft.yamlsafe import safe_dump
 
 ADMIN_USER = "werft-admin"
 
@@ -36,7 +35,7 @@ def render_kubeconfig(cluster: ResolvedCluster, pki: ClusterPKI) -> str:
         "current-context": context,
         "preferences": {},
     }
-    return yaml.safe_dump(config, sort_keys=False)
+    return safe_dump(config, sort_keys=False)
 
 
 def kubeconfig_for(

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import yaml
-
 from werft.errors import PermanentError
 from werft.inventory.model import Machine, Role
 from werft.inventory.resolved import ResolvedCluster
 from werft.render.kubeconfig import ADMIN_USER
 from werft.render.pki import ClusterPKI
+from werft.yamlsafe import safe_dump
 
 NODE_FILE = "/etc/werft/node.yaml"
 TOKENS_FILE = "/etc/werft/pki/tokens.csv"
@@ -96,7 +95,7 @@ def node_labels(cluster: ResolvedCluster) -> dict[str, str]:
 
 def node_file(cluster: ResolvedCluster, machine: Machine) -> SeedFile:
     """``/etc/werft/node.yaml``: what the machine is, in werft's terms."""
-    content = yaml.safe_dump(
+    content = safe_dump(
         {
             "cluster": cluster.name,
             "role": str(machine.role),

@@ -47,7 +47,7 @@ from werft.kube import (
     condition_met,
     describe,
 )
-from werft.render.addons import MANAGED_SELECTOR, RenderedObject, render_addon_objects
+from werft.render.addons import MANAGED_SELECTOR, RenderedObject
 from werft.stages.addon_record import read_record, record_update
 from werft.stages.checks import WORKLOAD_KINDS
 from werft.stages.context import StageContext
@@ -69,7 +69,7 @@ AVAILABLE = "Available"
 async def ensure_addons(cluster: ResolvedCluster, ctx: StageContext) -> Condition:
     async def body(progress: Progress) -> Done:
         try:
-            rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
+            rendered = await asyncio.to_thread(ctx.addon_objects, cluster)
         except PermanentError as exc:
             raise StageFailed(RENDER_FAILED, str(exc)) from None
         kubeconfig = await asyncio.to_thread(ctx.kubeconfig, cluster)

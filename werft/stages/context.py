@@ -25,12 +25,13 @@ from werft.kube import KubeClient
 from werft.providers import HttpOptions
 from werft.providers.base import Provider
 from werft.providers.pool import ProviderPool
+from werft.render.addons import RenderedObject, render_addon_objects
 from werft.render.kubeconfig import kubeconfig_for
 from werft.render.pki import ClusterPKI, ensure_cluster_pki, secret_name
 from werft.secrets import SecretStore
 from werft.secrets import werft_home as default_werft_home
 from werft.stages.confirmed import ConfirmedObjects
-from werft.stages.memo import KubeClients, Recent
+from werft.stages.memo import IDLE_LIMIT, KubeClients, Recent
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,10 @@ class StageContext:
     _kubeconfigs: Recent[str, tuple[str, ClusterPKI, str]] = field(
         default_factory=Recent, init=False, repr=False
     )
+    # By cluster: its add-on objects as rendered from this run's inventory.
+    _addons: Recent[str, list[RenderedObject]] = field(
+        default_factory=lambda: Recent(IDLE_LIMIT), init=False, repr=False
+    )
     _executor: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _clients: KubeClients = field(default_factory=KubeClients, init=False, repr=False)
 
@@ -196,6 +201,17 @@ class StageContext:
         text = kubeconfig_for(cluster, self.secrets, pki)
         self._kubeconfigs.put(cluster.name, (cluster.api_endpoint, pki, text))
         return text
+
+    def addon_objects(self, cluster: ResolvedCluster) -> list[RenderedObject]:
+        """``render_addon_objects`` once per cluster and run: the add-on stage and verify
+        judge the same rendering of the run's inventory. Treat it as read-only; a
+        template that does not render raises ``PermanentError`` every time. Blocking:
+        call it in a thread."""
+        rendered = self._addons.get(cluster.name)
+        if rendered is None:
+            rendered = render_addon_objects(cluster, self.inventory)
+            self._addons.put(cluster.name, rendered)
+        return rendered
 
     def stored_kubeconfig(self, cluster: ResolvedCluster) -> str | None:
         """The admin kubeconfig werft holds, without generating anything."""

@@ -5,7 +5,9 @@ client. Read from the store, rendered and made afresh four times per cluster, th
 the largest werft-side CPU item of a rollout; kept for the run, they are made once.
 
 ``Recent``: the PKI and kubeconfigs, the ``limit`` most recently used clusters' (a
-10,000-cluster run does not hold them all; an evicted one is read from the store again).
+10,000-cluster run does not hold them all; an evicted one is read from the store again),
+and the add-on objects rendered for the clusters in flight (the add-on stage and verify
+render them once between them; an evicted cluster's are rendered again).
 
 ``KubeClients``: the API clients. A ``KubeClient`` made per stage opened new connections
 (a TCP and, on real clusters, a TLS handshake) four times per cluster and parsed its

@@ -25,7 +25,7 @@ from werft.errors import WerftError
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient, health
 from werft.providers.base import MachineState, is_seed_of
-from werft.render.addons import MANAGED_SELECTOR, render_addon_objects
+from werft.render.addons import MANAGED_SELECTOR
 from werft.stages.checks import bare_version, check_nodes
 from werft.stages.context import StageContext
 
@@ -120,7 +120,7 @@ async def _addons_ready(cluster: ResolvedCluster, ctx: StageContext, kube: KubeC
     healthy does drift cost a dry-run apply per object: the server, not werft, decides
     whether an apply would change anything.
     """
-    rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
+    rendered = await asyncio.to_thread(ctx.addon_objects, cluster)
     objs = [item.obj for item in rendered]
     lives = await kube.get_live_all(objs, label_selector=MANAGED_SELECTOR)
     if any(live is None or not health(live)[0] for live in lives):

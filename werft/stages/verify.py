@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
 
+from werft import tls
 from werft.conditions import Condition, ConditionType
 from werft.errors import PermanentError, TransientError, WerftError
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import KubeClient, Obj
-from werft.render.addons import MANAGED_SELECTOR, RenderedObject, render_addon_objects
+from werft.render.addons import MANAGED_SELECTOR, RenderedObject
 from werft.retry import retry_after_seconds, retry_async
 from werft.stages.checks import bare_version, check_addon, check_nodes
 from werft.stages.context import StageContext
@@ -73,7 +73,7 @@ async def verify_cluster(cluster: ResolvedCluster, ctx: StageContext) -> Conditi
         progress.checks.clear()  # run again (run_stage): this run's checks only
         checks = _Checks(progress)
         kubeconfig = await asyncio.to_thread(ctx.kubeconfig, cluster)
-        rendered = await asyncio.to_thread(render_addon_objects, cluster, ctx.inventory)
+        rendered = await asyncio.to_thread(ctx.addon_objects, cluster)
         probe = _Prober(cluster, ctx, progress)
         # /version first: it raises with the cause, so it also tells whether the site
         # answers at all, which the boolean health probes cannot.
@@ -251,25 +251,16 @@ def _version_error(cluster: ResolvedCluster, exc: httpx.HTTPError) -> WerftError
     return PermanentError(f"{head}: {type(exc).__name__}")
 
 
-@functools.cache
-def _plain_http() -> ssl.SSLContext:
-    """What httpx is handed for an http:// server: a context it never uses, built once.
-    ``True`` would load the whole system CA bundle per client (~25 ms of CPU), ``False``
-    a new context per client (~1 ms); and should a redirect lead to https, this one
-    trusts no CA at all."""
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
-
-def _credentials(kubeconfig: str) -> tuple[str, str, ssl.SSLContext | bool]:
+def _credentials(kubeconfig: str) -> tuple[str, str, ssl.SSLContext]:
     config = safe_load(kubeconfig)
     contexts = {c["name"]: c["context"] for c in config["contexts"]}
     current = contexts[config["current-context"]]
     cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == current["cluster"])
     user = next(u["user"] for u in config["users"] if u["name"] == current["user"])
     server = cluster["server"]
-    verify: ssl.SSLContext | bool = True
+    verify = tls.system_trust()
     if not server.startswith("https"):
-        verify = _plain_http()
+        verify = tls.plain_http()
     elif cluster.get("certificate-authority-data"):
         ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
         verify = ssl.create_default_context(cadata=ca)
