@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
 import pytest
@@ -202,6 +205,59 @@ async def test_get_live_all_lists_once_per_kind_and_matches_each_manifest(
                      ("Namespace", "many-ns"), None, None]
     # Listed objects compare like fetched ones: apiVersion and kind filled in.
     assert not await kube.diff_live(first, lives[0])
+
+
+class _CountingAPI(http.server.ThreadingHTTPServer):
+    """An API server on loopback that answers every LIST with no items and counts the
+    connections its clients open."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _EmptyLists)
+        self.connections = 0
+        self.requests = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1
+        super().process_request(request, client_address)
+
+
+class _EmptyLists(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as an API server's
+
+    def do_GET(self) -> None:
+        assert isinstance(self.server, _CountingAPI)
+        self.server.requests += 1
+        body = b'{"items": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_get_live_all_asks_on_one_connection() -> None:
+    """One per kind, the lists would each open a connection: on a real cluster a TLS
+    handshake per kind, per cluster, per verify and drift check."""
+    server = _CountingAPI()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = KubeClient.from_kubeconfig(
+        _kubeconfig(f"http://127.0.0.1:{server.server_address[1]}", TOKEN)
+    )
+    kinds = [("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "ServiceAccount"),
+             ("apps/v1", "Deployment"), ("apps/v1", "DaemonSet")]
+    manifests = [{"apiVersion": v, "kind": k, "metadata": {"name": "x"}} for v, k in kinds]
+    try:
+        assert await client.get_live_all(manifests, label_selector="a=b") == [None] * 5
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert (server.requests, server.connections) == (5, 1)
 
 
 async def test_custom_resources_are_found_through_discovery(kube: KubeClient) -> None:

@@ -327,11 +327,17 @@ class KubeClient:
         namespaces instead of a GET per object: ``label_selector`` is the label werft puts
         on everything it applies, so the lists hold every object of werft's and little
         else. An object someone took the label off reads as absent -- it drifted, and the
-        next apply puts the label back."""
+        next apply puts the label back.
+
+        The lists go one after another on one connection: in parallel, each would open a
+        connection of its own (HTTP/1.1 carries one request at a time), which on a real
+        cluster is a TLS handshake per kind, per cluster, per verify and drift check."""
         kinds = list(dict.fromkeys((m["apiVersion"], m["kind"]) for m in manifests))
-        listed = await asyncio.gather(
-            *(self._run(self._list_kind, v, k, label_selector) for v, k in kinds)
-        )
+
+        def list_all() -> list[tuple[bool, list[Obj]]]:
+            return [self._list_kind(v, k, label_selector) for v, k in kinds]
+
+        listed = await self._run(list_all)
         namespaced = {kind: scoped for kind, (scoped, _) in zip(kinds, listed, strict=True)}
         live = {_key(item, scoped): item for scoped, items in listed for item in items}
         return [
