@@ -38,6 +38,7 @@ from werft.providers import (
     parse_bmc_address,
     request_deadline,
 )
+from werft.providers.redfish import CONNECTION_POOLS
 from werft.retry import RetryPolicy
 from werft.secrets import SecretStore
 
@@ -301,23 +302,26 @@ def _bare_metal(name: str, address: str) -> Machine:
     )
 
 
-async def test_machines_share_a_provider_per_bmc_not_per_origin(tmp_path: Path) -> None:
-    """A BMC's connections are its own: blades under one service root (a chassis manager,
-    sushy-tools) share a client, BMCs behind one gateway origin under prefixes of their own
-    (the simulator) do not -- a client shared by hundreds of BMCs scans its whole pool of
-    connections on every request."""
-    blades = [
-        _bare_metal(f"blade-{i}", f"redfish+http://10.0.0.9/redfish/v1/Systems/{i}")
-        for i in range(3)
-    ]
+async def test_a_providers_connections_are_split_by_bmc(tmp_path: Path) -> None:
+    """httpcore looks at every connection of a pool on every request: the BMCs behind one
+    gateway origin (the simulator's) get pools of their own, up to CONNECTION_POOLS, and
+    one BMC's systems (blades, sushy-tools' domains) always the same pool."""
     gated = [
         _bare_metal(f"edge-{i}", f"redfish+http://10.0.0.8:8000/bmc/edge-{i}/redfish/v1/Systems/1")
+        for i in range(64)
+    ]
+    blades = [
+        _bare_metal(f"blade-{i}", f"redfish+http://10.0.0.8:8000/redfish/v1/Systems/{i}")
         for i in range(3)
     ]
     async with ProviderPool(SecretStore(tmp_path / "secrets")) as providers:
-        assert len({id(providers.get(m)) for m in blades}) == 1
-        assert len({id(providers.get(m)) for m in gated}) == 3
-        assert len(providers) == 4
+        provider = providers.get(gated[0])
+        assert isinstance(provider, RedfishProvider)
+        assert all(providers.get(m) is provider for m in gated + blades)
+        pools = {id(provider.client_for(m)) for m in gated}
+        assert len(pools) == CONNECTION_POOLS
+        assert len({id(provider.client_for(m)) for m in blades}) == 1
+        assert provider.client_for(gated[5]) is provider.client_for(gated[5])
 
 
 # --- the same behaviour on sushy-tools and on the simulator ---------------------------------
@@ -560,10 +564,7 @@ async def test_one_pooled_provider_serves_a_batch_concurrently(
     counts = await asyncio.gather(*(provision(m, s) for m, s in zip(machines, seeds, strict=True)))
 
     assert counts == [4] * len(BATCH)
-    # One client per BMC (service root): the simulator's BMCs sit behind one origin under
-    # a prefix each, sushy-tools serves every system under one root.
-    roots = {parse_bmc_address(m.bmc.address).root for m in machines if m.bmc}
-    assert len(pool) == len(roots)
+    assert len(pool) == 1  # every BMC behind the simulator's origin shares one provider
     assert [backend.mutations(name) for name in BATCH] == [4] * len(BATCH)
     states = await asyncio.gather(*(pool.get(m).observe(m) for m in machines))
     assert all(s.powered_on and s.media[1] == seed for s, seed in zip(states, seeds, strict=True))

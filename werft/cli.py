@@ -9,6 +9,8 @@ message (fix: ...)``), so `werft provision` says what `werft validate` would.
 from __future__ import annotations
 
 import difflib
+import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -144,7 +146,6 @@ def validate_command(
     Warnings (e.g. credentials sent over plain http://) are printed but leave the inventory
     valid, unless --strict."""
     import json
-    import time
 
     from werft.inventory import InventoryNotFound
     from werft.inventory.load import check_inventory
@@ -318,8 +319,6 @@ def secret_set(
 ) -> None:
     """Store a secret in the secret store (``$WERFT_HOME/secrets``, file mode 0600, or the
     SQL store of ``WERFT_STORE_URL``); the value is never printed."""
-    import sys
-
     from werft.secrets import SecretStore
 
     if value is None:
@@ -603,6 +602,67 @@ def plan_command(
     else:
         print_plan(Console(), plan, full=full)
     raise typer.Exit(plan.exit_code)
+
+
+# --- machines (werft.providers.records) --------------------------------------------------
+# Commands: `werft machine forget`.
+
+machine_app = typer.Typer(help="Machines: what werft remembers having done to them.",
+                          no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(machine_app, name="machine")
+
+
+@machine_app.command("forget")
+def machine_forget(
+    name: str = typer.Argument(..., help="The machine, as the inventory names it."),
+    inventory: Path = _INVENTORY_OPT,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask (required without a terminal)."),
+) -> None:
+    """Forget that werft installed a machine, once its disk was wiped or its hardware
+    replaced (an RMA): the next run installs it afresh.
+
+    werft remembers each machine it saw join its cluster, so that after a power cut it
+    powers the machine back on from its disk instead of re-imaging a working node. A
+    machine whose disk no longer holds that install would be powered on from an empty
+    disk, run after run; this is how to tell werft so. Never needed after a power cut.
+    """
+    from werft.locks import ClusterLocks
+    from werft.providers.records import MachineRecords
+    from werft.secrets import SecretStore, werft_home
+
+    loaded = _load_or_exit(inventory, None, None)
+    cluster = next(
+        (c for c in loaded.clusters.values() if any(m.name == name for m in c.machines)), None
+    )
+    if cluster is None:
+        close = difflib.get_close_matches(
+            name, [m.name for c in loaded.clusters.values() for m in c.machines], n=1
+        )
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        _fail(f"{inventory} has no machine {name!r}{hint}")
+    records = MachineRecords(SecretStore())
+    joined = records.joined(name)
+    if joined is None:
+        typer.echo(f"werft holds no install of machine {name} (cluster {cluster.name}) to "
+                   "forget: a run installs it if it is not provisioned")
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(joined.at))
+    typer.echo(f"machine {name} (cluster {cluster.name}) joined its cluster on {when}, "
+               "installed from its seed; forgotten, the next run re-installs it, "
+               "overwriting its disk")
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("add --yes to forget it (there is no terminal to ask)")
+        typer.confirm("forget it?", abort=True)
+    locks = ClusterLocks(werft_home(), holder="werft-machine-forget")
+    with locks.holding([cluster.name]) as busy:
+        if busy:
+            holder = locks.holder_of(cluster.name)
+            _fail(f"cluster {cluster.name} is being worked on ({holder}); nothing forgotten: "
+                  "run this again once that run is done", ExitCode.NOT_FINE)
+        records.forget_joined(name)
+    typer.echo(f"forgot it; `werft provision {inventory} --cluster {cluster.name}` "
+               f"installs {name} afresh")
 
 
 webhook_app = typer.Typer(help="Receive forge webhooks: plan pull requests, reconcile merges.",

@@ -1,7 +1,7 @@
 """The HTTP plumbing shared by the Redfish and simulated providers.
 
-One ``httpx.AsyncClient`` per provider instance (connection pooling across the machines
-of a BMC or hypervisor in a batch), explicit timeouts, and ``Calls``: a per-operation view of the client that
+``httpx.AsyncClient`` connection pools shared by the machines of a batch (a provider's:
+see ``RedfishProvider``), explicit timeouts, and ``Calls``: a per-operation view of a client that
 classifies every failure, retries the idempotent requests at the request (``werft.retry``:
 backoff with jitter, ``Retry-After``, never past the stage's deadline) and counts the
 mutating requests it sends.
@@ -42,8 +42,8 @@ class HttpOptions:
     timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(8.0, connect=3.0))
     # Actions: many BMCs fetch the image during InsertMedia before they answer.
     action_timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(30.0, connect=3.0))
-    # Per provider (= per BMC, or hypervisor). BMCs fall over under many parallel
-    # connections; one BMC may serve many systems (blades, sushy-tools' domains).
+    # Per provider (= per endpoint origin). BMCs fall over under many parallel
+    # connections; the simulator serves thousands of machines behind one origin.
     max_connections: int = 32
     max_keepalive_connections: int = 16
     retry: RetryPolicy = DEFAULT

@@ -12,13 +12,9 @@ one per (kind, endpoint[, TLS settings]) and closes them all at the end::
         for machine in cluster.machines:          # concurrently, in practice
             await pool.get(machine).ensure(machine, image_url, seed_url)
 
-Redfish providers are keyed by BMC -- its service root (origin + prefix) -- and TLS
-settings, not by credentials: credentials are sent per request, so the systems of one BMC
-(blades under a chassis manager, sushy-tools' domains) share its connections. BMCs
-behind one gateway origin under prefixes of their own (the simulator serves all of them
-so) get a pool each: httpcore checks every connection of a pool on every request, and a
-pool shared by a batch's BMCs cost more CPU than the requests themselves. Clients share
-their TLS context (``werft.tls``), so a client per BMC costs no CA bundle load.
+Redfish providers are keyed by origin and TLS settings, not by credentials: credentials
+are sent per request, so every BMC behind one origin (the simulator serves all of them
+under one) shares one pool of connections.
 """
 
 from __future__ import annotations
@@ -44,8 +40,8 @@ def provider_key(machine: Machine) -> ProviderKey:
     if machine.bmc is not None:
         bmc = machine.bmc
         verify = "insecure" if bmc.disable_certificate_verification else "verify"
-        address = parse_bmc_address(bmc.address)
-        return ("redfish", address.origin, address.root, verify, bmc.ca_bundle or "")
+        origin = parse_bmc_address(bmc.address).origin
+        return ("redfish", origin, verify, bmc.ca_bundle or "")
     if machine.vm is None:  # the model guarantees one of bmc / vm; a hand-built one may not
         raise PermanentError(f"machine {machine.name} has neither a bmc nor a vm")
     if machine.vm.host.startswith(SIM_SCHEMES):
@@ -63,7 +59,7 @@ def _create(
     if records is None:
         records = MachineRecords(secrets, settle=(options or HttpOptions()).reset_settle)
     if kind == "redfish":
-        _, origin, _root, verify, ca_bundle = key
+        _, origin, verify, ca_bundle = key
         return RedfishProvider(
             origin,
             secrets=secrets,

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -300,9 +301,15 @@ class _RecentViews:
         return taken[1]
 
 
+# httpcore looks at every connection of a pool on every request. One pool for all the
+# BMCs behind a gateway origin (the simulator serves every BMC under one) made that cost
+# more CPU than the requests themselves, so a provider splits its connections by BMC into
+# this many pools, made as needed, and the origin's connection limit with them.
+CONNECTION_POOLS = 8
+
+
 class RedfishProvider:
-    """Redfish systems behind one origin (scheme://host:port) with one TLS setting; the
-    ``ProviderPool`` makes one per BMC.
+    """Redfish BMCs behind one origin (scheme://host:port) with one TLS setting.
 
     Credentials are per machine: resolved from its credentialsRef at each operation and
     sent per request, so machines with different credentials share the connection pool.
@@ -326,10 +333,14 @@ class RedfishProvider:
         self._secrets = secrets
         self._options = options or HttpOptions()
         self._records = records or MachineRecords(secrets, settle=self._options.reset_settle)
-        verify = tls_verify(
+        self._verify = tls_verify(
             origin, disable=not verify_tls, ca_bundle=ca_bundle, endpoint=f"BMC {origin}"
         )
-        self._client = new_client(origin, self._options, verify=verify)
+        per_pool = max(1, self._options.max_connections // CONNECTION_POOLS)
+        self._pool_options = replace(
+            self._options, max_connections=per_pool, max_keepalive_connections=per_pool
+        )
+        self._clients: dict[int, httpx.AsyncClient] = {}
         self._locations: dict[str, _Location] = {}
         self._views = _RecentViews()
         self._ledger = MutationLedger()
@@ -438,7 +449,19 @@ class RedfishProvider:
         return self._ledger.get(machine.name)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    def client_for(self, machine: Machine) -> httpx.AsyncClient:
+        """The connection pool of the machine's BMC (its service root)."""
+        root = parse_bmc_address(_bmc_of(machine).address).root
+        shard = zlib.crc32(root.encode()) % CONNECTION_POOLS
+        client = self._clients.get(shard)
+        if client is None:
+            client = new_client(self.origin, self._pool_options, verify=self._verify)
+            self._clients[shard] = client
+        return client
 
     # --- internals ----------------------------------------------------------------------
 
@@ -456,7 +479,7 @@ class RedfishProvider:
         except SecretNotFound as exc:
             raise SecretNotFound(f"{target}: {exc}", reason=CREDENTIALS_MISSING) from None
         calls = Calls(
-            self._client,
+            self.client_for(machine),
             target,
             auth=auth,
             action_timeout=self._options.action_timeout,

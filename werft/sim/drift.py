@@ -2,6 +2,9 @@
 
     {"kind": "power-off", "machine": NAME}
         the machine loses power; its node goes NotReady
+    {"kind": "replace-machine", "machine": NAME}
+        the machine is swapped for blank hardware behind the same BMC address (an RMA, a
+        disk replaced): off, no OS on its disk, no media, no boot override
     {"kind": "delete-object", "cluster": C, "apiVersion": "apps/v1",
      "resource": "deployments" | "objectKind": "Deployment", "namespace"?: NS, "name": N}
         ("kind" names the drift, so the object's kind goes in "objectKind")
@@ -31,14 +34,16 @@ class DriftError(Exception):
 
 def apply_drift(fleet: Fleet, body: dict[str, Any]) -> dict[str, Any]:
     kind = body.get("kind")
-    if kind == "power-off":
+    if kind in ("power-off", "replace-machine"):
         name = _str(body, "machine")
         machine = fleet.machine(name)
         if machine is None:
             raise DriftError(f"no machine {name!r}", 404)
         fleet.observe(machine)
         machine.power_off(fleet.clock.now())
-        fleet.observe(machine)
+        fleet.observe(machine)  # its cluster sees it go (while it still has its disk)
+        if kind == "replace-machine":
+            machine.blank()
         if machine.spec.cluster:
             fleet.advance(machine.spec.cluster)
         return {"kind": kind, "machine": name, "powerState": "Off"}
@@ -72,7 +77,8 @@ def apply_drift(fleet: Fleet, body: dict[str, Any]) -> dict[str, Any]:
             _change_object(cluster, api_version, resource, object_kind, namespace, name, patch)
         return {"kind": kind, "cluster": cluster_name, "name": name}
     raise DriftError(
-        "drift kind must be power-off, delete-object, change-object or kubelet-version"
+        "drift kind must be power-off, replace-machine, delete-object, change-object or "
+        "kubelet-version"
     )
 
 

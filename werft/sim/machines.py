@@ -134,6 +134,15 @@ class SimMachine:
         self.os_up_at = None
         self.stuck = self.idle = None
 
+    def blank(self) -> None:
+        """New hardware in its place (off): nothing on the disk, in the drives or in the
+        boot settings. What happened to the old one stays counted (``installs``...)."""
+        assert not self.powered, "power the machine off first"
+        self.installed = None
+        for slot in self.media:
+            slot.eject()
+        self.boot_enabled, self.boot_target = "Disabled", "None"
+
     def restart(self, now: float) -> None:
         self.power_off(now)
         self.power_on(now)
