@@ -1,8 +1,8 @@
 """The TLS contexts werft hands to httpx, each built once per process.
 
 Given ``verify=True``, httpx loads the whole CA bundle into a new context for every
-client it makes (~25 ms of CPU), and werft makes a client per BMC it drives and per
-cluster it verifies. A context can be shared by any number of clients and threads, so
+client it makes (~25 ms of CPU), and werft makes clients per BMC origin and per cluster
+it verifies. A context can be shared by any number of clients and threads, so
 werft builds each kind once and hands it to all of them.
 """
 

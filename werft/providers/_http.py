@@ -1,10 +1,10 @@
 """The HTTP plumbing shared by the Redfish and simulated providers.
 
-``httpx.AsyncClient`` connection pools shared by the machines of a batch (a provider's:
-see ``RedfishProvider``), explicit timeouts, and ``Calls``: a per-operation view of a client that
-classifies every failure, retries the idempotent requests at the request (``werft.retry``:
-backoff with jitter, ``Retry-After``, never past the stage's deadline) and counts the
-mutating requests it sends.
+``httpx.AsyncClient`` connection pools shared by the machines of a batch (a provider's,
+see ``RedfishProvider``), explicit timeouts, and ``Calls``: a per-operation view of a
+client that classifies every failure, retries the idempotent requests at the request
+(``werft.retry``: backoff with jitter, ``Retry-After``, never past the stage's deadline)
+and counts the mutating requests it sends.
 
 The deadline reaches the provider through ``werft.retry.request_deadline`` (a context
 variable the running stage sets): the Provider protocol stays free of it.
@@ -65,18 +65,12 @@ class HttpOptions:
 
 
 def tls_verify(
-    origin: str,
-    *,
-    disable: bool = False,
-    ca_bundle: str | None = None,
-    endpoint: str = "the endpoint",
+    *, disable: bool = False, ca_bundle: str | None = None, endpoint: str = "the endpoint"
 ) -> ssl.SSLContext:
-    """What httpx's ``verify`` gets for ``origin``: a shared context (``werft.tls``),
-    verifying by default, with a CA bundle when given. ``endpoint`` ("BMC
-    https://10.0.0.5") names whose caBundle it is in the error for a missing or unreadable
-    file (``ProviderPool`` adds the machine)."""
-    if not origin.startswith("https://"):
-        return tls.plain_http()
+    """What httpx's ``verify`` gets: a shared context (``werft.tls``), verifying by
+    default, with a CA bundle when given (also for an http:// endpoint: BMCs redirect to
+    https). ``endpoint`` ("BMC https://10.0.0.5") names whose caBundle it is in the error
+    for a missing or unreadable file (``ProviderPool`` adds the machine)."""
     if disable:
         return tls.no_verification()
     if ca_bundle:
@@ -98,7 +92,7 @@ def new_client(
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=options.timeout,
-        verify=verify or tls_verify(base_url),
+        verify=verify or tls_verify(),
         limits=httpx.Limits(
             max_connections=options.max_connections,
             max_keepalive_connections=options.max_keepalive_connections,

@@ -334,7 +334,7 @@ class RedfishProvider:
         self._options = options or HttpOptions()
         self._records = records or MachineRecords(secrets, settle=self._options.reset_settle)
         self._verify = tls_verify(
-            origin, disable=not verify_tls, ca_bundle=ca_bundle, endpoint=f"BMC {origin}"
+            disable=not verify_tls, ca_bundle=ca_bundle, endpoint=f"BMC {origin}"
         )
         per_pool = max(1, self._options.max_connections // CONNECTION_POOLS)
         self._pool_options = replace(
