@@ -116,8 +116,20 @@ def prefect_server(home: Path) -> Iterator[str]:
         wait_for(lambda: _healthy(api), timeout=120, interval=0.5, what="the Prefect server")
         yield api
     finally:
+        _hand_over_logs_and_events()
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _hand_over_logs_and_events() -> None:
+    """Flush this process's Prefect logs and events to the server while it still runs:
+    flushed at the process's exit instead, each would wait out a connect timeout (~70 s)
+    against a server that is gone, and a benchmark run would take hours to end."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=120)
+    EventsWorker.drain_all(timeout=120)
 
 
 def _healthy(api: str, ok: int = 200) -> bool:
