@@ -648,7 +648,7 @@ def machine_forget(
         return
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(joined.at))
     typer.echo(f"machine {name} (cluster {cluster.name}) joined its cluster on {when}, "
-               "installed from its seed; forgotten, the next run re-installs it, "
+               "installed from its seed; once forgotten, the next run re-installs it, "
                "overwriting its disk")
     if not yes:
         if not sys.stdin.isatty():
