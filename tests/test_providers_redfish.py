@@ -38,7 +38,7 @@ from werft.providers import (
     parse_bmc_address,
     request_deadline,
 )
-from werft.providers.redfish import CONNECTION_POOLS
+from werft.providers.redfish import CONNECTION_POOLS, BmcAddress
 from werft.retry import RetryPolicy
 from werft.secrets import SecretStore
 
@@ -302,6 +302,11 @@ def _bare_metal(name: str, address: str) -> Machine:
     )
 
 
+def _address(machine: Machine) -> BmcAddress:
+    assert machine.bmc is not None
+    return parse_bmc_address(machine.bmc.address)
+
+
 async def test_a_providers_connections_are_split_by_bmc(tmp_path: Path) -> None:
     """httpcore looks at every connection of a pool on every request: the BMCs behind one
     gateway origin (the simulator's) get pools of their own, up to CONNECTION_POOLS, and
@@ -318,10 +323,10 @@ async def test_a_providers_connections_are_split_by_bmc(tmp_path: Path) -> None:
         provider = providers.get(gated[0])
         assert isinstance(provider, RedfishProvider)
         assert all(providers.get(m) is provider for m in gated + blades)
-        pools = {id(provider.client_for(m)) for m in gated}
+        pools = {id(provider.client_for(_address(m))) for m in gated}
         assert len(pools) == CONNECTION_POOLS
-        assert len({id(provider.client_for(m)) for m in blades}) == 1
-        assert provider.client_for(gated[5]) is provider.client_for(gated[5])
+        assert len({id(provider.client_for(_address(m))) for m in blades}) == 1
+        assert provider.client_for(_address(gated[5])) is provider.client_for(_address(gated[5]))
 
 
 # --- the same behaviour on sushy-tools and on the simulator ---------------------------------

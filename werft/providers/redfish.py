@@ -453,10 +453,9 @@ class RedfishProvider:
         for client in clients:
             await client.aclose()
 
-    def client_for(self, machine: Machine) -> httpx.AsyncClient:
-        """The connection pool of the machine's BMC (its service root)."""
-        root = parse_bmc_address(_bmc_of(machine).address).root
-        shard = zlib.crc32(root.encode()) % CONNECTION_POOLS
+    def client_for(self, address: BmcAddress) -> httpx.AsyncClient:
+        """The connection pool of the BMC at ``address`` (by its service root)."""
+        shard = zlib.crc32(address.root.encode()) % CONNECTION_POOLS
         client = self._clients.get(shard)
         if client is None:
             client = new_client(self.origin, self._pool_options, verify=self._verify)
@@ -479,7 +478,7 @@ class RedfishProvider:
         except SecretNotFound as exc:
             raise SecretNotFound(f"{target}: {exc}", reason=CREDENTIALS_MISSING) from None
         calls = Calls(
-            self.client_for(machine),
+            self.client_for(address),
             target,
             auth=auth,
             action_timeout=self._options.action_timeout,
