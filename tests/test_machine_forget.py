@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
 from typer.testing import CliRunner
 
 from tests.stagefixtures import EDGE, StageFleet, run_all
@@ -99,7 +98,3 @@ async def test_forgetting_asks_first_and_changes_nothing_when_it_cannot(
     code, output = forget(f, machine, "--yes")
     assert code == 0 and "no install of machine" in output
 
-
-@pytest.fixture(autouse=True)
-def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "200")  # one line per message, for the asserts

@@ -47,7 +47,6 @@ _CLUSTER_SCOPED_EARLY = frozenset({"ClusterRole", "ClusterRoleBinding", "Priorit
 _LAST_KINDS = frozenset({"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"})
 
 
-
 @dataclass(frozen=True)
 class _PlannedAddon:
     addon: Addon

@@ -258,12 +258,13 @@ def _credentials(kubeconfig: str) -> tuple[str, str, ssl.SSLContext]:
     cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == current["cluster"])
     user = next(u["user"] for u in config["users"] if u["name"] == current["user"])
     server = cluster["server"]
-    verify = tls.system_trust()
     if not server.startswith("https"):
         verify = tls.plain_http()
     elif cluster.get("certificate-authority-data"):
         ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
         verify = ssl.create_default_context(cadata=ca)
+    else:
+        verify = tls.system_trust()
     return server, user.get("token", ""), verify
 
 
