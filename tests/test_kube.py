@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import socket
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -217,6 +220,7 @@ class _CountingAPI(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _EmptyLists)
         self.connections = 0
         self.requests = 0
+        self.authorizations: list[str] = []
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self.connections += 1
@@ -229,6 +233,7 @@ class _EmptyLists(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         assert isinstance(self.server, _CountingAPI)
         self.server.requests += 1
+        self.server.authorizations.append(self.headers.get("Authorization", ""))
         body = b'{"items": []}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -379,6 +384,56 @@ async def test_calls_run_off_the_event_loop(kube: KubeClient, sim: SimHandle) ->
         assert ticks >= 10
     finally:
         sim.remove_fault(fault["id"])
+
+
+# An exec credential plugin (as for EKS or GKE): each call hands out the next token,
+# already expired, so the client must ask again before every request.
+_PLUGIN = """
+import json, pathlib, sys
+count = pathlib.Path(sys.argv[1])
+n = int(count.read_text()) + 1 if count.exists() else 1
+count.write_text(str(n))
+print(json.dumps({
+    "apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+    "status": {"token": f"exec-{n}", "expirationTimestamp": "2000-01-01T00:00:00Z"},
+}))
+"""
+
+
+async def test_exec_credentials_are_refreshed_and_static_ones_sent_as_given(
+    tmp_path: Path,
+) -> None:
+    """werft drops the client's per-request credential refresh for static credentials
+    (it cost a quarter of a request's CPU); a token from an exec plugin must still be
+    asked for again once it expired."""
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(_PLUGIN)
+    server = _CountingAPI()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                          "command": sys.executable,
+                          "args": [str(plugin), str(tmp_path / "count")]}}
+    kubeconfig = json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "ctx",
+        "clusters": [{"name": "c", "cluster": {"server": url}}],
+        "users": [{"name": "u", "user": exec_user}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+    })
+    exec_client = KubeClient.from_kubeconfig(kubeconfig)
+    static_client = KubeClient.from_kubeconfig(_kubeconfig(url, TOKEN))
+    try:
+        for client in (exec_client, exec_client, static_client, static_client):
+            assert await client.list("v1", "ConfigMap") == []
+    finally:
+        exec_client.close()
+        static_client.close()
+        server.shutdown()
+        server.server_close()
+    first, second, *static = server.authorizations
+    assert first.startswith("Bearer exec-") and second.startswith("Bearer exec-")
+    assert first != second
+    assert static == [f"Bearer {TOKEN}"] * 2
 
 
 def test_invalid_kubeconfig_is_permanent_and_does_not_quote_it() -> None:

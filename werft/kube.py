@@ -263,6 +263,13 @@ class KubeClient:
             api = new_client_from_config_dict(
                 config, persist_config=False, client_configuration=configuration
             )
+            if not _credentials_expire(config):
+                # The loader's hook re-copies the kubeconfig into the configuration before
+                # every request (and scans the environment for proxies each time: a
+                # quarter of a request's CPU here). Only a token from an exec plugin or
+                # an auth provider can expire; a static token or client certificate never
+                # changes, so nothing is lost.
+                api.configuration.refresh_api_key_hook = None
             if cluster is None:
                 contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
                 cluster = str(contexts.get(config.get("current-context"), {}).get("cluster", "?"))
@@ -652,6 +659,16 @@ class KubeClient:
 # What an API server says when a server-side apply body does not match the schema
 # (``.spec.foo: field not declared in schema``), with status 500 (kubernetes#122480).
 _UNTYPABLE = "failed to create typed patch object"
+
+
+def _credentials_expire(config: Mapping[str, Any]) -> bool:
+    """Whether the current context's user gets its token from an exec plugin or an auth
+    provider: the only credentials the kubernetes client refreshes when they expire."""
+    contexts = {c["name"]: c.get("context") or {} for c in config.get("contexts") or []}
+    user_name = contexts.get(config.get("current-context"), {}).get("user")
+    users = {u["name"]: u.get("user") or {} for u in config.get("users") or []}
+    user = users.get(user_name, {})
+    return "exec" in user or "auth-provider" in user
 
 
 def _status_body(data: bytes | None) -> dict[str, Any]:
