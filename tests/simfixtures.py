@@ -29,7 +29,7 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +189,7 @@ def serve_app(
     app: SimApp,
     *,
     sock: socket.socket | None = None,
+    more_sockets: Sequence[socket.socket] = (),
     startup_timeout: float = 10.0,
     tls: bool = False,
 ) -> Iterator[SimHandle]:
@@ -209,7 +210,8 @@ def serve_app(
                     app, LOOPBACK, int(tls_sock.getsockname()[1]), timeout_graceful_shutdown=1
                 )
             )
-        with _serving(app, server, sock, secondary, tls_sockets, startup_timeout) as handle:
+        sockets = [sock, *more_sockets]
+        with _serving(app, server, sockets, secondary, tls_sockets, startup_timeout) as handle:
             yield handle
 
 
@@ -217,14 +219,14 @@ def serve_app(
 def _serving(
     app: SimApp,
     server: uvicorn.Server,
-    sock: socket.socket,
+    sockets: list[socket.socket],
     secondary: uvicorn.Server | None,
     tls_sockets: list[socket.socket] | None,
     startup_timeout: float,
 ) -> Iterator[SimHandle]:
-    port = int(sock.getsockname()[1])
+    port = int(sockets[0].getsockname()[1])
     thread = threading.Thread(
-        target=lambda: asyncio.run(serve_all(server, [sock], secondary, tls_sockets)),
+        target=lambda: asyncio.run(serve_all(server, sockets, secondary, tls_sockets)),
         name=f"werft-sim-{port}",
         daemon=True,
     )
@@ -255,7 +257,8 @@ def _serving(
         admin.close()
         server.should_exit = True
         thread.join(timeout=10)
-        sock.close()
+        for sock in sockets:
+            sock.close()
 
 
 @contextlib.contextmanager
@@ -269,6 +272,7 @@ def running_sim(
     faults: Path | dict[str, Any] | list[Any] | None = None,
     default_credentials: tuple[str, str] | None = DEFAULT_CREDENTIALS,
     sock: socket.socket | None = None,
+    more_sockets: Sequence[socket.socket] = (),
     cluster_factory: ClusterFactory | None = None,
     kube_app_factory: KubeAppFactory | None = None,
     tls: bool = False,
@@ -276,7 +280,8 @@ def running_sim(
     """Start a simulator for an inventory (folder or loaded) or for plain machine specs.
 
     ``default_credentials`` answer BMC credentialsRefs that resolve to nothing (tests rarely
-    set secrets); pass None to require every ref to resolve.
+    set secrets); pass None to require every ref to resolve. ``more_sockets``: ports it also
+    answers on (the same machines behind several origins, as BMCs each have their own).
     """
     if inventory is not None:
         if not isinstance(inventory, Inventory):
@@ -307,7 +312,7 @@ def running_sim(
         )
     if faults is not None and not isinstance(faults, Path):
         app.faults.load(faults)
-    with serve_app(app, sock=sock, tls=tls) as handle:
+    with serve_app(app, sock=sock, more_sockets=more_sockets, tls=tls) as handle:
         yield handle
 
 

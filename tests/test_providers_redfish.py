@@ -329,6 +329,57 @@ async def test_a_providers_connections_are_split_by_bmc(tmp_path: Path) -> None:
         assert provider.client_for(_address(gated[5])) is provider.client_for(_address(gated[5]))
 
 
+def _client_sockets(ports: list[int]) -> int:
+    """This process's open TCP connections to any of ``ports`` on loopback."""
+    wanted = {f"{port:04X}" for port in ports}
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1
+        for line in lines
+        if (fields := line.split())[3] == "01"  # ESTABLISHED
+        and fields[2].split(":")[1] in wanted  # the remote end is one of the BMCs
+    )
+
+
+async def test_a_pool_closes_providers_nobody_uses_beyond_its_limit(
+    secrets: SecretStore,
+) -> None:
+    """On a real fleet every BMC is an origin of its own: a run that kept a provider for
+    each BMC it ever asked would hold an idle socket (a file descriptor) per BMC, 10,000
+    on a large rollout. Five BMCs on five origins, room for two idle providers."""
+    if simfixtures is None:
+        pytest.skip("the werft simulator (tests/simfixtures.py) is not available")
+    from werft.sim.machines import SimMachineSpec
+
+    names = [f"origin-{i}" for i in range(5)]
+    specs = [
+        SimMachineSpec(name=name, kind="bmc", cluster="c1", site="s1", role="control-plane",
+                       credentials=(USER, PASSWORD))
+        for name in names
+    ]
+    # The simulator's own port has its admin client's connection: the BMCs get others.
+    sockets = [simfixtures.reserve_port() for _ in names]
+    ports = [int(sock.getsockname()[1]) for sock in sockets]
+    machines = [
+        bmc_machine(name, f"redfish+http://127.0.0.1:{port}/bmc/{name}/redfish/v1/Systems/1")
+        for name, port in zip(names, ports, strict=True)
+    ]
+    with simfixtures.running_sim(machines=specs, clusters={"c1": "s1"}, more_sockets=sockets):
+        async with ProviderPool(secrets, options=FAST, idle_limit=2) as pool:
+            async with pool.using(machines[0]) as held:
+                for machine in machines[1:]:
+                    async with pool.using(machine) as provider:
+                        assert (await provider.observe(machine)).exists
+                assert len(pool) == 3  # the two most recent idle ones, and the one in use
+                # In use all along, so never closed under its holder.
+                assert (await held.observe(machines[0])).exists
+            assert len(pool) == 2
+            # The least recently used went: machine 0 was in use last, 3 was not.
+            assert _client_sockets(ports) == 2
+            assert _client_sockets([ports[0], ports[4]]) == 2
+        assert _client_sockets(ports) == 0
+
+
 # --- the same behaviour on sushy-tools and on the simulator ---------------------------------
 
 

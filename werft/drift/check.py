@@ -71,7 +71,10 @@ async def _findings(
     cluster: ResolvedCluster, ctx: StageContext, kubeconfig: str
 ) -> tuple[list[Finding], int, str]:
     states = await asyncio.gather(
-        *(ctx.provider(m).observe(m, image_url=cluster.os_image_url) for m in cluster.machines)
+        *(
+            ctx.with_provider(m, lambda p, m=m: p.observe(m, image_url=cluster.os_image_url))
+            for m in cluster.machines
+        )
     )
     findings: list[Finding] = []
     for state in states:

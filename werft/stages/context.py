@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from werft.conditions import ConditionType
 from werft.errors import PermanentError
@@ -32,6 +33,8 @@ from werft.secrets import SecretStore
 from werft.secrets import werft_home as default_werft_home
 from werft.stages.confirmed import ConfirmedObjects
 from werft.stages.memo import IDLE_LIMIT, KubeClients, Recent
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -168,9 +171,17 @@ class StageContext:
     def artifacts_url(self) -> str:
         return self.inventory.fleet.spec.artifacts.base_url
 
-    def provider(self, machine: Machine) -> Provider:
+    def provider(self, machine: Machine) -> contextlib.AbstractAsyncContextManager[Provider]:
+        """The machine's provider, held for an ``async with`` block (``ProviderPool.using``)."""
         assert self.providers is not None
-        return self.providers.get(machine)
+        return self.providers.using(machine)
+
+    async def with_provider(
+        self, machine: Machine, call: Callable[[Provider], Awaitable[T]]
+    ) -> T:
+        """``call(provider)`` with the machine's provider held."""
+        async with self.provider(machine) as provider:
+            return await call(provider)
 
     @property
     def executor(self) -> ThreadPoolExecutor:

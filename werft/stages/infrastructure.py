@@ -65,7 +65,9 @@ async def _provision(cluster: ResolvedCluster, ctx: StageContext, progress: Prog
     urls = {name: seed.url for name, seed in seeds.items()}
 
     # observe
-    states, errors = await each(cluster.machines, lambda m: ctx.provider(m).observe(m))
+    states, errors = await each(
+        cluster.machines, lambda m: ctx.with_provider(m, lambda p: p.observe(m))
+    )
     raise_worst(errors)
     todo = {m: s for m, s in states.items() if not s.provisioned(image, urls[m.name])}
     installed = await installed_machines(cluster, ctx, todo, urls)
@@ -211,7 +213,8 @@ async def _wait_powered_on(
     again_after = max(ctx.timeouts.poll_interval * 10, 0.2)
     while pending:
         results = await asyncio.gather(
-            *(ctx.provider(m).observe_power(m) for m in pending), return_exceptions=True
+            *(ctx.with_provider(m, lambda p, m=m: p.observe_power(m)) for m in pending),
+            return_exceptions=True,
         )
         still: list[Machine] = []
         for machine, result in zip(pending, results, strict=True):

@@ -47,9 +47,9 @@ async def act_on_each(
     that failed part-way (they changed the machine all the same)."""
 
     async def one(machine: Machine) -> int:
-        provider = ctx.provider(machine)
-        with progress.counting(provider, machine):
-            return await act(provider, machine)
+        async with ctx.provider(machine) as provider:
+            with progress.counting(provider, machine):
+                return await act(provider, machine)
 
     _, errors = await each(machines, one)
     return errors

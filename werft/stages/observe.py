@@ -67,7 +67,9 @@ async def observe_clusters(
 async def _observe(
     cluster: ResolvedCluster, ctx: StageContext, kubeconfig: str, observed: Observation
 ) -> None:
-    states = await asyncio.gather(*(ctx.provider(m).observe(m) for m in cluster.machines))
+    states = await asyncio.gather(
+        *(ctx.with_provider(m, lambda p, m=m: p.observe(m)) for m in cluster.machines)
+    )
     if not all(_boots_werft_media(cluster, ctx, s) for s in states):
         return
     observed[ConditionType.INFRASTRUCTURE_READY] = True

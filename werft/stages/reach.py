@@ -124,7 +124,9 @@ async def site_failure(
     limit = ctx.timeouts.http if within is None else max(within, 0.0)
     try:
         async with asyncio.timeout(limit):
-            failure = await failure_of(lambda: ctx.provider(machine).observe_power(machine))
+            failure = await failure_of(
+                lambda: ctx.with_provider(machine, lambda p: p.observe_power(machine))
+            )
     except TimeoutError:
         failure = TransientError(f"{machine.name}: no answer within {limit:.3g}s", cause="timeout")
     if failure is not None and is_unreachable(failure):
