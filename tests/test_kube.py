@@ -8,6 +8,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 from tests.simfixtures import SimHandle, kube_factories, running_sim
 from werft.errors import PermanentError, TransientError
-from werft.kube import KubeClient, WaitTimeout, health
+from werft.kube import IN_FLIGHT, KubeClient, WaitTimeout, health
 
 TOKEN = "t" * 43
 
@@ -216,8 +217,9 @@ class _CountingAPI(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         super().__init__(("127.0.0.1", 0), _EmptyLists)
+        self.delay = delay  # seconds each answer takes, so requests overlap
         self.connections = 0
         self.requests = 0
         self.authorizations: list[str] = []
@@ -234,6 +236,7 @@ class _EmptyLists(http.server.BaseHTTPRequestHandler):
         assert isinstance(self.server, _CountingAPI)
         self.server.requests += 1
         self.server.authorizations.append(self.headers.get("Authorization", ""))
+        time.sleep(self.server.delay)
         body = b'{"items": []}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -384,6 +387,26 @@ async def test_calls_run_off_the_event_loop(kube: KubeClient, sim: SimHandle) ->
         assert ticks >= 10
     finally:
         sim.remove_fault(fault["id"])
+
+
+async def test_a_client_keeps_a_few_requests_in_flight_whatever_its_callers_gather() -> None:
+    """Each request in flight over HTTP/1.1 needs a connection (on a real cluster a TLS
+    handshake, and a socket on its API server): twelve dry runs or lists gathered at once
+    must not become twelve connections to one cluster."""
+    server = _CountingAPI(delay=0.05)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = KubeClient.from_kubeconfig(
+        _kubeconfig(f"http://127.0.0.1:{server.server_address[1]}", TOKEN)
+    )
+    try:
+        lists = await asyncio.gather(*(client.list("v1", "ConfigMap") for _ in range(12)))
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert lists == [[]] * 12
+    assert server.requests == 12
+    assert server.connections == IN_FLIGHT
 
 
 # An exec credential plugin (as for EKS or GKE): each call hands out the next token,

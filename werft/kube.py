@@ -5,6 +5,11 @@ official ``kubernetes`` client -- never from the process-global configuration, s
 process can talk to thousands of clusters at once. The ``kubernetes`` client is
 synchronous; every call runs on a bounded thread pool so one slow cluster never
 blocks the event loop, and the pool bounds how many sockets werft opens at once.
+A client sends at most ``IN_FLIGHT`` requests to its cluster at once, however many its
+callers gather: urllib3 speaks HTTP/1.1, one request per connection at a time, so each
+request beyond would open a connection of its own (a TLS handshake on a real cluster,
+and a socket on its API server). kubectl and client-go multiplex everything over one
+HTTP/2 connection; a few in flight keep a far site's round trips overlapping.
 
 Every failure is mapped once, here, onto werft's error classes:
 5xx, 429, 408, connection errors and timeouts are ``TransientError`` (and retried at the
@@ -27,6 +32,7 @@ import contextvars
 import functools
 import json
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +53,7 @@ from werft.yamlsafe import safe_load
 FIELD_MANAGER = "werft"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 DEFAULT_THREADS = 16
+IN_FLIGHT = 4  # requests to one cluster at once, so connections to it
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -239,6 +246,11 @@ class KubeClient:
         self._executor = executor
         self._retry = retry
         self._resources: dict[tuple[str, str], Resource] = {}
+        # By event loop: a run keeps its clients across stages, and an asyncio semaphore
+        # belongs to the loop it first waited on.
+        self._in_flight: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_kubeconfig(
@@ -336,9 +348,9 @@ class KubeClient:
         else. An object someone took the label off reads as absent -- it drifted, and the
         next apply puts the label back.
 
-        The lists go one after another on one connection: in parallel, each would open a
-        connection of its own (HTTP/1.1 carries one request at a time), which on a real
-        cluster is a TLS handshake per kind, per cluster, per verify and drift check."""
+        The lists go one after another in one call on the thread pool, so on one
+        connection: a connection of their own would be a TLS handshake per kind, per
+        cluster, per verify and drift check on a real cluster."""
         kinds = list(dict.fromkeys((m["apiVersion"], m["kind"]) for m in manifests))
 
         def list_all() -> list[tuple[bool, list[Obj]]]:
@@ -450,9 +462,13 @@ class KubeClient:
         call = functools.partial(fn, *args, **kwargs)
         # The caller's context (its request deadline) goes along onto the pool's thread.
         context = contextvars.copy_context()
-        return await loop.run_in_executor(
-            self._executor or default_executor(), context.run, call
-        )
+        gate = self._in_flight.get(loop)
+        if gate is None:
+            gate = self._in_flight[loop] = asyncio.Semaphore(IN_FLIGHT)
+        async with gate:
+            return await loop.run_in_executor(
+                self._executor or default_executor(), context.run, call
+            )
 
     def _get(self, api_version: str, kind: str, name: str, namespace: str | None) -> Obj | None:
         try:

@@ -133,7 +133,8 @@ async def _apply_level(
     ctx: StageContext,
 ) -> set[int]:
     """Apply what the server says would change; the ids of the items applied."""
-    # ask about every listed object of the level at once: round trips to a far site add up
+    # Asked together: the client keeps a few in flight (werft.kube.IN_FLIGHT), so round
+    # trips to a far site overlap.
     drifts = await asyncio.gather(
         *(kube.diff_live(item.obj, live[id(item)], force=item.force_conflicts) for item in items)
     )
