@@ -9,7 +9,13 @@ that names it, with nothing that needs a network applied meanwhile.
 
 from __future__ import annotations
 
-from tests.stagefixtures import EDGE, StageFleet, stage_fleet_fixture  # noqa: F401
+from tests.stagefixtures import (  # noqa: F401
+    BARE_METAL,
+    EDGE,
+    StageFleet,
+    run_all,
+    stage_fleet_fixture,
+)
 from werft.conditions import ConditionType
 from werft.inventory.load import load_inventory
 from werft.kube import health
@@ -84,3 +90,45 @@ async def test_cni_that_never_comes_up_fails_addons_at_the_deadline_naming_it(
     assert not any(health(node)[0] for node in nodes)
     verified = await verify_cluster(cluster, ctx)
     assert verified.type == ConditionType.VERIFIED and verified.status == "False"
+
+
+async def test_a_kubeadm_cluster_without_workers_runs_its_add_ons_on_its_control_plane(
+    stage_fleet: StageFleet,
+) -> None:
+    """kubeadm taints every control plane NoSchedule unless its nodeRegistration says
+    otherwise. A cluster with no worker has nowhere else to run a Deployment, so werft
+    must register its control planes untainted: before, every single-node kubeadm site
+    waited out the add-on deadline (the sample's single-node sites are k3s, which taints
+    nothing)."""
+    f = stage_fleet
+    profile = f.root / "profiles" / "edge-single-node.yaml"
+    kubeadm = profile.read_text().replace("distribution: k3s", "distribution: kubeadm")
+    assert kubeadm != profile.read_text()
+    profile.write_text(kubeadm)
+    ctx = f.with_inventory(load_inventory(f.root), addons=5.0)
+    cluster = ctx.inventory.clusters[EDGE]
+
+    results = await run_all(cluster, ctx)
+
+    assert [c.reason for c in results][-1] == "Verified", results[-1]
+    async with ctx.kube(cluster) as kube:
+        [node] = await kube.list("v1", "Node")
+    assert node["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] == ""  # kubeadm
+    assert "taints" not in node["spec"]
+
+
+async def test_a_kubeadm_cluster_with_workers_keeps_its_control_planes_tainted(
+    stage_fleet: StageFleet,
+) -> None:
+    f = stage_fleet
+    cluster = f.cluster(BARE_METAL)
+    assert cluster.distribution == "kubeadm" and cluster.workers
+
+    assert [c.reason for c in await run_all(cluster, f.ctx)][-1] == "Verified"
+
+    async with f.ctx.kube(cluster) as kube:
+        nodes = {n["metadata"]["name"]: n for n in await kube.list("v1", "Node")}
+    for machine in cluster.machines:
+        taints = {(t["key"], t["effect"]) for t in nodes[machine.name]["spec"].get("taints", [])}
+        tainted = ("node-role.kubernetes.io/control-plane", "NoSchedule") in taints
+        assert tainted == (machine.role == "control-plane"), (machine.name, taints)

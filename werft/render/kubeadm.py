@@ -55,6 +55,8 @@ def render_kubeadm_config(cluster: ResolvedCluster, machine: Machine, pki: Clust
         ),
         "control_plane_endpoint": host_port(host, port),
         "pki_dir": PKI_DIR,
+        # Without workers, the control planes must take the workloads (the add-ons too).
+        "untainted": is_control_plane(machine) and not cluster.workers,
     }
     if is_first_control_plane(cluster, machine):
         return render_template(

@@ -164,6 +164,7 @@ class Fleet:
             role=seed.role,
             kubelet_version="v" + seed.kubernetes_version,
             ready_at=join_at + self.clock.scaled(delays.node_ready),
+            taints=seed.taints,
         )
         machine.node_cluster, machine.node_name = seed.cluster, seed.node_name
         machine.node_cycle, machine.node_down = machine.cycle, False

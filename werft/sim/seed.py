@@ -3,8 +3,9 @@
 The seed is a ``cidata`` ISO 9660 image (volume label ``CIDATA``) holding ``user-data``,
 ``meta-data`` and ``network-config``. ``user-data`` is a ``#cloud-config`` document whose
 ``write_files`` carry ``/etc/werft/node.yaml`` (cluster, role, nodeName,
-kubernetesVersion, distribution) and, on control planes, ``/etc/werft/pki/tokens.csv``
-(the kube-apiserver token file holding the admin token). See CONTRACTS.md, "Seeds".
+kubernetesVersion, distribution), on control planes ``/etc/werft/pki/tokens.csv`` (the
+kube-apiserver token file holding the admin token) and, for kubeadm, the config
+``kubeadm init/join --config`` reads, whose ``nodeRegistration.taints`` the Node gets.
 
 Everything here works on bytes; nothing touches the network or the disk.
 """
@@ -22,10 +23,12 @@ import pycdlib
 import yaml
 from pycdlib.pycdlibexception import PyCdlibException
 
-from werft.yamlsafe import safe_load
+from werft.yamlsafe import SafeLoader, safe_load
 
 NODE_FILE = "/etc/werft/node.yaml"
 TOKENS_FILE = "/etc/werft/pki/tokens.csv"
+KUBEADM_CONFIG = "/etc/kubernetes/kubeadm.yaml"
+KUBEADM_KINDS = ("InitConfiguration", "JoinConfiguration")
 ROLES = ("control-plane", "worker")
 DISTRIBUTIONS = ("kubeadm", "k3s")
 SEED_LABEL = "CIDATA"
@@ -43,6 +46,9 @@ class NodeSeed:
     kubernetes_version: str  # without a leading "v": "1.31.1"
     distribution: str
     token: str | None = field(default=None, repr=False)
+    # kubeadm's nodeRegistration.taints as (key, value, effect); None when unset, which
+    # kubeadm takes as "the control-plane taint on a control plane, none on a worker".
+    taints: tuple[tuple[str, str, str], ...] | None = None
 
     def public(self) -> dict[str, object]:
         """Everything but the token, in the camelCase of node.yaml."""
@@ -152,7 +158,7 @@ def parse_user_data(user_data: bytes) -> NodeSeed | SeedError:
     for entry in files:
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             return SeedError("a write_files entry has no path")
-        if entry["path"] in (NODE_FILE, TOKENS_FILE):
+        if entry["path"] in (NODE_FILE, TOKENS_FILE, KUBEADM_CONFIG):
             decoded = _decode(entry.get("content", ""), entry.get("encoding"))
             if isinstance(decoded, SeedError):
                 return SeedError(f"{entry['path']}: {decoded.reason}")
@@ -167,7 +173,36 @@ def parse_user_data(user_data: bytes) -> NodeSeed | SeedError:
         token = _parse_token(contents[TOKENS_FILE])
         if isinstance(token, SeedError):
             return token
-    return NodeSeed(token=token, **node)
+    taints = None
+    if KUBEADM_CONFIG in contents:
+        taints = _parse_kubeadm_taints(contents[KUBEADM_CONFIG])
+        if isinstance(taints, SeedError):
+            return taints
+    return NodeSeed(token=token, taints=taints, **node)
+
+
+def _parse_kubeadm_taints(raw: bytes) -> tuple[tuple[str, str, str], ...] | SeedError | None:
+    """The Init/JoinConfiguration's ``nodeRegistration.taints``, as kubeadm reads it."""
+    try:
+        docs = list(yaml.load_all(raw.decode("utf-8"), Loader=SafeLoader))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        return SeedError(f"{KUBEADM_CONFIG} is not valid YAML: {_first_line(exc)}")
+    registration = next(
+        (
+            d.get("nodeRegistration") or {}
+            for d in docs
+            if isinstance(d, dict) and d.get("kind") in KUBEADM_KINDS
+        ),
+        {},
+    )
+    taints = registration.get("taints")
+    if taints is None:
+        return None
+    if not isinstance(taints, list) or not all(isinstance(t, dict) for t in taints):
+        return SeedError(f"{KUBEADM_CONFIG}: nodeRegistration.taints is not a list of taints")
+    return tuple(
+        (str(t.get("key", "")), str(t.get("value", "")), str(t.get("effect", ""))) for t in taints
+    )
 
 
 def _decode(content: object, encoding: object) -> bytes | SeedError:

@@ -105,8 +105,11 @@ class SimCluster:
         kubelet_version: str,
         ready_at: float,
         builtin_network: bool = False,
+        taints: tuple[tuple[str, str, str], ...] | None = None,
     ) -> None:
         """A kubelet registers its Node; it runs (posts status) from ``ready_at`` on.
+        ``taints``: kubeadm's ``nodeRegistration.taints`` from the machine's config (None:
+        unset, kubeadm's default).
 
         The node turns Ready once its pod network is up too: when a CNI pod is Ready on
         it or, with ``builtin_network``, at once (a distribution that brings its own
@@ -130,7 +133,7 @@ class SimCluster:
             store.nodes_changed()
             existing = store.objects(_NODES.key).get(("", name))
             if existing is None:
-                store.put_internal(_NODES, self._node(name, role, kubelet_version))
+                store.put_internal(_NODES, self._node(name, role, kubelet_version, taints))
             else:
                 self._set_kubelet(existing, kubelet_version)
 
@@ -177,7 +180,13 @@ class SimCluster:
         info = {**info, "kubeletVersion": _v(version), "kubeProxyVersion": _v(version)}
         self.store.put_internal(_NODES, {**node, "status": {**status, "nodeInfo": info}})
 
-    def _node(self, name: str, role: str, kubelet_version: str) -> dict:
+    def _node(
+        self,
+        name: str,
+        role: str,
+        kubelet_version: str,
+        taints: tuple[tuple[str, str, str], ...] | None = None,
+    ) -> dict:
         k3s = self._distribution == "k3s"
         labels = {
             "beta.kubernetes.io/arch": "amd64",
@@ -191,8 +200,13 @@ class SimCluster:
             labels[CONTROL_PLANE_LABEL] = "true" if k3s else ""
             if k3s:
                 labels["node-role.kubernetes.io/master"] = "true"
-            else:  # kubeadm taints its control planes; k3s does not
+            elif taints is None:  # kubeadm taints its control planes unless told; k3s not
                 spec["taints"] = [{"key": CONTROL_PLANE_LABEL, "effect": "NoSchedule"}]
+        if taints and not k3s:
+            spec["taints"] = [
+                {"key": key, **({"value": value} if value else {}), "effect": effect}
+                for key, value, effect in taints
+            ]
         runtime = "containerd://1.7.22-k3s1" if k3s else "containerd://1.7.22"
         return {
             "apiVersion": "v1",
