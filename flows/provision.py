@@ -34,7 +34,7 @@ from werft.errors import InventoryError, Problem
 from werft.inventory.resolved import Inventory
 from werft.inventory.tree import InventoryNotFound
 from werft.plan import Selector, override_rollout, plan_fleet, task_runs, waves
-from werft.retry import STATS
+from werft.retry import counting_retries
 
 
 def _run_name() -> str:
@@ -76,7 +76,6 @@ async def provision_cluster(
 async def provision(request: ProvisionRequest) -> Any:
     """The body both flows share. Returns a FleetResult, or a Failed state carrying one."""
     start = time.monotonic()
-    retries = RetryCount()
     use_secret_blocks()
     result = FleetResult(
         flow_run_id=flow_run.id,
@@ -84,10 +83,24 @@ async def provision(request: ProvisionRequest) -> Any:
         selector=request.selector.describe(),
         dry_run=request.dry_run,
     )
-    inventory = await load(request.source, request.selector, result)
-    if inventory is None:
-        return await finish(result, start)
+    # This run's retries only, though other runs may share the process (a served
+    # deployment). Batches on work-pool workers count in their own processes.
+    with counting_retries() as retries:
+        inventory = await load(request.source, request.selector, result)
+        if inventory is None:
+            return await finish(result, start)
+        rollout = await _roll_out(request, inventory, result)
+    result.task_runs = rollout.task_runs
+    result.clusters = list(rollout.records.values())
+    result.retries = dict(sorted(retries.snapshot().items()))
+    judge(result, rollout.halted)
+    return await finish(result, start)
 
+
+async def _roll_out(
+    request: ProvisionRequest, inventory: Inventory, result: FleetResult
+) -> Rollout:
+    """Observe, plan and roll out; the waves' reports go into ``result``."""
     clusters = request.selector.select(inventory)
     ref = RunRef(key=flow_run.id or "local", source=request.source, time_scale=request.time_scale)
     async with open_run(ref, inventory):
@@ -103,11 +116,7 @@ async def provision(request: ProvisionRequest) -> Any:
             result.waves = rollout.not_started(wave_list)
         else:
             result.waves = await rollout.run(wave_list)
-    result.task_runs = rollout.task_runs
-    result.clusters = list(rollout.records.values())
-    result.retries = retries.since()
-    judge(result, rollout.halted)
-    return await finish(result, start)
+    return rollout
 
 
 def judge(result: FleetResult, halted: str) -> None:
@@ -122,20 +131,6 @@ def judge(result: FleetResult, halted: str) -> None:
         result.succeeded, result.reason = False, f"{failure}; {halted}" if failure else halted
     elif failure:
         result.succeeded, result.reason = False, failure
-
-
-class RetryCount:
-    """Requests retried since it was made, by cause: the difference of the process-wide
-    counter (``werft.retry.STATS``). Batches that ran in other processes (work-pool
-    workers) count in theirs; two runs in one process would count each other's."""
-
-    def __init__(self) -> None:
-        self._start = STATS.snapshot()
-
-    def since(self) -> dict[str, int]:
-        now = STATS.snapshot()
-        delta = {cause: n - self._start.get(cause, 0) for cause, n in now.items()}
-        return {cause: n for cause, n in sorted(delta.items()) if n > 0}
 
 
 async def load(

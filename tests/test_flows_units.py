@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,14 +17,14 @@ from flows import api
 from flows.artifacts import summary
 from flows.deployments import _schedule_options, deployment_specs, flow_of
 from flows.models import ClusterRecord, FleetResult, ProvisionRequest, WaveReport
-from flows.provision import RetryCount, judge
+from flows.provision import judge
 from tasks.batch import retry_worthy
 from tasks.policy import concurrency_tags, retry_if_transient, retry_options
 from werft.conditions import Condition, ConditionType
 from werft.errors import PermanentError, TransientError
 from werft.inventory.model import Tier
 from werft.plan import Outcome
-from werft.retry import STATS
+from werft.retry import STATS, RetryPolicy, counting_retries, retry_sync
 
 INFRA = ConditionType.INFRASTRUCTURE_READY
 
@@ -154,12 +154,33 @@ def test_the_summary_prints_requests_retried_by_cause_most_first() -> None:
     )
 
 
-def test_retry_count_is_the_difference_since_the_run_started() -> None:
-    STATS.add("503")  # before the run: not its retries
-    count = RetryCount()
-    STATS.add("503")
-    STATS.add("timeout")
-    assert count.since() == {"503": 1, "timeout": 1}
+async def test_a_run_counts_its_own_retries_not_those_of_another_run_in_the_process() -> None:
+    """A served deployment runs flow runs side by side in one process; each run's summary
+    says what the flakiness cost it, counted on its tasks and on the kube thread pool."""
+    fast = RetryPolicy(attempts=3, base=0.001, cap=0.002)
+
+    def blips_once(cause: str) -> Callable[[], str]:
+        failures = [TransientError("blip", cause=cause)]
+
+        def call() -> str:
+            if failures:
+                raise failures.pop()
+            return "ok"
+
+        return call
+
+    async def run(cause: str, requests: int) -> dict[str, int]:
+        with counting_retries() as retries:
+            await asyncio.gather(
+                *(asyncio.to_thread(retry_sync, blips_once(cause), policy=fast)
+                  for _ in range(requests))
+            )
+            await asyncio.sleep(0.01)  # the other run retries meanwhile
+            return retries.snapshot()
+
+    STATS.add("503")  # before either run: not theirs
+    first, second = await asyncio.gather(run("503", 2), run("timeout", 3))
+    assert (first, second) == ({"503": 2}, {"timeout": 3})
 
 
 def test_request_is_a_form_friendly_model_with_per_tier_overrides() -> None:

@@ -10,8 +10,9 @@ Requests that are not idempotent (``ComputerSystem.Reset``, ``InsertMedia``) nev
 through here: their callers observe first, then decide.
 
 A failure is retried when it is a ``TransientError`` whose ``retry`` says so; its
-``cause`` (``503``, ``timeout``, ``connection refused`` ...) is counted in ``STATS`` so a
-run can print "requests retried, by cause".
+``cause`` (``503``, ``timeout``, ``connection refused`` ...) is counted in ``STATS`` (the
+process) and in the counter of the run it was made for (``counting_retries``), so a run
+can print "requests retried, by cause" without counting another run's in the same process.
 
 The deadline reaches every client through ``request_deadline``, a context variable the
 running stage sets once (``werft.stages.result.run_stage``): providers and the kube client
@@ -89,6 +90,20 @@ class RetryStats:
 STATS = RetryStats()
 
 _deadline: ContextVar[float | None] = ContextVar("werft_request_deadline", default=None)
+_run_stats: ContextVar[RetryStats | None] = ContextVar("werft_run_retries", default=None)
+
+
+@contextlib.contextmanager
+def counting_retries() -> Iterator[RetryStats]:
+    """The retries of the requests made within this block, and of whatever it starts
+    (tasks, threads of the kube pool: they inherit the context); another run in the same
+    process counts its own."""
+    stats = RetryStats()
+    token = _run_stats.set(stats)
+    try:
+        yield stats
+    finally:
+        _run_stats.reset(token)
 
 
 @contextlib.contextmanager
@@ -140,7 +155,11 @@ def _wait_for(
     pause = policy.backoff(retry, getattr(exc, "retry_after", None))
     if deadline is not None and time.monotonic() + pause >= deadline:
         return None
-    STATS.add(_cause(exc))
+    cause = _cause(exc)
+    STATS.add(cause)
+    run = _run_stats.get()
+    if run is not None:
+        run.add(cause)
     return pause
 
 
