@@ -330,7 +330,8 @@ async def test_a_providers_connections_are_split_by_bmc(tmp_path: Path) -> None:
 
 
 def _client_sockets(ports: list[int]) -> int:
-    """This process's open TCP connections to any of ``ports`` on loopback."""
+    """Open TCP connections to any of ``ports`` (this test's own, on loopback), counted at
+    the connecting end."""
     wanted = {f"{port:04X}" for port in ports}
     lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
     return sum(
