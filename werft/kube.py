@@ -283,8 +283,7 @@ class KubeClient:
                 # changes, so nothing is lost.
                 api.configuration.refresh_api_key_hook = None
             if cluster is None:
-                contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
-                cluster = str(contexts.get(config.get("current-context"), {}).get("cluster", "?"))
+                cluster = str(_current_context(config).get("cluster", "?"))
         except (yaml.YAMLError, ConfigException, TypeError, KeyError, AttributeError) as exc:
             # The kubeconfig holds a token: say what is wrong with it, never what is in it.
             raise PermanentError(
@@ -677,13 +676,27 @@ class KubeClient:
 _UNTYPABLE = "failed to create typed patch object"
 
 
+def current_cluster_and_user(config: Mapping[str, Any]) -> tuple[Obj, Obj]:
+    """A parsed kubeconfig's cluster and user entries for its current context ({} for one
+    it does not name)."""
+    current = _current_context(config)
+    return _entry(config, "clusters", "cluster", current), _entry(config, "users", "user", current)
+
+
+def _current_context(config: Mapping[str, Any]) -> Obj:
+    contexts = {c["name"]: c.get("context") or {} for c in config.get("contexts") or []}
+    return dict(contexts.get(config.get("current-context"), {}))
+
+
+def _entry(config: Mapping[str, Any], section: str, kind: str, context: Obj) -> Obj:
+    entries = {e["name"]: e.get(kind) or {} for e in config.get(section) or []}
+    return dict(entries.get(context.get(kind), {}))
+
+
 def _credentials_expire(config: Mapping[str, Any]) -> bool:
     """Whether the current context's user gets its token from an exec plugin or an auth
     provider: the only credentials the kubernetes client refreshes when they expire."""
-    contexts = {c["name"]: c.get("context") or {} for c in config.get("contexts") or []}
-    user_name = contexts.get(config.get("current-context"), {}).get("user")
-    users = {u["name"]: u.get("user") or {} for u in config.get("users") or []}
-    user = users.get(user_name, {})
+    _, user = current_cluster_and_user(config)
     return "exec" in user or "auth-provider" in user
 
 

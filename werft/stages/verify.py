@@ -29,7 +29,7 @@ from werft import tls
 from werft.conditions import Condition, ConditionType
 from werft.errors import PermanentError, TransientError, WerftError
 from werft.inventory.resolved import ResolvedCluster
-from werft.kube import KubeClient, Obj
+from werft.kube import KubeClient, Obj, current_cluster_and_user
 from werft.render.addons import MANAGED_SELECTOR, RenderedObject
 from werft.retry import retry_after_seconds, retry_async
 from werft.stages.checks import bare_version, check_addon, check_nodes
@@ -252,11 +252,7 @@ def _version_error(cluster: ResolvedCluster, exc: httpx.HTTPError) -> WerftError
 
 
 def _credentials(kubeconfig: str) -> tuple[str, str, ssl.SSLContext]:
-    config = safe_load(kubeconfig)
-    contexts = {c["name"]: c["context"] for c in config["contexts"]}
-    current = contexts[config["current-context"]]
-    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == current["cluster"])
-    user = next(u["user"] for u in config["users"] if u["name"] == current["user"])
+    cluster, user = current_cluster_and_user(safe_load(kubeconfig))
     server = cluster["server"]
     if not server.startswith("https"):
         verify = tls.plain_http()

@@ -200,9 +200,10 @@ class SimCluster:
             labels[CONTROL_PLANE_LABEL] = "true" if k3s else ""
             if k3s:
                 labels["node-role.kubernetes.io/master"] = "true"
-            elif taints is None:  # kubeadm taints its control planes unless told; k3s not
-                spec["taints"] = [{"key": CONTROL_PLANE_LABEL, "effect": "NoSchedule"}]
-        if taints and not k3s:
+        if taints is None:  # kubeadm taints its control planes unless told; k3s nothing
+            control_plane = role == "control-plane" and not k3s
+            taints = ((CONTROL_PLANE_LABEL, "", "NoSchedule"),) if control_plane else ()
+        if taints:
             spec["taints"] = [
                 {"key": key, **({"value": value} if value else {}), "effect": effect}
                 for key, value, effect in taints
