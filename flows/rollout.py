@@ -4,7 +4,8 @@
   stayed within its failure budget.
 - In a wave the canary batch runs alone and finishes completely; then the other
   batches run, ``maxConcurrency // batchSize`` at a time (so at most ``maxConcurrency``
-  clusters are being worked on), each inside bounded by a local semaphore.
+  clusters are being worked on), each inside bounded by a local semaphore. Those that
+  run side by side start one after another (``werft.ramp``).
 - Each batch is its own pipeline: infrastructure -> bootstrap -> add-ons -> verify, a
   stage task as soon as the previous one is done; no barrier across the wave. A cluster
   that fails a stage leaves the pipeline; the others go on.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ from werft.inventory.model import Dispatch, Tier
 from werft.inventory.resolved import Inventory
 from werft.locks import ClusterLocks
 from werft.plan import Batch, Outcome, Plan, Wave, WaveTally, outcome, task_runs
+from werft.ramp import Ramp, ramp_bound
 from werft.secrets import werft_home
 
 TASK_FAILED = "TaskFailed"
@@ -127,14 +129,21 @@ class Rollout:
         tally = WaveTally(wave)
         progress = await start_progress(wave)
         gate = asyncio.Semaphore(wave.batches_in_flight)
+        ramp = Ramp(wave.rest, ramp_bound(self.ref.time_scale))
 
         async def gated(batch: Batch) -> None:
             async with gate:
-                if tally.exceeded:
-                    for name in batch.clusters:
-                        self._not_started(name)
-                    return
-                await self.run_batch(wave, batch, tally, progress)
+                try:
+                    await ramp.turn(batch)
+                    if tally.exceeded:
+                        for name in batch.clusters:
+                            self._not_started(name)
+                        return
+                    await self.run_batch(
+                        wave, batch, tally, progress, lambda: ramp.past_first_stage(batch)
+                    )
+                finally:
+                    ramp.past_first_stage(batch)
 
         with log_levels(BULK, enabled=wave.tier == Tier.EDGE):
             if wave.canary:
@@ -146,8 +155,15 @@ class Rollout:
         return self._report(tally, started=True, seconds=time.monotonic() - start)
 
     async def run_batch(
-        self, wave: Wave, batch: Batch, tally: WaveTally, progress: WaveProgress
+        self,
+        wave: Wave,
+        batch: Batch,
+        tally: WaveTally,
+        progress: WaveProgress,
+        past_first_stage: Callable[[], None] = lambda: None,
     ) -> None:
+        """``past_first_stage`` is called once the batch's first stage task has ended (a
+        batch handed to the work pool: at once, its stages are not seen from here)."""
         start = time.monotonic()
         needs = {
             name: [stage for stage in STAGE_ORDER if self.plan[name].needs(stage)]
@@ -155,13 +171,19 @@ class Rollout:
             if name not in self.busy
         }
         if wave.policy.dispatch is Dispatch.POOL:  # a flow run on the work pool
+            past_first_stage()
             outcome = await dispatch_batch(self._order(wave, batch, needs))
             self.task_runs += outcome.task_runs
             results = outcome.clusters
         else:
-            results = await stage_pipeline(
-                needs, lambda stage, names: self.run_stage(stage, wave, batch, names)
-            )
+
+            async def run(stage: ConditionType, names: list[str]) -> BatchResult:
+                try:
+                    return await self.run_stage(stage, wave, batch, names)
+                finally:
+                    past_first_stage()
+
+            results = await stage_pipeline(needs, run)
         for name, items in results.items():
             for item in items:
                 self._record(name, item)

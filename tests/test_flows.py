@@ -21,6 +21,7 @@ from prefect.client.orchestration import get_client
 from flows import api
 from flows.deployments import runner_deployments
 from flows.drift import DriftRequest, drift_check
+from flows.models import ClusterRecord
 from flows.provision import provision_cluster
 from tests.flowfixtures import (
     TIME_SCALE,
@@ -97,6 +98,24 @@ def test_task_runs_are_one_per_stage_per_batch_with_readable_names(provisioned) 
     assert "addons[edge-wave-3/batch-02]" in names
     # 3 core and 1 near-edge single-cluster batches, 3 edge batches: 4 stages each, + observe
     assert len(names) == (3 + 1 + 3) * 4 + 1 == result.task_runs + 1
+
+
+def test_batches_side_by_side_start_one_after_another(provisioned) -> None:
+    """werft.ramp: the edge wave's batch-02 takes its first stage once batch-01 is past
+    its own, not with it -- unless batch-01 took longer than the ramp's bound."""
+    _, _, result = provisioned
+    edge = [r for r in result.clusters if r.tier == "edge"]  # in plan order
+    batch_01, batch_02 = edge[2:5], edge[5:]  # after the canary of 2; batches of 3
+
+    def span(records: list[ClusterRecord]) -> tuple[float, float]:
+        conditions = [r.conditions[ConditionType.INFRASTRUCTURE_READY] for r in records]
+        ends = [c.last_transition_time.timestamp() for c in conditions]
+        starts = [end - c.duration_s for end, c in zip(ends, conditions, strict=True)]
+        return min(starts), max(ends)
+
+    start_01, end_01 = span(batch_01)
+    start_02, _ = span(batch_02)
+    assert start_02 >= end_01 - 0.01 or start_02 - start_01 >= 0.5, (start_01, end_01, start_02)
 
 
 def test_run_leaves_plan_progress_fleet_and_summary_artifacts(provisioned) -> None:

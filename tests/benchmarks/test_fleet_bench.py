@@ -48,7 +48,8 @@ from werft.demo import port_free, stop_process_group
 from werft.demo import werft as werft_command
 from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
-from werft.plan import Outcome, plan_fleet, task_runs, waves
+from werft.plan import Batch, Outcome, plan_fleet, task_runs, waves
+from werft.ramp import Ramp, ramp_bound
 from werft.render.addons import render_addon_objects
 from werft.sim.clock import Delays
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
@@ -190,7 +191,8 @@ def edge_fleet_on_sim_process(
 
 
 async def _without_prefect(root: Path, time_scale: float = TIME_SCALE) -> int:
-    """The baseline: the same waves and batches, stages called directly."""
+    """The baseline: the same waves and batches (started as ``Rollout.run_wave`` starts
+    them: ``werft.ramp``), stages called directly."""
     inventory = load_inventory(root)
     plan = plan_fleet(inventory.clusters.values(), {})
     # The stage deadlines the flows use (tasks/context.py), so both sides fail alike.
@@ -200,21 +202,24 @@ async def _without_prefect(root: Path, time_scale: float = TIME_SCALE) -> int:
     try:
         for wave in waves(plan, inventory.fleet.spec.rollout):
             gate = asyncio.Semaphore(wave.batches_in_flight)
+            ramp = Ramp(wave.rest, ramp_bound(time_scale))
 
             async def pipeline(
-                names: tuple[str, ...], limit: int, gate: asyncio.Semaphore = gate
+                batch: Batch, limit: int, gate: asyncio.Semaphore = gate, ramp: Ramp = ramp
             ) -> int:
                 async with gate:
-                    clusters = [inventory.clusters[n] for n in names]
+                    await ramp.turn(batch)
+                    clusters = [inventory.clusters[n] for n in batch.clusters]
                     for stage in STAGE_ORDER:
                         results = await run_stage_batch(stage, clusters, ctx, limit)
+                        ramp.past_first_stage(batch)
                         clusters = [c for c, r in zip(clusters, results, strict=True) if r.ok]
                     return len(clusters)
 
             per = wave.clusters_per_batch_in_flight
             if wave.canary:
-                verified += await pipeline(wave.canary.clusters, per)
-            done = await asyncio.gather(*(pipeline(b.clusters, per) for b in wave.rest))
+                verified += await pipeline(wave.canary, per)
+            done = await asyncio.gather(*(pipeline(b, per) for b in wave.rest))
             verified += sum(done)
     finally:
         await ctx.aclose()
