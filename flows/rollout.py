@@ -5,7 +5,7 @@
 - In a wave the canary batch runs alone and finishes completely; then the other
   batches run, ``maxConcurrency // batchSize`` at a time (so at most ``maxConcurrency``
   clusters are being worked on), each inside bounded by a local semaphore. Those that
-  run side by side start one after another (``werft.ramp``).
+  run side by side start one after another (``werft.plan.Ramp``).
 - Each batch is its own pipeline: infrastructure -> bootstrap -> add-ons -> verify, a
   stage task as soon as the previous one is done; no barrier across the wave. A cluster
   that fails a stage leaves the pipeline; the others go on.
@@ -42,8 +42,17 @@ from werft.conditions import STAGE_ORDER, Condition, ConditionType
 from werft.inventory.model import Dispatch, Tier
 from werft.inventory.resolved import Inventory
 from werft.locks import ClusterLocks
-from werft.plan import Batch, Outcome, Plan, Wave, WaveTally, outcome, task_runs
-from werft.ramp import Ramp, ramp_bound
+from werft.plan import (
+    Batch,
+    Outcome,
+    Plan,
+    Ramp,
+    Wave,
+    WaveTally,
+    outcome,
+    ramp_bound,
+    task_runs,
+)
 from werft.secrets import werft_home
 
 TASK_FAILED = "TaskFailed"

@@ -101,7 +101,7 @@ def test_task_runs_are_one_per_stage_per_batch_with_readable_names(provisioned) 
 
 
 def test_batches_side_by_side_start_one_after_another(provisioned) -> None:
-    """werft.ramp: the edge wave's batch-02 takes its first stage once batch-01 is past
+    """werft.plan.Ramp: the edge wave's batch-02 takes its first stage once batch-01 is past
     its own, not with it -- unless batch-01 took longer than the ramp's bound."""
     _, _, result = provisioned
     edge = [r for r in result.clusters if r.tier == "edge"]  # in plan order

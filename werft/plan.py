@@ -1,8 +1,8 @@
 """Desired state (the inventory) + observed state (the fleet) -> the work, in waves.
 
 Pure: no I/O, no Prefect. The flow observes, calls ``plan_fleet``, cuts the plan into
-``waves`` by the Fleet's rollout policy and runs the batches; ``WaveTally`` keeps the
-score against the wave's failure budget.
+``waves`` by the Fleet's rollout policy and runs the batches; ``Ramp`` spaces the starts
+of the batches in flight, ``WaveTally`` keeps the score against the wave's failure budget.
 
 - A cluster needs every stage from the first one it does not satisfy onwards: stages
   build on each other, so a cluster whose infrastructure is gone needs bootstrap,
@@ -13,13 +13,16 @@ score against the wave's failure budget.
   tier's place in that order, so "edge-wave-3" names the same thing in every run.
   Within a wave: the canary batch (``canarySize`` clusters) first, alone, and only
   when it is done the other batches of ``batchSize``. Batches do not grow past
-  ``batchSize``: the rollout already ramps from the canary to
+  ``batchSize``: the rollout already grows from the canary to
   ``maxConcurrency // batchSize`` batches in flight, and a constant batch size keeps
   batch names stable between runs and makes one Prefect task run cost the same.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -280,6 +283,54 @@ def task_runs(plan: Plan, wave_list: Sequence[Wave]) -> int:
         for wave in wave_list
         for batch in wave.batches
     )
+
+
+# --- batches in flight start one after another ---------------------------------------------
+#
+# A wave runs ``batches_in_flight`` batches at once. Started together they stay in step,
+# stage for stage, round after round: every BMC of every batch fetches its images at the
+# same moment (one artifact server, one WAN link), and werft's own work for all of them --
+# seeds and keys, the add-ons' requests, verify's -- comes as one burst behind each stage,
+# where it delays every cluster instead of overlapping their waits for hardware. So a batch
+# waits until the batch before it has finished its first stage (its machines powered on,
+# for a first provisioning), but never longer than a bound: a batch whose first stage drags
+# on (BMCs that do not answer) holds the next one back by at most that. Only the wave's
+# start is spread: a batch that starts later, when another ends, finds its predecessor long
+# past its first stage. At time scale 60 (300 edge sites, two batches of 25 in flight) the
+# rollout takes 4-5% less time (README, "Measured").
+
+# How long a batch waits at most for the one before it: a minute on real hardware, where
+# the first stage of a batch (media inserted, machines reset) takes about that.
+RAMP_BOUND_S = 60.0
+
+
+class Ramp:
+    """Call ``turn`` before a batch's first stage and ``past_first_stage`` after it (also
+    for a batch that never runs: the next one must not wait for it in vain)."""
+
+    def __init__(self, batches: Sequence[Batch], bound: float) -> None:
+        self.bound = bound
+        self._done = {batch.path: asyncio.Event() for batch in batches}
+        self._before = {b.path: a.path for a, b in itertools.pairwise(batches)}
+
+    async def turn(self, batch: Batch) -> None:
+        """Until the batch before ``batch`` is past its first stage, ``bound`` at most."""
+        before = self._before.get(batch.path)
+        if before is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done[before].wait(), self.bound)
+
+    def past_first_stage(self, batch: Batch) -> None:
+        done = self._done.get(batch.path)  # None: not one of the ramp's (a canary)
+        if done is not None:
+            done.set()
+
+
+def ramp_bound(time_scale: float) -> float:
+    """``RAMP_BOUND_S`` in the run's time, but not under a second: the first stage is
+    mostly werft's own work, which the simulator's time scale does not speed up."""
+    return max(RAMP_BOUND_S / time_scale, 1.0)
 
 
 # --- outcomes and the failure budget ---------------------------------------------------------

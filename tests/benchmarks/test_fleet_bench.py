@@ -48,8 +48,7 @@ from werft.demo import port_free, stop_process_group
 from werft.demo import werft as werft_command
 from werft.inventory.generate import write_fleet
 from werft.inventory.load import load_inventory
-from werft.plan import Batch, Outcome, plan_fleet, task_runs, waves
-from werft.ramp import Ramp, ramp_bound
+from werft.plan import Batch, Outcome, Ramp, plan_fleet, ramp_bound, task_runs, waves
 from werft.render.addons import render_addon_objects
 from werft.sim.clock import Delays
 from werft.stages import StageContext, StageTimeouts, run_stage_batch
@@ -192,7 +191,7 @@ def edge_fleet_on_sim_process(
 
 async def _without_prefect(root: Path, time_scale: float = TIME_SCALE) -> int:
     """The baseline: the same waves and batches (started as ``Rollout.run_wave`` starts
-    them: ``werft.ramp``), stages called directly."""
+    them: ``werft.plan.Ramp``), stages called directly."""
     inventory = load_inventory(root)
     plan = plan_fleet(inventory.clusters.values(), {})
     # The stage deadlines the flows use (tasks/context.py), so both sides fail alike.
