@@ -7,18 +7,30 @@
 
 The run executes wherever the deployment is served (`werft serve`) or on a worker of
 its work pool; this client only creates it and follows it. Plain httpx, no Prefect client.
+
+A server that is busy (503 while its database is locked, 429, a 502/504 from a proxy) or
+a connection that fails is asked again (``werft.retry``). Every request here is safe to
+repeat: the reads, and the creation too, which carries an idempotency key made once per
+``create_run``, so a creation whose answer was lost returns the same run, never a second.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from werft.errors import TransientError
+from werft.retry import RetryPolicy, retry_after_seconds, retry_sync
+
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+BUSY = frozenset({429, 502, 503, 504})
+# A Prefect server on SQLite answers 503 while another writer holds the database: seconds.
+API_RETRY = RetryPolicy(attempts=8, base=0.5, cap=5.0)
 
 
 class ApiError(RuntimeError):
@@ -32,6 +44,30 @@ class RunState:
     state_type: str
     state_name: str
     message: str
+
+
+def _send(
+    client: httpx.Client, method: str, path: str, what: str, **kwargs: Any
+) -> dict[str, Any]:
+    """One request, asked again while the server is busy or unreachable (``API_RETRY``)."""
+
+    def attempt() -> dict[str, Any]:
+        try:
+            response = client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{what}: {type(exc).__name__}", cause="connection") from None
+        if response.status_code in BUSY:
+            raise TransientError(
+                f"{what}: HTTP {response.status_code}: {response.text[:300]}",
+                cause=str(response.status_code),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            )
+        return _check(response, what)
+
+    try:
+        return retry_sync(attempt, policy=API_RETRY)
+    except TransientError as exc:
+        raise ApiError(str(exc)) from None
 
 
 def _check(response: httpx.Response, what: str) -> dict[str, Any]:
@@ -49,7 +85,7 @@ def create_run(
     so an object parameter (``request``) given here is merged onto the deployment's default
     first: what is not said keeps the deployment's value (e.g. `werft serve --time-scale`)."""
     with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
-        found = _check(client.get(f"deployments/name/{deployment}"), f"deployment {deployment}")
+        found = _send(client, "GET", f"deployments/name/{deployment}", f"deployment {deployment}")
         defaults = found.get("parameters") or {}
         merged = {
             key: {**defaults[key], **value}
@@ -57,16 +93,19 @@ def create_run(
             else value
             for key, value in parameters.items()
         }
-        created = _check(
-            client.post(f"deployments/{found['id']}/create_flow_run", json={"parameters": merged}),
+        created = _send(
+            client,
+            "POST",
+            f"deployments/{found['id']}/create_flow_run",
             "create_flow_run",
+            json={"parameters": merged, "idempotency_key": f"werft-api-{uuid.uuid4()}"},
         )
     return _state(created)
 
 
 def read_run(api_url: str, run_id: str) -> RunState:
     with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
-        return _state(_check(client.get(f"flow_runs/{run_id}"), f"flow run {run_id}"))
+        return _state(_send(client, "GET", f"flow_runs/{run_id}", f"flow run {run_id}"))
 
 
 def follow(api_url: str, run_id: str, timeout_s: float, poll_s: float = 1.0) -> RunState:

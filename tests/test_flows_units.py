@@ -221,8 +221,9 @@ def test_prefect_yaml_declares_the_three_deployments_and_the_15_minute_schedule(
 
 
 @pytest.fixture
-def fake_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def fake_api() -> Iterator[tuple[str, list[dict[str, Any]], list[int]]]:
     posted: list[dict[str, Any]] = []
+    busy_posts = [0]  # how many POSTs are answered 503 first (a test sets it)
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, body: dict[str, Any], status: int = 200) -> None:
@@ -243,6 +244,9 @@ def fake_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         def do_POST(self) -> None:
             length = int(self.headers["Content-Length"])
             posted.append(json.loads(self.rfile.read(length)))
+            if len(posted) <= busy_posts[0]:  # a server whose database another writer holds
+                self._send({"exception_message": "Service Unavailable"}, 503)
+                return
             self._send(
                 {
                     "id": "r1",
@@ -259,24 +263,37 @@ def fake_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/api", posted
+        yield f"http://127.0.0.1:{server.server_address[1]}/api", posted, busy_posts
     finally:
         server.shutdown()
         server.server_close()
 
 
 def test_create_run_merges_the_request_onto_the_deployment_defaults(fake_api) -> None:
-    url, posted = fake_api
+    url, posted, _ = fake_api
     run = api.create_run(url, {"request": {"dry_run": True}})
     assert (run.id, run.state_type) == ("r1", "SCHEDULED")
-    assert posted == [
-        {"parameters": {"request": {"inventory": "inventory", "time_scale": 150, "dry_run": True}}}
+    assert [p["parameters"] for p in posted] == [
+        {"request": {"inventory": "inventory", "time_scale": 150, "dry_run": True}}
     ]
     assert api.ui_url(url, run.id) == url.removesuffix("/api") + "/runs/flow-run/r1"
 
 
+def test_a_busy_server_is_asked_again_under_the_same_idempotency_key(fake_api) -> None:
+    """A 503 (the server's database held by another writer) is asked again; the key makes
+    the server hand back the run a lost answer created instead of a second one."""
+    url, posted, busy_posts = fake_api
+    busy_posts[0] = 2
+    run = api.create_run(url, {"request": {"dry_run": True}})
+    assert run.id == "r1"
+    keys = [p["idempotency_key"] for p in posted]
+    assert len(keys) == 3 and len(set(keys)) == 1 and keys[0].startswith("werft-api-")
+    assert api.create_run(url, {}).id == "r1"
+    assert posted[-1]["idempotency_key"] != keys[0]  # another run asked for: another key
+
+
 def test_create_run_of_a_missing_deployment_says_what_to_start(fake_api) -> None:
-    url, _ = fake_api
+    url, _, _ = fake_api
     with pytest.raises(api.ApiError, match="werft serve"):
         api.create_run(url, {}, deployment="nope/nope")
 
