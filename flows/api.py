@@ -7,6 +7,7 @@
 
 The run executes wherever the deployment is served (`werft serve`) or on a worker of
 its work pool; this client only creates it and follows it. Plain httpx, no Prefect client.
+The webhook receiver (`werft webhook serve`) starts its runs through ``WebhookStarter``.
 
 A server that is busy (503 while its database is locked, 429, a 502/504 from a proxy) or
 a connection that fails is asked again (``werft.retry``). Every request here is safe to
@@ -24,16 +25,19 @@ from typing import Any
 
 import httpx
 
-from werft.errors import TransientError
+from werft.errors import TransientError, WerftError
 from werft.retry import RetryPolicy, retry_after_seconds, retry_sync
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 BUSY = frozenset({429, 502, 503, 504})
 # A Prefect server on SQLite answers 503 while another writer holds the database: seconds.
 API_RETRY = RetryPolicy(attempts=8, base=0.5, cap=5.0)
+# A forge gives up on a webhook delivery after 10 s (GitHub) and does not send it again by
+# itself: a busy server is asked again for a few seconds at most, well inside that.
+WEBHOOK_RETRY = RetryPolicy(attempts=5, base=0.25, cap=2.0, max_retry_after=2.0)
 
 
-class ApiError(RuntimeError):
+class ApiError(WerftError):
     pass
 
 
@@ -47,9 +51,14 @@ class RunState:
 
 
 def _send(
-    client: httpx.Client, method: str, path: str, what: str, **kwargs: Any
+    client: httpx.Client,
+    method: str,
+    path: str,
+    what: str,
+    policy: RetryPolicy = API_RETRY,
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """One request, asked again while the server is busy or unreachable (``API_RETRY``)."""
+    """One request, asked again while the server is busy or unreachable."""
 
     def attempt() -> dict[str, Any]:
         try:
@@ -65,7 +74,7 @@ def _send(
         return _check(response, what)
 
     try:
-        return retry_sync(attempt, policy=API_RETRY)
+        return retry_sync(attempt, policy=policy)
     except TransientError as exc:
         raise ApiError(str(exc)) from None
 
@@ -79,13 +88,24 @@ def _check(response: httpx.Response, what: str) -> dict[str, Any]:
 
 
 def create_run(
-    api_url: str, parameters: dict[str, Any], deployment: str = "provision-fleet/provision-fleet"
+    api_url: str,
+    parameters: dict[str, Any],
+    deployment: str = "provision-fleet/provision-fleet",
+    *,
+    idempotency_key: str | None = None,
+    policy: RetryPolicy = API_RETRY,
 ) -> RunState:
     """Create a flow run of ``deployment``. The server replaces top-level parameters whole,
     so an object parameter (``request``) given here is merged onto the deployment's default
-    first: what is not said keeps the deployment's value (e.g. `werft serve --time-scale`)."""
+    first: what is not said keeps the deployment's value (e.g. `werft serve --time-scale`).
+
+    The server makes one run per ``idempotency_key`` however often it is asked (by default
+    a key of this call's own): a caller acting on an event passes the event's id."""
+    key = idempotency_key or f"werft-api-{uuid.uuid4()}"
     with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
-        found = _send(client, "GET", f"deployments/name/{deployment}", f"deployment {deployment}")
+        found = _send(
+            client, "GET", f"deployments/name/{deployment}", f"deployment {deployment}", policy
+        )
         defaults = found.get("parameters") or {}
         merged = {
             key: {**defaults[key], **value}
@@ -98,9 +118,29 @@ def create_run(
             "POST",
             f"deployments/{found['id']}/create_flow_run",
             "create_flow_run",
-            json={"parameters": merged, "idempotency_key": f"werft-api-{uuid.uuid4()}"},
+            policy,
+            json={"parameters": merged, "idempotency_key": key},
         )
     return _state(created)
+
+
+@dataclass(frozen=True)
+class WebhookStarter:
+    """What the webhook receiver starts runs with (``werft.webhook.Starter``): a run of
+    ``deployment`` per delivery id, the id being the run's idempotency key, so a forge's
+    redelivery, or a second receiver replica, never starts a second run."""
+
+    api_url: str
+
+    def __call__(self, deployment: str, parameters: dict[str, Any], delivery: str) -> str:
+        run = create_run(
+            self.api_url,
+            parameters,
+            deployment,
+            idempotency_key=f"webhook-{delivery}",
+            policy=WEBHOOK_RETRY,
+        )
+        return run.id
 
 
 def read_run(api_url: str, run_id: str) -> RunState:

@@ -292,6 +292,18 @@ def test_a_busy_server_is_asked_again_under_the_same_idempotency_key(fake_api) -
     assert posted[-1]["idempotency_key"] != keys[0]  # another run asked for: another key
 
 
+def test_the_webhook_starter_asks_a_busy_server_again_under_the_delivery_id(fake_api) -> None:
+    """A delivery that meets a busy server still starts its run, within the seconds a forge
+    waits; the delivery id is the key, so a redelivery can never start a second run."""
+    url, posted, busy_posts = fake_api
+    busy_posts[0] = 2
+    start = api.WebhookStarter(url)
+    assert start("provision-fleet/provision-fleet", {"request": {}}, "delivery-7") == "r1"
+    assert [p["idempotency_key"] for p in posted] == ["webhook-delivery-7"] * 3
+    policy = api.WEBHOOK_RETRY  # every backoff at its ceiling: still inside GitHub's 10 s
+    assert sum(min(policy.cap, policy.base * 2**n) for n in range(policy.attempts - 1)) < 10
+
+
 def test_create_run_of_a_missing_deployment_says_what_to_start(fake_api) -> None:
     url, _, _ = fake_api
     with pytest.raises(api.ApiError, match="werft serve"):

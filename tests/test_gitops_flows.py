@@ -11,12 +11,13 @@ import git
 import pytest
 from prefect.client.orchestration import get_client
 
+from flows.api import WebhookStarter
 from flows.plan_change import PlanChangeRequest, PlanChangeResult, plan_change
 from flows.reconcile import ReconcileRequest, ReconcileResult, reconcile, variable_name
 from tests.flowfixtures import TIME_SCALE, fleet, provision
 from tests.gitopsfixtures import make_repo, new_edge_row, recording_forge
 from werft.gitops.forge import ForgeTarget
-from werft.webhook import PLAN_DEPLOYMENT, PrefectStarter
+from werft.webhook import PLAN_DEPLOYMENT
 
 TOKEN = "ghp-not-a-real-token"
 
@@ -71,7 +72,7 @@ def test_the_receivers_starter_creates_one_plan_change_run_per_delivery(
         await deployment.aapply()
 
     asyncio.run(register())
-    starter = PrefectStarter(prefect_api)
+    starter = WebhookStarter(prefect_api)
     parameters = {"request": {"repo": str(tmp_path), "base": "main", "head": "b" * 40}}
 
     first = starter(PLAN_DEPLOYMENT, parameters, "delivery-1")
@@ -188,7 +189,7 @@ def test_a_signed_pr_event_creates_a_run_and_a_forged_one_does_not(
             "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
             "X-Hub-Signature-256": signature})
 
-    with serve_asgi(create_app(settings, PrefectStarter(prefect_api))) as url, \
+    with serve_asgi(create_app(settings, WebhookStarter(prefect_api))) as url, \
             httpx.Client(base_url=url) as client:
         forged = post(client, "wrong", "delivery-a")
         assert forged.status_code == 401 and runs() == []

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flows.api import ApiError
 from tests.gitopsfixtures import serve_asgi
 from werft.webhook import PLAN_DEPLOYMENT, RECONCILE_DEPLOYMENT, WebhookSettings, create_app
 
@@ -31,7 +32,7 @@ class Starts:
 
     def __call__(self, deployment: str, parameters: dict[str, Any], key: str) -> str:
         if self.fail:
-            raise httpx.ConnectError("the Prefect API is away")
+            raise ApiError("create_flow_run: ConnectError")  # as flows.api.WebhookStarter
         with self._lock:
             self.calls.append((deployment, parameters, key))
         return f"run-{len(self.calls)}"

@@ -698,7 +698,8 @@ def webhook_serve(
 
     import uvicorn
 
-    from werft.webhook import PrefectStarter, WebhookSettings, create_app
+    from flows.api import WebhookStarter
+    from werft.webhook import WebhookSettings, create_app
 
     if not (github_secret_ref or gitlab_token_ref):
         _fail("give --github-secret-ref and/or --gitlab-token-ref: unsigned events are "
@@ -714,7 +715,7 @@ def webhook_serve(
     )
     typer.echo(f"werft webhook: http://{host}:{port}/hooks/github, /hooks/gitlab -> "
                f"{prefect_api}", err=True)
-    uvicorn.run(create_app(settings, PrefectStarter(prefect_api)), host=host, port=port,
+    uvicorn.run(create_app(settings, WebhookStarter(prefect_api)), host=host, port=port,
                 log_level="warning")
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -44,7 +43,9 @@ RECONCILE_DEPLOYMENT = "reconcile/reconcile"
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: PR and push payloads are a few tens of KiB
 SEEN_IDS = 10_000  # delivery ids remembered (oldest forgotten first)
 
-# (deployment "flow/deployment", parameters, idempotency key) -> the flow run's id
+# (deployment "flow/deployment", parameters, delivery id) -> the flow run's id. The one
+# `werft webhook serve` uses is flows.api.WebhookStarter: the REST API, the delivery id as
+# the run's idempotency key, a busy server asked again for a few seconds.
 Starter = Callable[[str, dict[str, Any], str], str]
 
 
@@ -59,36 +60,6 @@ class WebhookSettings:
     gitlab_api: str | None = None  # default: from the project's web_url
     forge_token_ref: str | None = None  # the API token plans comment with, by reference
     max_body_bytes: int = MAX_BODY_BYTES
-
-
-class PrefectStarter:
-    """Creates a deployment's flow run through the Prefect REST API (plain httpx)."""
-
-    def __init__(self, api_url: str, timeout: float = 15.0) -> None:
-        self.api_url = api_url.rstrip("/") + "/"
-        self.timeout = timeout
-
-    def __call__(self, deployment: str, parameters: dict[str, Any], key: str) -> str:
-        with httpx.Client(base_url=self.api_url, timeout=self.timeout) as client:
-            found = client.get(f"deployments/name/{deployment}")
-            found.raise_for_status()
-            spec = found.json()
-            # The server replaces a top-level parameter whole: merge an object parameter
-            # onto the deployment's default, so what the event does not say (the
-            # simulator's time scale of `werft serve --time-scale`) keeps its value.
-            defaults = spec.get("parameters") or {}
-            merged = {
-                name: {**defaults[name], **value}
-                if isinstance(value, dict) and isinstance(defaults.get(name), dict)
-                else value
-                for name, value in parameters.items()
-            }
-            created = client.post(
-                f"deployments/{spec['id']}/create_flow_run",
-                json={"parameters": merged, "idempotency_key": f"webhook-{key}"},
-            )
-            created.raise_for_status()
-            return str(created.json()["id"])
 
 
 class _Seen:
@@ -165,7 +136,7 @@ async def _receive(
     deployment, parameters = _run_for(event, settings)
     try:
         run_id = await run_in_threadpool(starter, deployment, parameters, delivery)
-    except (httpx.HTTPError, WerftError, KeyError) as exc:
+    except (WerftError, KeyError, ValueError) as exc:
         # Not marked as seen: the forge's redelivery of this id should succeed.
         log.error("webhook %s: could not start %s: %s", forge, deployment, exc)
         return _answer(502, "error", f"could not start {deployment}: {type(exc).__name__}")
