@@ -23,6 +23,7 @@ from werft import redact
 from werft.errors import PermanentError, TransientError
 from werft.locks import ClusterLocks
 from werft.providers.records import MachineRecords
+from werft.sealing import SealedBackend
 from werft.secrets import SecretStore
 from werft.statestore import STORE_URL_ENV, FileBackend, SqlBackend, state_backend
 
@@ -40,14 +41,16 @@ def _store(home: Path) -> SecretStore:
 
 def test_the_environment_chooses_the_backend(store_url: str | None, tmp_path: Path) -> None:
     store = _store(tmp_path)
+    assert isinstance(store.backend, SealedBackend)  # sealed once WERFT_STORE_KEY is set
     if store_url is None:
-        assert isinstance(store.backend, FileBackend)
+        assert isinstance(store.backend.inner, FileBackend)
         assert store.where == str(tmp_path / "secrets")
     else:
-        assert isinstance(store.backend, SqlBackend)
+        assert isinstance(store.backend.inner, SqlBackend)
         assert "@" not in store.where and "werft:" not in store.where  # no credentials
     # SecretStore() with no folder is the same shared store.
-    assert type(SecretStore().backend) is type(store.backend)
+    shared = SecretStore().backend
+    assert isinstance(shared, SealedBackend) and type(shared.inner) is type(store.backend.inner)
 
 
 def test_put_get_delete_and_overwrite(store_url: str | None, tmp_path: Path) -> None:

@@ -308,7 +308,7 @@ def sim_kubeconfig(
 
 
 # --- secrets (werft.secrets) -----------------------------------------------------------
-# Commands: `werft secret set`.
+# Commands: `werft secret set`, `werft secret new-store-key`, `werft secret seal`.
 
 
 @secret_app.command("set")
@@ -336,6 +336,34 @@ def secret_set(
         typer.echo(f"werft: {exc}", err=True)
         raise typer.Exit(ExitCode.USAGE) from None
     typer.echo(f"stored secret {name} in {store.where}")
+
+
+@secret_app.command("new-store-key")
+def secret_new_store_key() -> None:
+    """Print a fresh key for WERFT_STORE_KEY (sealing the store's values at rest, see
+    werft/sealing.py): keep it in your secret manager, give it to every worker."""
+    from werft.sealing import new_store_key
+
+    typer.echo(new_store_key())
+
+
+@secret_app.command("seal")
+def secret_seal() -> None:
+    """Seal with the first key of WERFT_STORE_KEY every value of the secret store that is
+    not: written before the key was set, or sealed with a key being rotated out (werft
+    seals what it writes). Run it while no werft run uses the store."""
+    from werft.errors import WerftError
+    from werft.sealing import SealedBackend
+    from werft.secrets import SecretStore
+
+    try:
+        store = SecretStore()
+        assert isinstance(store.backend, SealedBackend)  # the secrets area always is
+        sealed, already = store.backend.seal_all()
+    except WerftError as exc:
+        _fail(str(exc))
+    typer.echo(f"sealed {sealed} value(s) in {store.where}; {already} were sealed with "
+               "this key already")
 
 
 # --- provisioning (flows/) -------------------------------------------------------------

@@ -9,7 +9,8 @@ the resets werft sent a machine (``MachineRecords``), per-cluster leases
                      workers racing on one name both end with the winner's value;
 ``replace_if``       compare-and-set: replace the value only while it is still ``expected``;
 ``delete_if``        delete only while the value is still ``expected``;
-``get``, ``delete``, ``names(prefix)`` (non-recursive, like a folder listing).
+``get``, ``delete``, ``names(prefix)`` (non-recursive, like a folder listing), ``walk()``
+                     (every name, for maintenance such as ``werft secret seal``).
 
 Two implementations, chosen in one place (``state_backend``):
 
@@ -53,8 +54,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werft.errors import PermanentError, TransientError
 from werft.files import write_atomically
 from werft.redact import redact, register_secret
+from werft.sealing import SealedBackend, store_keys_from_env
 
 STORE_URL_ENV = "WERFT_STORE_URL"
+SEALED_AREAS = frozenset({"secrets"})
 TABLE = "werft_state"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*")
 _CONNECT_TIMEOUT_S = 10  # an unreachable store fails the task (transient), never hangs it
@@ -81,6 +84,7 @@ class StateBackend(Protocol):
     def delete(self, name: str) -> None: ...
     def delete_if(self, name: str, expected: bytes) -> bool: ...
     def names(self, prefix: str) -> list[str]: ...
+    def walk(self) -> list[str]: ...
 
 
 # --- files -----------------------------------------------------------------------------
@@ -192,6 +196,19 @@ class FileBackend:
             if p.is_file() and not p.name.endswith((".tmp", ".stale"))
         )
 
+    def walk(self) -> list[str]:
+        """Every stored name. Hidden files are not values: temporary files of writes in
+        progress, and ``.locks/`` (werft.render.pki's lock files, on this machine only)."""
+        if not self.root.is_dir():
+            return []
+        names = (path.relative_to(self.root) for path in self.root.rglob("*") if path.is_file())
+        return sorted(
+            name.as_posix()
+            for name in names
+            if not any(part.startswith(".") for part in name.parts)
+            and not name.name.endswith(".stale")
+        )
+
 
 # --- SQL -------------------------------------------------------------------------------
 
@@ -291,13 +308,19 @@ class SqlBackend:
 
     def names(self, prefix: str) -> list[str]:
         """The names directly under ``prefix`` (ends with ``/``): like the folder listing,
-        not recursive. LIKE wildcards in the prefix are escaped."""
+        not recursive."""
         start = self._key(prefix.rstrip("/")) + "/"
+        skip = len(self._area)
+        return sorted(key[skip:] for key in self._keys_from(start) if "/" not in key[len(start):])
+
+    def walk(self) -> list[str]:
+        return sorted(key[len(self._area) :] for key in self._keys_from(self._area))
+
+    def _keys_from(self, start: str) -> list[str]:
+        """Every key that starts with ``start``; LIKE wildcards in it are escaped."""
         pattern = re.sub(r"([\\%_])", r"\\\1", start) + "%"
         statement = sa.select(_table.c.name).where(_table.c.name.like(pattern, escape="\\"))
-        found = self._run(lambda conn: [row[0] for row in conn.execute(statement)])
-        skip = len(self._area)
-        return sorted(key[skip:] for key in found if "/" not in key[len(start):])
+        return self._run(lambda conn: [row[0] for row in conn.execute(statement)])
 
 
 def _now() -> datetime:
@@ -396,12 +419,19 @@ def store_url() -> str | None:
 
 def state_backend(area: str, home: Path) -> StateBackend:
     """The one place the store is chosen: the SQL table named by ``WERFT_STORE_URL``
-    (names prefixed by ``area``), else files under ``<home>/<area>`` as always."""
+    (names prefixed by ``area``), else files under ``<home>/<area>`` as always. The
+    secrets area is sealed with ``WERFT_STORE_KEY`` when it is set (``werft.sealing``);
+    leases carry nothing secret."""
     url = store_url()
+    backend: StateBackend
     if url is None:
-        return FileBackend(home / area)
-    engine, description = _engine_for(url)
-    return SqlBackend(engine, area, description)
+        backend = FileBackend(home / area)
+    else:
+        engine, description = _engine_for(url)
+        backend = SqlBackend(engine, area, description)
+    if area in SEALED_AREAS:
+        return SealedBackend(backend, store_keys_from_env())
+    return backend
 
 
 def dispose_engines() -> None:
