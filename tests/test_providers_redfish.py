@@ -59,7 +59,7 @@ SYSTEMS = {
 }
 # Machines in a previous life: powered on.
 RUNNING = ("node-stale", "node-installed", "node-release")
-SIM_ONLY = ("node-faulty", "node-crashed", "node-nomedia")
+SIM_ONLY = ("node-faulty", "node-crashed", "node-nomedia", "node-expand", "node-noexpand")
 BATCH = [f"batch-{i:02d}" for i in range(12)]  # simulator only
 TWO_CDS = {
     "Cd": {"Name": "Virtual CD 1", "MediaTypes": ["CD", "DVD"]},
@@ -392,6 +392,36 @@ async def test_discovery_follows_links_to_the_system_and_its_media(
     assert state.exists and state.provider == "redfish"
     system = parse_bmc_address(machine.bmc.address)  # type: ignore[union-attr]
     assert state.details["system"] == f"{system.root}/Systems/{system.system_id}"
+
+
+@pytest.mark.parametrize("expands", [True, False], ids=["expanding-bmc", "refusing-bmc"])
+async def test_the_media_collection_comes_with_its_devices_where_the_bmc_inlines_them(
+    sim: Any, secrets: SecretStore, expands: bool
+) -> None:
+    """One read for all devices where the BMC serves ``$expand``; where it answers 501 (the
+    standard's answer to an unsupported query), one wasted read, then never asked again."""
+    backend = sim_backend(sim)
+    machine = backend.machine("node-expand" if expands else "node-noexpand")
+
+    def requests() -> int:
+        return int(sim.stats()["requestsByTarget"]["bmc"].get(machine.name, 0))
+
+    sim.app.redfish.expand_query = expands
+    try:
+        async with ProviderPool(secrets, options=FAST) as providers:
+            provider = providers.get(machine)
+            counts = []
+            for _ in range(2):
+                before = requests()
+                state = await provider.observe(machine)
+                counts.append(requests() - before)
+                assert state.exists and state.media == []
+    finally:
+        sim.app.redfish.expand_query = True
+
+    # The system, then the collection with its two devices; or, refused: the system, the
+    # refused expansion, the collection, each device -- and then the system and devices.
+    assert counts == ([2, 2] if expands else [5, 3])
 
 
 async def test_ensure_from_off_inserts_media_sets_override_and_powers_on(

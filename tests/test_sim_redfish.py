@@ -158,6 +158,26 @@ def test_unknown_resources_are_404_with_a_redfish_error(bmc: httpx.Client) -> No
         assert response.json()["error"]["code"] == "Base.1.8.GeneralError"
 
 
+def test_expand_inlines_the_media_collection_and_other_dollar_queries_are_501(
+    bmc: httpx.Client,
+) -> None:
+    """What the service root promises (ExpandQuery, one level) it serves; a ``$`` query it
+    does not support is 501, as DSP0266 asks (sushy-tools ignores them)."""
+    features = follow(bmc, ROOT)["ProtocolFeaturesSupported"]["ExpandQuery"]
+    assert features["Levels"] and features["MaxLevels"] == 1
+    collection = ROOT + "Managers/1/VirtualMedia"
+    linked = bmc.get(collection).json()["Members"]
+    inline = bmc.get(collection, params={"$expand": ".($levels=1)"}).json()["Members"]
+    assert [m["@odata.id"] for m in inline] == [m["@odata.id"] for m in linked]
+    assert [m for m in inline] == [bmc.get(m["@odata.id"]).json() for m in linked]
+    for query in ({"$filter": "Inserted eq true"}, {"$expand": "*($levels=3)"}):
+        refused = bmc.get(collection, params=query)
+        assert refused.status_code == 501
+        assert refused.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"].endswith(
+            "QueryNotSupported"
+        )
+
+
 def test_wrong_method_is_405(bmc: httpx.Client) -> None:
     response = bmc.delete("/bmc/c0-cp1/redfish/v1/Systems/1")
     assert response.status_code == 405

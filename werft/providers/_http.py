@@ -230,12 +230,18 @@ class Calls:
         return body, response
 
     async def get_json_or_none(
-        self, path: str, action: str, *, missing_ok: bool = True
+        self,
+        path: str,
+        action: str,
+        *,
+        missing_ok: bool = True,
+        refused: frozenset[int] = frozenset(),
     ) -> tuple[dict[str, Any] | None, httpx.Response]:
-        """The JSON object at ``path``; (None, response) for a 404 when ``missing_ok``."""
-        allow = frozenset({404}) if missing_ok else frozenset()
+        """The JSON object at ``path``; (None, response) for a 404 when ``missing_ok``, and
+        for a status in ``refused`` (a query the server does not support)."""
+        allow = (frozenset({404}) if missing_ok else frozenset()) | refused
         response = await self.request("GET", path, action, allow=allow)
-        if response.status_code == 404:
+        if response.status_code in allow:
             return None, response
         try:
             body = response.json()

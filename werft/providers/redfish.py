@@ -16,6 +16,12 @@ a request failed) after any step, the next ensure picks up from where the machin
   4. boot override Cd (Once; Continuous where the BMC ignores Once);
   5. power on, or force a restart when it was running and the media just changed.
 
+The VirtualMedia collection is asked for with its members inline (``$expand=.($levels=1)``,
+DSP0266's query parameters): one read instead of one per device, on the slowest endpoints
+of a fleet. A BMC that answers it with links only (sushy-tools ignores it) or refuses it
+(400, 501: the standard answer to an unsupported ``$`` parameter) is asked plainly from
+then on, by that provider.
+
 Requests: reads and the boot-override PATCH are retried at the request (``Calls``);
 InsertMedia, EjectMedia and Reset are never sent blindly twice: after a failure werft
 reads the device or the system and sends again only when it did not take effect. Every
@@ -80,6 +86,10 @@ _SCHEMES = {
     "redfish-virtualmedia+https": "https",
 }
 _ROOT = "/redfish/v1"
+EXPAND_MEMBERS = "$expand=.($levels=1)"
+EXPAND_REFUSED = frozenset({400, 501})
+# Keys only a whole VirtualMedia has: a member carrying one was inlined, not linked.
+_DEVICE_KEYS = frozenset({"MediaTypes", "Image", "Inserted"})
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class _Location:
     """Where a machine's resources are, found once by following links and then reused."""
 
     system: str
+    collection: str  # the VirtualMedia collection
     media: tuple[str, ...]
 
 
@@ -146,9 +157,12 @@ class _Session:
         body, _ = await self.calls.get_json(path, f"read {what}")
         return parse(model, body, path, f"{self.calls.target}: read {what}")
 
-    async def discover(self) -> tuple[_Location, tuple[System, str | None]]:
-        """The machine's links, and the system with its ETag as read on the way (so the
-        first look needs no second read of it).
+    async def discover(
+        self, expand: bool
+    ) -> tuple[_Location, tuple[System, str | None], list[VirtualMedia] | None]:
+        """The machine's links, the system with its ETag as read on the way (so the first
+        look needs no second read of it), and the devices when the collection came with
+        them inline.
 
         The address names the system, so it is asked for first (a same-origin redirect,
         such as sushy-tools' from a name to a UUID, is followed); only a BMC that does not
@@ -162,13 +176,14 @@ class _Session:
                 raise PermanentError(f"{self.calls.target}: the service root links no Systems")
             found = await self._find_system(root.systems.odata_id)
         system, etag = found
-        media_collection = await self._media_collection(root, system)
-        members = await self.read(Collection, media_collection, "the VirtualMedia collection")
+        collection = self.path(await self._media_collection(root, system))
+        members, devices = await self._media_members(collection, expand)
         location = _Location(
             system=self.path(system.odata_id),
+            collection=collection,
             media=tuple(self.path(m.odata_id) for m in members.members),
         )
-        return location, (system, etag)
+        return location, (system, etag), devices
 
     async def _root(self) -> ServiceRoot:
         return await self.read(ServiceRoot, self.address.root, "the service root")
@@ -237,8 +252,36 @@ class _Session:
             return None
         return self._system(body, response, location.system, "read the system")
 
-    async def media(self, location: _Location) -> list[VirtualMedia]:
+    async def media(self, location: _Location, expand: bool) -> list[VirtualMedia]:
+        if expand:
+            _, devices = await self._media_members(location.collection, expand)
+            if devices is not None:
+                return devices
         return [await self.read(VirtualMedia, path, "virtual media") for path in location.media]
+
+    async def _media_members(
+        self, collection: str, expand: bool
+    ) -> tuple[Collection, list[VirtualMedia] | None]:
+        """The collection, and with ``expand`` its devices when the BMC inlined them."""
+        what = "read the VirtualMedia collection"
+        where = f"{self.calls.target}: {what}"
+        if expand:
+            body, _ = await self.calls.get_json_or_none(
+                f"{collection}?{EXPAND_MEMBERS}", what, missing_ok=False, refused=EXPAND_REFUSED
+            )
+            if body is not None:
+                return parse(Collection, body, collection, where), self._inlined(body, where)
+        body, _ = await self.calls.get_json(collection, what)
+        return parse(Collection, body, collection, where), None
+
+    def _inlined(self, body: dict[str, Any], where: str) -> list[VirtualMedia] | None:
+        """The members as devices, if every one came whole (not just its ``@odata.id``)."""
+        raw = body.get("Members")
+        if not isinstance(raw, list) or not all(
+            isinstance(m, dict) and _DEVICE_KEYS & m.keys() for m in raw
+        ):
+            return None
+        return [parse(VirtualMedia, m, self.path(m.get("@odata.id", "")), where) for m in raw]
 
 
 @dataclass(frozen=True)
@@ -342,6 +385,9 @@ class RedfishProvider:
         )
         self._clients: dict[int, httpx.AsyncClient] = {}
         self._locations: dict[str, _Location] = {}
+        # Whether this BMC inlines a collection's members when asked: assumed until it
+        # answers otherwise, then asked plainly for the provider's life.
+        self._expands = True
         self._views = _RecentViews()
         self._ledger = MutationLedger()
 
@@ -489,17 +535,22 @@ class RedfishProvider:
 
         location = self._locations.get(bmc.address)
         found = await session.system(location) if location is not None else None
+        devices: list[VirtualMedia] | None = None
         if location is None or found is None:
             # First use, or the BMC moved the system (firmware update, re-enumeration):
             # links do not change under a running BMC, so they are cached; state never is.
-            location, found = await session.discover()
+            location, found, devices = await session.discover(self._expands)
+            self._expands = self._expands and devices is not None
             self._locations[bmc.address] = location
         system, etag = found
         if system.powered_on or self._reset_applied(machine.name, system):
             # A reset werft sent has taken effect: from now on, a machine found off again
             # was powered off since, and may be powered on at once.
             self._records.saw_power_on(machine.name)
-        devices = await session.media(location) if with_media else []
+        if not with_media:
+            devices = []
+        elif devices is None:
+            devices = await session.media(location, self._expands)
         joined = self._records.joined(machine.name)
         return _View(
             session, location, system, etag, devices, joined.seed if joined else None

@@ -21,6 +21,10 @@ Behaviour worth knowing (real BMCs do the same; sushy-tools is laxer):
 - InsertMedia into a drive that holds media is refused (409); eject first.
 - A ``Once`` boot override is consumed by the next boot (back to Disabled / None).
 - Empty drives report ``"Image": null`` (sushy-tools reports ``""``).
+- ``$expand=.`` / ``.($levels=1)`` inlines the VirtualMedia collection's members, as the
+  service root's ``ProtocolFeaturesSupported.ExpandQuery`` says (``expand_query``; False
+  makes a BMC without it). Any ``$`` query parameter it does not support is 501, the
+  standard's answer (DSP0266), where sushy-tools ignores them.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ from werft.sim.machines import BOOT_ENABLED, BOOT_TARGETS, SimMachine
 from werft.sim.media import MediaFetchError, classify, fetch
 
 RESET_TYPES = ("On", "ForceOff", "GracefulShutdown", "ForceRestart")
+# The $expand values served (one level: a collection with its members inline).
+_EXPANDS = frozenset({".", ".($levels=1)"})
+_EXPAND_FEATURES = {
+    "ExpandQuery": {"ExpandAll": False, "Levels": True, "MaxLevels": 1, "Links": False,
+                    "NoLinks": True},
+}
 BOOT_MODES = ("UEFI", "Legacy")
 MANAGER_ID = "1"  # the literal "1" in _route patterns (a bare name would capture)
 _UUID_NS = uuid.UUID("6f1c2f4e-6a57-4bd8-9d4a-7e3b5f0c2a10")
@@ -125,10 +135,12 @@ class RedfishService:
         http_client: Callable[[], httpx.AsyncClient],
         *,
         allow_remote_media: bool = False,
+        expand_query: bool = True,
     ) -> None:
         self.fleet = fleet
         self._client = http_client
         self.allow_remote_media = allow_remote_media
+        self.expand_query = expand_query
         self._uuids: dict[str, str] = {}
         self._basic: dict[str, str] = {}  # the expected Authorization header, per machine
 
@@ -160,6 +172,17 @@ class RedfishService:
         methods, fn = handler
         if request.method not in methods:
             return _method_not_allowed(", ".join(sorted(methods)))
+        unsupported = [
+            key
+            for key, value in request.query_params.items()
+            if key.startswith("$")
+            and not (key == "$expand" and self.expand_query and value in _EXPANDS)
+        ]
+        if unsupported:
+            return redfish_error(
+                501, f"query parameter {unsupported[0]} is not supported",
+                "Base.1.8.QueryNotSupported",
+            )
         try:
             return await fn(request, machine, base)
         except BadBody as exc:
@@ -242,7 +265,7 @@ class RedfishService:
             "Systems": {"@odata.id": base + "/Systems"},
             "Managers": {"@odata.id": base + "/Managers"},
             "Links": {},
-        }
+        } | ({"ProtocolFeaturesSupported": _EXPAND_FEATURES} if self.expand_query else {})
 
     async def _systems(self, request: Request, machine: SimMachine, base: str) -> Response:
         member = f"{base}/Systems/{machine.spec.system_id}"
@@ -358,22 +381,31 @@ class RedfishService:
         self, request: Request, machine: SimMachine, base: str
     ) -> Response:
         path = f"{base}/Managers/{MANAGER_ID}/VirtualMedia"
+        inline = "$expand" in request.query_params  # checked against _EXPANDS in handle
         return json_response({
             "@odata.type": "#VirtualMediaCollection.VirtualMediaCollection",
             "@odata.id": path,
             "Name": "Virtual Media Services",
             "Members@odata.count": len(machine.media),
-            "Members": [{"@odata.id": f"{path}/{s.device}"} for s in machine.media],
+            "Members": [
+                self._device(machine, base, slot.device)
+                if inline
+                else {"@odata.id": f"{path}/{slot.device}"}
+                for slot in machine.media
+            ],
         })
 
     async def _vmedia(
         self, request: Request, machine: SimMachine, base: str, *, device: str
     ) -> Response:
+        return json_response(self._device(machine, base, device))
+
+    def _device(self, machine: SimMachine, base: str, device: str) -> dict[str, Any]:
         slot = machine.media_slot(device)
         assert slot is not None
         path = f"{base}/Managers/{MANAGER_ID}/VirtualMedia/{device}"
         image = slot.image or None
-        return json_response({
+        return {
             "@odata.type": "#VirtualMedia.v1_6_0.VirtualMedia",
             "@odata.id": path,
             "Id": device,
@@ -389,7 +421,7 @@ class RedfishService:
                 "#VirtualMedia.InsertMedia": {"target": path + "/Actions/VirtualMedia.InsertMedia"},
                 "#VirtualMedia.EjectMedia": {"target": path + "/Actions/VirtualMedia.EjectMedia"},
             },
-        })
+        }
 
     async def _insert(
         self, request: Request, machine: SimMachine, base: str, *, device: str
