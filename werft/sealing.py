@@ -142,8 +142,9 @@ class SealedBackend:
     def seal_all(self) -> tuple[int, int]:
         """Seal with the first key every value that is not: written before sealing was
         switched on, or sealed with a key rotated out. (sealed now, sealed already.) Each
-        is replaced only if it is still what was read, by an atomic overwrite that never
-        leaves the name absent; meant for a store no run is using."""
+        is replaced by an atomic overwrite, so the name is never absent, not by a
+        compare-and-set (a file store's passes through "absent"): meant for a store no
+        run is using, where nobody writes between the read and the overwrite."""
         if self._sealing is None:
             raise PermanentError(f"{STORE_KEY_ENV} is not set: there is no key to seal with")
         current = MAGIC + self._sealing.id
@@ -154,7 +155,7 @@ class SealedBackend:
                 continue
             if found[0].startswith(current):
                 already += 1
-            elif self.inner.get(name) == found[0]:
+            else:
                 self.inner.put(name, self._seal(name, found[1]))
                 sealed += 1
         return sealed, already

@@ -8,7 +8,8 @@ Resolution order for a reference such as ``bmc-fra1``:
   3. any extra backend registered at run time (the Prefect layer registers Secret blocks;
      this module does not import Prefect).
 
-The same store keeps what werft generates (cluster CA keys, admin kubeconfigs).
+The same store keeps what werft generates (cluster CA keys, admin kubeconfigs). With
+``WERFT_STORE_KEY`` set, its values are sealed at rest (``werft.sealing``).
 
 Every value handed out here is registered with ``werft.redact``, so it is masked in every
 log record of the process from then on. A backend that caches (Prefect Secret blocks)
