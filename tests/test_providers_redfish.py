@@ -120,7 +120,7 @@ class Backend:
     media_paths: Callable[[str], list[str]]  # VirtualMedia devices of a machine, in order
     image_base: str
     make_seed: Callable[[str, str], str]  # (machine, digest) -> URL of a published seed
-    power_on: Callable[[str], None]  # power a machine on behind werft's back
+    power_on: Callable[[str], None]  # power a machine on behind werft's back, past POST
     # The boot override once the machine has booted: sushy-tools keeps "Continuous"
     # (it ignores Once); the simulator consumes a Once override at boot, like hardware.
     override_after_boot: str | None
@@ -223,6 +223,10 @@ def sim_backend(sim: Any) -> Backend:
             f"{sim.url}{reset}", json={"ResetType": "On"}, auth=(USER, PASSWORD), timeout=10
         )
         assert response.status_code == 204, response.text
+        # A running machine, as the tests mean it: past POST. A Once override werft sets
+        # during POST is consumed by that very boot, and werft, reading it gone, takes the
+        # BMC for one that drops Once (a sixth mutation: Cd/Continuous).
+        sim.wait_for(lambda: sim.machine(name)["phase"] != "post", what=f"{name} past POST")
 
     def mutations(name: str) -> int:
         return int(sim.stats()["mutations"].get("bmc", {}).get(name, 0))
