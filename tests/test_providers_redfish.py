@@ -41,6 +41,7 @@ from werft.providers import (
 from werft.providers.redfish import CONNECTION_POOLS, BmcAddress
 from werft.retry import RetryPolicy
 from werft.secrets import SecretStore
+from werft.statestore import FileBackend
 
 try:
     from tests import simfixtures
@@ -59,7 +60,9 @@ SYSTEMS = {
 }
 # Machines in a previous life: powered on.
 RUNNING = ("node-stale", "node-installed", "node-release")
-SIM_ONLY = ("node-faulty", "node-crashed", "node-nomedia", "node-expand", "node-noexpand")
+SIM_ONLY = (
+    "node-faulty", "node-crashed", "node-nomedia", "node-expand", "node-noexpand", "node-poll"
+)
 BATCH = [f"batch-{i:02d}" for i in range(12)]  # simulator only
 TWO_CDS = {
     "Cd": {"Name": "Virtual CD 1", "MediaTypes": ["CD", "DVD"]},
@@ -426,6 +429,39 @@ async def test_the_media_collection_comes_with_its_devices_where_the_bmc_inlines
     # The system, then the collection with its two devices; or, refused: the system, the
     # refused expansion, the collection, each device -- and then the system and devices.
     assert counts == ([2, 2] if expands else [5, 3])
+
+
+class _ReadsSeen(FileBackend):
+    """A file store that notes every name read from it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def get(self, name: str) -> bytes | None:
+        self.reads.append(name)
+        return super().get(name)
+
+
+async def test_a_power_poll_reads_nothing_it_does_not_use_from_the_store(
+    sim: Any, tmp_path: Path
+) -> None:
+    """Power polls and reach probes run every few seconds per machine; on a SQL store
+    each read of werft's records is a query. A poll reads none of the install's."""
+    backend = sim_backend(sim)
+    seen = _ReadsSeen(tmp_path / "store")
+    store = SecretStore(tmp_path / "store", backend=seen)
+    store.put("bmc-test", f"{USER}:{PASSWORD}")
+    machine = backend.machine("node-poll")
+    async with ProviderPool(store, options=FAST) as providers:
+        provider = providers.get(machine)
+        await provider.observe(machine)
+        assert "machines/node-poll/joined" in seen.reads  # an observe looks at the record
+        seen.reads.clear()
+        state = await provider.observe_power(machine)
+
+    assert state.exists and state.joined_seed is None
+    assert not [name for name in seen.reads if name.endswith("/joined")]
 
 
 async def test_ensure_from_off_inserts_media_sets_override_and_powers_on(

@@ -119,8 +119,9 @@ class Provider(Protocol):
 
     async def observe_power(self, machine: Machine) -> MachineState:
         """Read-only, and cheaper than ``observe`` where media are separate resources
-        (Redfish): the machine's power, and whether its endpoint answers at all, without
-        its media (``media`` is empty). For polls and reach probes."""
+        (Redfish): the machine's power, and whether its endpoint answers at all. For polls
+        and reach probes, so it may leave out what they do not use: Redfish reads neither
+        the media (``media`` is empty) nor werft's records (``joined_seed`` is None)."""
         ...
 
     async def ensure(self, machine: Machine, image_url: str, seed_url: str) -> int:

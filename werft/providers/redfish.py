@@ -548,8 +548,10 @@ class RedfishProvider:
             # was powered off since, and may be powered on at once.
             self._records.saw_power_on(machine.name)
         if not with_media:
-            devices = []
-        elif devices is None:
+            # A power poll or a reach probe: neither media nor what werft remembers of the
+            # install matter, and a poll should not cost a store read it does not use.
+            return _View(session, location, system, etag, [])
+        if devices is None:
             devices = await session.media(location, self._expands)
         joined = self._records.joined(machine.name)
         return _View(
