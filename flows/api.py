@@ -101,7 +101,7 @@ def create_run(
 
     The server makes one run per ``idempotency_key`` however often it is asked (by default
     a key of this call's own): a caller acting on an event passes the event's id."""
-    key = idempotency_key or f"werft-api-{uuid.uuid4()}"
+    run_key = idempotency_key or f"werft-api-{uuid.uuid4()}"
     with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
         found = _send(
             client, "GET", f"deployments/name/{deployment}", f"deployment {deployment}", policy
@@ -119,7 +119,7 @@ def create_run(
             f"deployments/{found['id']}/create_flow_run",
             "create_flow_run",
             policy,
-            json={"parameters": merged, "idempotency_key": key},
+            json={"parameters": merged, "idempotency_key": run_key},
         )
     return _state(created)
 

@@ -171,8 +171,9 @@ class Rollout:
         progress: WaveProgress,
         past_first_stage: Callable[[], None] = lambda: None,
     ) -> None:
-        """``past_first_stage`` is called once the batch's first stage task has ended (a
-        batch handed to the work pool: at once, its stages are not seen from here)."""
+        """``past_first_stage`` is called when the batch's first stage task has ended, and
+        after each later one, which changes nothing (a batch handed to the work pool: at
+        once, its stages are not seen from here)."""
         start = time.monotonic()
         needs = {
             name: [stage for stage in STAGE_ORDER if self.plan[name].needs(stage)]

@@ -358,7 +358,8 @@ def secret_seal() -> None:
 
     try:
         store = SecretStore()
-        assert isinstance(store.backend, SealedBackend)  # the secrets area always is
+        if not isinstance(store.backend, SealedBackend):  # werft.statestore seals it always
+            _fail(f"the secret store {store.where} has no sealing layer")
         sealed, already = store.backend.seal_all()
     except WerftError as exc:
         _fail(str(exc))
