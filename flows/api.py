@@ -57,10 +57,10 @@ def _send(
     what: str,
     policy: RetryPolicy = API_RETRY,
     **kwargs: Any,
-) -> dict[str, Any]:
-    """One request, asked again while the server is busy or unreachable."""
+) -> Any:
+    """One request, asked again while the server is busy or unreachable; its JSON."""
 
-    def attempt() -> dict[str, Any]:
+    def attempt() -> Any:
         try:
             response = client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -79,7 +79,7 @@ def _send(
         raise ApiError(str(exc)) from None
 
 
-def _check(response: httpx.Response, what: str) -> dict[str, Any]:
+def _check(response: httpx.Response, what: str) -> Any:
     if response.status_code == 404:
         raise ApiError(f"{what}: not found (is `werft serve` running against this server?)")
     if response.is_error:
@@ -168,8 +168,7 @@ def fleet_table(api_url: str, run_id: str) -> list[dict[str, Any]]:
         "limit": 1,
     }
     with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
-        found = client.post("artifacts/filter", json=body)
-    artifacts = found.json() if found.is_success else []
+        artifacts = _send(client, "POST", "artifacts/filter", "the fleet table", json=body)
     if not artifacts:
         return []
     data = artifacts[0]["data"]

@@ -82,10 +82,10 @@ def provision_via_api(
         console.print(f"created flow run {run.name}: {api.ui_url(api_url, run.id)}")
         console.print("waiting for it to finish (served by `werft serve` or a worker) ...")
         run = api.follow(api_url, run.id, timeout_s)
+        rows = api.fleet_table(api_url, run.id)
     except api.ApiError as exc:
         Console(stderr=True).print(f"[red]{exc}[/]")
         return ExitCode.NOT_FINE
-    rows = api.fleet_table(api_url, run.id)
     print_result(console, rows, full=full)
     counts: dict[str, int] = {}
     for row in rows:

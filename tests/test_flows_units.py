@@ -226,7 +226,7 @@ def fake_api() -> Iterator[tuple[str, list[dict[str, Any]], list[int]]]:
     busy_posts = [0]  # how many POSTs are answered 503 first (a test sets it)
 
     class Handler(BaseHTTPRequestHandler):
-        def _send(self, body: dict[str, Any], status: int = 200) -> None:
+        def _send(self, body: Any, status: int = 200) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -246,6 +246,10 @@ def fake_api() -> Iterator[tuple[str, list[dict[str, Any]], list[int]]]:
             posted.append(json.loads(self.rfile.read(length)))
             if len(posted) <= busy_posts[0]:  # a server whose database another writer holds
                 self._send({"exception_message": "Service Unavailable"}, 503)
+                return
+            if self.path == "/api/artifacts/filter":
+                rows = [{"cluster": "edge-00001", "outcome": "Verified"}]
+                self._send([{"key": "werft-fleet", "data": json.dumps(rows)}])
                 return
             self._send(
                 {
@@ -302,6 +306,16 @@ def test_the_webhook_starter_asks_a_busy_server_again_under_the_delivery_id(fake
     assert [p["idempotency_key"] for p in posted] == ["webhook-delivery-7"] * 3
     policy = api.WEBHOOK_RETRY  # every backoff at its ceiling: still inside GitHub's 10 s
     assert sum(min(policy.cap, policy.base * 2**n) for n in range(policy.attempts - 1)) < 10
+
+
+def test_the_fleet_table_is_asked_for_again_while_the_server_is_busy(fake_api) -> None:
+    """The table `werft provision --via-api` prints at the end: a 503 there is asked
+    again, not shown as a run without clusters."""
+    url, posted, busy_posts = fake_api
+    busy_posts[0] = 2
+    assert api.fleet_table(url, "r1") == [{"cluster": "edge-00001", "outcome": "Verified"}]
+    assert len(posted) == 3
+    assert posted[-1]["artifacts"]["flow_run_id"] == {"any_": ["r1"]}
 
 
 def test_create_run_of_a_missing_deployment_says_what_to_start(fake_api) -> None:
