@@ -10,6 +10,7 @@ from werft.drift.findings import Kind, Outcome
 from werft.drift.report import DriftReport
 from werft.exitcodes import ExitCode
 from werft.inventory.load import load_inventory
+from werft.stages.verify import verify_cluster
 
 
 async def test_converged_cluster_is_in_shape_with_reads_only(stage_fleet: StageFleet) -> None:
@@ -108,3 +109,35 @@ async def test_offline_site_is_unreachable_not_drifted(stage_fleet: StageFleet) 
     assert report.outcome is Outcome.UNREACHABLE, report
     assert report.findings == []
     assert DriftReport.of([report]).exit_code() == ExitCode.NOT_FINE
+
+
+async def test_a_control_plane_without_workers_tainted_against_workloads_is_node_drift(
+    stage_fleet: StageFleet,
+) -> None:
+    """A single-node site's control plane runs its workloads (werft registers it
+    untainted). Tainted NoSchedule by hand, every pod keeps running until one restarts, then
+    it stays Pending: drift now, and a failed verify, not a surprise later."""
+    f = stage_fleet
+    cluster = f.cluster(EDGE)
+    assert not cluster.workers
+    await run_all(cluster, f.ctx)
+    node = cluster.machines[0].name
+
+    def taint(effect: str) -> None:
+        key = "node-role.kubernetes.io/control-plane"
+        f.sim.drift(kind="change-object", cluster=EDGE, apiVersion="v1", resource="nodes",
+                    name=node, patch={"spec": {"taints": [{"key": key, "effect": effect}]}})
+
+    taint("PreferNoSchedule")  # a preference keeps nothing off the node
+    assert (await check_cluster(cluster, f.ctx)).outcome is Outcome.IN_SHAPE
+
+    taint("NoSchedule")
+    report = await check_cluster(cluster, f.ctx)
+
+    assert report.outcome is Outcome.DRIFTED
+    [finding] = report.findings
+    assert (finding.kind, finding.field, finding.live, finding.where) == (
+        Kind.NODE, ".spec.taints", "node-role.kubernetes.io/control-plane:NoSchedule", node)
+    verified = await verify_cluster(cluster, f.ctx)
+    assert (verified.status, verified.reason) == ("False", "VerificationFailed")
+    assert "tainted" in verified.message and "kubectl taint" in verified.message

@@ -35,7 +35,7 @@ class Kind(StrEnum):
     MISSING = "missing"  # an add-on object is not there
     PRUNE = "prune"  # werft applied it once; the inventory no longer has it
     MACHINE = "machine"  # power, boot override, media, image
-    NODE = "node"  # missing, NotReady, kubelet version
+    NODE = "node"  # missing, NotReady, kubelet version, a control-plane taint
 
 
 class Outcome(StrEnum):

@@ -5,7 +5,8 @@ machine werft has not released, an installer image other than the profile's
 (``image_outdated``, computed by the provider's ``assess``). Seeds are not compared: the
 desired seed's hash means building its ISO, too dear for a check every 15 minutes.
 
-Nodes: missing, NotReady, a kubelet other than the desired version (``check_nodes``).
+Nodes: missing, NotReady, a kubelet other than the desired version, a control plane that
+must take the workloads (no workers) tainted against them (``check_nodes``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def node_findings(cluster: ResolvedCluster, nodes: Iterable[Mapping[str, Any]]) 
         found.append(Finding(area=Area.NODE, kind=Kind.NODE, object="Node",
                              field=".status.nodeInfo.kubeletVersion",
                              desired=f"v{cluster.kubernetes_version}", live=version, where=name))
+    for name, taint in check.tainted.items():
+        found.append(Finding(area=Area.NODE, kind=Kind.NODE, object="Node", field=".spec.taints",
+                             desired="(no control-plane taint: no workers)", live=taint,
+                             where=name))
     return found
 
 

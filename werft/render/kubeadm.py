@@ -13,6 +13,7 @@ from werft.render.node import (
     is_control_plane,
     is_first_control_plane,
     node_labels,
+    runs_workloads,
     version_tuple,
 )
 from werft.render.pki import ClusterPKI, ca_cert_hash, rfc3339
@@ -55,8 +56,7 @@ def render_kubeadm_config(cluster: ResolvedCluster, machine: Machine, pki: Clust
         ),
         "control_plane_endpoint": host_port(host, port),
         "pki_dir": PKI_DIR,
-        # Without workers, the control planes must take the workloads (the add-ons too).
-        "untainted": is_control_plane(machine) and not cluster.workers,
+        "untainted": runs_workloads(cluster, machine),
     }
     if is_first_control_plane(cluster, machine):
         return render_template(

@@ -53,6 +53,19 @@ def is_control_plane(machine: Machine) -> bool:
     return machine.role == Role.CONTROL_PLANE
 
 
+# kubeadm taints a control plane NoSchedule with the first unless told otherwise; the
+# second is the key before Kubernetes 1.24. k3s taints nothing.
+CONTROL_PLANE_TAINTS = frozenset(
+    {"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"}
+)
+
+
+def runs_workloads(cluster: ResolvedCluster, machine: Machine) -> bool:
+    """A control plane of a cluster without workers must take the workloads (the add-ons
+    too): werft registers it untainted, and it must stay so."""
+    return is_control_plane(machine) and not cluster.workers
+
+
 def is_first_control_plane(cluster: ResolvedCluster, machine: Machine) -> bool:
     """The machine that initialises the cluster; every other machine joins it."""
     control_planes = cluster.control_plane

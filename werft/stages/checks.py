@@ -10,6 +10,7 @@ from typing import Any
 
 from werft.inventory.resolved import ResolvedCluster
 from werft.kube import describe, health
+from werft.render.node import CONTROL_PLANE_TAINTS, runs_workloads
 
 Obj = Mapping[str, Any]
 
@@ -24,9 +25,11 @@ def bare_version(version: str) -> str:
 
 @dataclass
 class NodeCheck:
-    """Every machine of the cluster registered as a Node, Ready, at the desired version.
+    """Every machine of the cluster registered as a Node, Ready, at the desired version,
+    and, in a cluster without workers, its control planes free of the control-plane taint
+    (nothing new could be scheduled: a restarted add-on pod would stay Pending).
 
-    ``ok`` (all three) is what Verified requires; ``registered_at_version`` (Ready or not)
+    ``ok`` (all four) is what Verified requires; ``registered_at_version`` (Ready or not)
     is what Bootstrapped requires."""
 
     expected: int
@@ -34,10 +37,11 @@ class NodeCheck:
     missing: list[str] = field(default_factory=list)
     not_ready: list[str] = field(default_factory=list)
     wrong_version: dict[str, str] = field(default_factory=dict)  # node -> kubeletVersion
+    tainted: dict[str, str] = field(default_factory=dict)  # node -> "key:Effect"
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.not_ready or self.wrong_version)
+        return not (self.missing or self.not_ready or self.wrong_version or self.tainted)
 
     @property
     def registered(self) -> int:
@@ -69,6 +73,8 @@ class NodeCheck:
             parts.append(
                 "wrong version: " + ", ".join(f"{n} {v}" for n, v in self.wrong_version.items())
             )
+        if self.tainted:
+            parts.append("tainted: " + ", ".join(f"{n} {t}" for n, t in self.tainted.items()))
         return "; ".join(parts)
 
 
@@ -85,7 +91,20 @@ def check_nodes(cluster: ResolvedCluster, nodes: Iterable[Obj]) -> NodeCheck:
         kubelet = ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
         if bare_version(kubelet) != cluster.kubernetes_version:
             result.wrong_version[machine.name] = kubelet or "unknown"
+        if runs_workloads(cluster, machine) and (taint := control_plane_taint(node)):
+            result.tainted[machine.name] = taint
     return result
+
+
+def control_plane_taint(node: Obj) -> str:
+    """``key:Effect`` of a taint that keeps workloads off the node ("" if none)."""
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("key") in CONTROL_PLANE_TAINTS and taint.get("effect") in (
+            "NoSchedule",
+            "NoExecute",
+        ):
+            return f"{taint['key']}:{taint['effect']}"
+    return ""
 
 
 @dataclass

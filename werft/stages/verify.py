@@ -154,6 +154,13 @@ async def _nodes(
         not nodes.wrong_version,
         f"kubelet v{cluster.kubernetes_version} on {nodes.at_version}/{want}",
     )
+    if nodes.tainted:  # only a cluster without workers has a rule here
+        checks.record(
+            False,
+            "control planes take the workloads (no workers) but are tainted: "
+            + ", ".join(f"{n} {t}" for n, t in nodes.tainted.items())
+            + " (fix: kubectl taint nodes NODE KEY:EFFECT-)",
+        )
 
 
 async def _addons(
