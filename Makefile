@@ -9,6 +9,8 @@ EXTRAS := dev$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
 # default) or postgres (a local cluster under .werft/postgres; apt-get install postgresql).
 WERFT_DB ?= sqlite
 export WERFT_DB
+# Test processes (pytest-xdist): one per core of the 2-core CI machine; WORKERS=1 runs one.
+WORKERS ?= 2
 
 .PHONY: test test-fleet test-live demo up bench lint clean
 
@@ -22,12 +24,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) lint
-	$(BIN)/pytest -q -m "not fleet_scale"
+	$(BIN)/pytest -q -n $(WORKERS) -m "not fleet_scale"
 
 # Whole-fleet end-to-end runs (the sample fleet under 10% faults, a fault at every request
 # position, drift on 300 clusters): minutes each; CI runs them after `make test`.
 test-fleet: $(STAMP)
-	$(BIN)/pytest -q -m fleet_scale
+	$(BIN)/pytest -q -n $(WORKERS) -m fleet_scale
 
 # The Kubernetes-facing contract tests against a real cluster:
 #   WERFT_LIVE_KUBECONFIG=~/.kube/config make test-live
