@@ -50,6 +50,10 @@ class RunState:
     message: str
 
 
+def _client(api_url: str) -> httpx.Client:
+    return httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30)
+
+
 def _send(
     client: httpx.Client,
     method: str,
@@ -102,7 +106,7 @@ def create_run(
     The server makes one run per ``idempotency_key`` however often it is asked (by default
     a key of this call's own): a caller acting on an event passes the event's id."""
     run_key = idempotency_key or f"werft-api-{uuid.uuid4()}"
-    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
+    with _client(api_url) as client:
         found = _send(
             client, "GET", f"deployments/name/{deployment}", f"deployment {deployment}", policy
         )
@@ -144,7 +148,7 @@ class WebhookStarter:
 
 
 def read_run(api_url: str, run_id: str) -> RunState:
-    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
+    with _client(api_url) as client:
         return _state(_send(client, "GET", f"flow_runs/{run_id}", f"flow run {run_id}"))
 
 
@@ -167,7 +171,7 @@ def fleet_table(api_url: str, run_id: str) -> list[dict[str, Any]]:
         "sort": "CREATED_DESC",
         "limit": 1,
     }
-    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30) as client:
+    with _client(api_url) as client:
         artifacts = _send(client, "POST", "artifacts/filter", "the fleet table", json=body)
     if not artifacts:
         return []

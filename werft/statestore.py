@@ -190,24 +190,26 @@ class FileBackend:
         folder = self._path(prefix.rstrip("/"))
         if not folder.is_dir():
             return []
-        return sorted(
-            prefix + p.name
-            for p in folder.iterdir()
-            if p.is_file() and not p.name.endswith((".tmp", ".stale"))
-        )
+        return sorted(prefix + p.name for p in folder.iterdir() if _holds_value(p, folder))
 
     def walk(self) -> list[str]:
-        """Every stored name. Hidden files are not values: temporary files of writes in
-        progress, and ``.locks/`` (werft.render.pki's lock files, on this machine only)."""
+        """Every stored name."""
         if not self.root.is_dir():
             return []
-        names = (path.relative_to(self.root) for path in self.root.rglob("*") if path.is_file())
         return sorted(
-            name.as_posix()
-            for name in names
-            if not any(part.startswith(".") for part in name.parts)
-            and not name.name.endswith(".stale")
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*")
+            if _holds_value(p, self.root)
         )
+
+
+def _holds_value(path: Path, under: Path) -> bool:
+    """Is this file under ``under`` a stored value? Not a hidden one (a write's temporary
+    file, ``.locks/``: werft.render.pki's lock files, on this machine only; no name starts
+    with a dot), nor one set aside by ``delete_if``."""
+    if not path.is_file() or path.name.endswith(".stale"):
+        return False
+    return not any(part.startswith(".") for part in path.relative_to(under).parts)
 
 
 # --- SQL -------------------------------------------------------------------------------
